@@ -1,0 +1,40 @@
+"""The `legsegnet` command. Each subcommand lives in its own module exposing `register(subparsers)`,
+which adds its parser and sets `handler(args) -> int` as the parser default."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+SUBCOMMAND_MODULES = (
+)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one clear line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="legsegnet", description="Lower-extremity CT tissue segmentation (LegSegNet).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, PermissionError) as error:
+        if args.verbose:
+            raise
+        print(f"legsegnet: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("legsegnet: interrupted", file=sys.stderr)
+        return 130
