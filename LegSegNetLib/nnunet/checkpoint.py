@@ -1,0 +1,58 @@
+"""Loading nnU-Net checkpoints without ever executing code from them.
+
+nnU-Net checkpoints are torch pickles that also hold numpy scalars (for example the best EMA Dice).
+`torch.load(weights_only=True)` refuses anything but tensors and plain containers unless the extra
+classes are allow-listed; we allow exactly the numpy scalar and dtype classes and nothing else, so a
+checkpoint crafted to run code is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class UnsafeCheckpointError(ValueError):
+    """The file needs more than tensors, containers and numpy scalars to load: it is refused."""
+
+
+class CheckpointReadError(ValueError):
+    pass
+
+
+def _numpy_safe_globals() -> list:
+    scalar = getattr(np, "_core", np.core).multiarray.scalar
+    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return [scalar, np.dtype, *dtype_classes]
+
+
+def load_checkpoint(path) -> dict:
+    """Load a checkpoint on the CPU; returns its dictionary (network_weights, init_args, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it needs code that is not allowed in a weights file "
+            f"({_offending_global(error)}). Only load checkpoints from a source you trust; "
+            "re-download the model if this file should be a LegSegNet checkpoint."
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointReadError(f"cannot read checkpoint {path}: it is truncated or not a torch file ({error})") from error
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise CheckpointReadError(f"{path} is not an nnU-Net checkpoint (no 'network_weights')")
+    return checkpoint
+
+
+def _offending_global(error: Exception) -> str:
+    """The line of torch's message naming what the file wanted to import."""
+    for line in str(error).splitlines():
+        if "unsupported global" in line.lower() or "unsupported operand" in line.lower():
+            return line.strip(" .")
+    return str(error).splitlines()[0][:200]
