@@ -10,6 +10,8 @@ import sys
 
 SUBCOMMAND_MODULES = (
     "export",
+    "train",
+    "phantoms",
 )
 
 

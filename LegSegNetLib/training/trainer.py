@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from ..nnunet.checkpoint import load_checkpoint
 from ..nnunet.model import build_network, load_model_folder
 from .augment import IMAGE, LABEL, training_transforms
 from .data import (RawDataset, load_raw_dataset, make_splits, place_in_patch, preprocess, random_offset)
+from .options import TrainingOptions
 from .plans import CONFIGURATION, foreground_intensity_properties, legsegnet_plans
 
 log = logging.getLogger(__name__)
@@ -44,22 +44,6 @@ EpochCallback = Callable[[int, dict], Optional[bool]]
 
 class TrainingError(ValueError):
     """Training cannot start as asked (output exists, incompatible --init model, ...)."""
-
-
-@dataclass
-class TrainingOptions:
-    epochs: int = 100
-    iterations_per_epoch: int = 250
-    batch_size: Optional[int] = None  # None: the plans' batch size
-    learning_rate: float = 1e-2
-    width: Optional[float] = None  # feature scale of LegSegNet's plans; None: 1 (or the --init model's plans)
-    fold: Union[int, str] = 0  # 0-4, or "all" (train on every case, validate on the training cases)
-    device: str = "auto"
-    seed: int = 0
-    deep_supervision: bool = True
-    max_validation_slices: int = 200
-    init: Optional[Path] = None  # model folder whose weights (and plans) training starts from
-    resume: bool = False
 
 
 def train(dataset_dir, out_dir, options: TrainingOptions = TrainingOptions(),
@@ -169,7 +153,8 @@ class _Trainer:
         if not train_cases or not val_cases:
             raise TrainingError(f"fold {fold} leaves no training or no validation slices: export more slices "
                                 "or use --fold all")
-        return train_cases, val_cases[: self.options.max_validation_slices]
+        step = -(-len(val_cases) // self.options.max_validation_slices)  # evenly spread over the sources
+        return train_cases, val_cases[::step]
 
     # --- training ---------------------------------------------------------------------------------------------
     def run(self, epoch_callback: Optional[EpochCallback]) -> dict:
