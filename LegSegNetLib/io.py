@@ -22,7 +22,7 @@ def read_volume(path) -> Volume:
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise VolumeReadError(f"cannot read {path}: {_first_line(error)}") from error
+        raise VolumeReadError(f"cannot read {path}: {error_summary(error)}") from error
     return volume_from_sitk(image)
 
 
@@ -61,6 +61,7 @@ def write_volume(volume: Volume, path) -> None:
     sitk.WriteImage(sitk_from_volume(volume), str(path), useCompression=True)
 
 
-def _first_line(error: Exception) -> str:
+def error_summary(error: Exception) -> str:
+    """The informative last line of an ITK error message (the lines before are the C++ location)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
