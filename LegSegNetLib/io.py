@@ -48,6 +48,11 @@ def _check_scalar_3d(image: sitk.Image, path: Path) -> None:
         )
 
 
+def is_dicom_series_folder(path) -> bool:
+    """Whether a folder directly holds the files of at least one DICOM series."""
+    return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+
+
 def _read_dicom_series(folder: Path) -> sitk.Image:
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series_ids:
