@@ -75,19 +75,20 @@ def measurement_record(input_name: str, engine_name: str, measurements: Measurem
     })
 
 
-def write_measurement_tables(records: list, measurements_path=None, slice_areas_path=None, overwrite=False) -> None:
-    """One row per record (wide CSV plus a .json twin with column units and descriptions) and the
-    per-slice areas of every record (long CSV)."""
-    if measurements_path is not None:
-        rows = [{"input": record["input"], "engine": record["engine"], **record["summary"]} for record in records]
-        write_text(measurements_path, csv_text(RECORD_COLUMNS, rows), overwrite)
-        twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
-                "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
-                "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}
-        write_text(json_twin_path(measurements_path), json.dumps(_json_safe(twin), indent=1), overwrite)
-    if slice_areas_path is not None:
-        rows = [{"input": record["input"], **row} for record in records for row in record["slice_rows"]]
-        write_text(slice_areas_path, csv_text(SLICE_RECORD_COLUMNS, rows), overwrite)
+def write_summary_table(records: list, path, overwrite: bool = False) -> None:
+    """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
+    rows = [{"input": record["input"], "engine": record["engine"], **record["summary"]} for record in records]
+    twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
+            "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
+            "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}
+    write_text(path, csv_text(RECORD_COLUMNS, rows), overwrite)
+    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
+
+
+def write_slice_table(records: list, path, overwrite: bool = False) -> None:
+    """The per-slice areas of every record, long format (CSV)."""
+    rows = [{"input": record["input"], **row} for record in records for row in record["slice_rows"]]
+    write_text(path, csv_text(SLICE_RECORD_COLUMNS, rows), overwrite)
 
 
 def json_twin_path(csv_path) -> Path:

@@ -14,7 +14,9 @@ import pytest
 import slicerio
 
 from LegSegNetLib.cli import build_parser, main
-from LegSegNetLib.cli.segment import parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs
+from LegSegNetLib.cli.segment import (
+    expand_inputs, parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
+)
 from LegSegNetLib.engines.factory import EngineError, create_engine
 from LegSegNetLib.io import read_volume, write_volume
 from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS
@@ -164,6 +166,28 @@ def test_several_inputs_need_an_output_folder(tmp_path):
     write_volume(phantom_ct(), tmp_path / "other" / "a.nrrd")
     with pytest.raises(Exception, match="both write 'a' outputs"):
         plan_jobs(args_for(tmp_path / "a.nrrd", tmp_path / "other" / "a.nrrd", "--output-dir", tmp_path / "out"))
+
+
+def test_unwritable_output_is_reported(tmp_path, caplog):
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    (tmp_path / "file").write_text("not a folder")
+    with caplog.at_level(logging.ERROR):
+        assert run_cli(tmp_path / "leg.nrrd", "--labelmap", tmp_path / "file" / "labels.seg.nrrd") == 1
+    assert "cannot create the folder" in caplog.text
+
+
+def test_output_folder_must_differ_from_an_input_folder(tmp_path):
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    with pytest.raises(Exception, match="also the output folder"):
+        plan_jobs(args_for(tmp_path, "--output-dir", tmp_path))
+
+
+def test_folder_of_dicom_series_folders(visible_human_dicom_dir, tmp_path):
+    (tmp_path / "patient_7").symlink_to(visible_human_dicom_dir, target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    assert expand_inputs([tmp_path]) == [tmp_path / "patient_7"]
+    with pytest.raises(Exception, match="no CT volume"):
+        expand_inputs([tmp_path / "empty"])
 
 
 def test_axial_ranges(tmp_path, caplog):

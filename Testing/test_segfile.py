@@ -117,3 +117,30 @@ def test_full_disk_leaves_no_partial_output(tmp_path, name):
 def _repo_root():
     from pathlib import Path
     return Path(__file__).resolve().parent.parent
+
+
+def test_slicer_reads_the_segmentation(tmp_path):
+    """Slicer's own segmentation storage node (PyPI slicer-core) loads the file as one shared layer."""
+    slicer = pytest.importorskip("slicer")
+    import vtk
+
+    labels = oblique_labels()
+    write_seg_nrrd(labels, tmp_path / "legs.seg.nrrd")
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "legs.seg.nrrd"))
+    assert storage.ReadData(node) == 1
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfLayers() == 1
+    for index, tissue in enumerate(TISSUES):
+        segment = segmentation.GetNthSegment(index)
+        terminology = vtk.reference("")
+        segment.GetTag("TerminologyEntry", terminology)
+        assert (segment.GetName(), segment.GetLabelValue()) == (tissue.name, tissue.value)
+        assert f"SCT^{tissue.type[1]}^" in str(terminology)
+    layer = segmentation.GetSegment("SM").GetRepresentation("Binary labelmap")
+    image_to_world = vtk.vtkMatrix4x4()
+    layer.GetImageToWorldMatrix(image_to_world)
+    matrix = np.array([[image_to_world.GetElement(r, c) for c in range(4)] for r in range(4)])
+    np.testing.assert_allclose(matrix, labels.ijk_to_ras, atol=1e-5)

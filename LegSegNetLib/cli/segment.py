@@ -24,7 +24,7 @@ from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
 from ..outputs import OutputExistsError, extension_of, refuse_existing, write_text
 from ..pipeline import SliceRange
-from ..run import json_twin_path, measurement_record, run_segmentation, write_measurement_tables
+from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
 from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
 
 log = logging.getLogger("legsegnet")
@@ -80,7 +80,6 @@ def segment_command(args) -> int:
 
 def run_jobs(jobs: list, engine, args) -> int:
     """Process every job, carrying on past failures; write the run's tables; exit status 1 if any failed."""
-    measurements_path, slice_areas_path = _table_paths(args)
     records, failed = [], []
     for number, job in enumerate(jobs, 1):
         label = f"[{number}/{len(jobs)}] {job.name}" if len(jobs) > 1 else job.name
@@ -92,11 +91,11 @@ def run_jobs(jobs: list, engine, args) -> int:
             log.debug("details", exc_info=True)
             log.error("%s: failed: %s", job.input, error)
             failed.append(job.input)
-    if records:
-        rebuilt = args.output_dir is not None and args.measurements is None
-        write_measurement_tables(records, measurements_path, None, overwrite=args.overwrite or rebuilt)
-        rebuilt = args.output_dir is not None and args.slice_areas is None
-        write_measurement_tables(records, None, slice_areas_path, overwrite=args.overwrite or rebuilt)
+    for write, path, overwrite in _tables(args) if records else ():
+        try:
+            write(records, path, overwrite)
+        except OSError as error:  # full disk, no permission, a file that appeared meanwhile
+            raise UserError(str(error)) from error
     if failed:
         log.error("%d of %d inputs failed: %s", len(failed), len(jobs), ", ".join(map(str, failed)))
         return 1
@@ -233,15 +232,20 @@ def _engine(args):
     try:
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
                              checkpoint=args.checkpoint)
-    except (ValueError, OSError) as error:  # missing/broken model folder, unknown model, missing module
+    except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
         raise UserError(f"cannot load the {args.engine} engine: {error}") from error
 
 
-def _table_paths(args) -> tuple:
-    if args.output_dir is None:
-        return args.measurements, args.slice_areas
-    return (args.measurements or args.output_dir / "measurements.csv",
-            args.slice_areas or args.output_dir / "slice_areas.csv")
+def _tables(args) -> list:
+    """(writer, path, overwrite) of each run table; the defaults in --output-dir are rebuilt every run."""
+    tables = []
+    for write, given, default_name in ((write_summary_table, args.measurements, "measurements.csv"),
+                                       (write_slice_table, args.slice_areas, "slice_areas.csv")):
+        if given is not None:
+            tables.append((write, given, args.overwrite))
+        elif args.output_dir is not None:
+            tables.append((write, args.output_dir / default_name, True))
+    return tables
 
 
 def _refuse_duplicate_names(jobs: list) -> None:
