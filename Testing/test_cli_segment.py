@@ -168,6 +168,16 @@ def test_several_inputs_need_an_output_folder(tmp_path):
         plan_jobs(args_for(tmp_path / "a.nrrd", tmp_path / "other" / "a.nrrd", "--output-dir", tmp_path / "out"))
 
 
+def test_single_slice_volume_is_measured(tmp_path, caplog):
+    write_volume(phantom_ct(1), tmp_path / "slice.nrrd")
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(tmp_path / "slice.nrrd", "--measurements", tmp_path / "m.csv") == 0
+    assert "single axial slice" in caplog.text
+    row = read_csv(tmp_path / "m.csv")[0]
+    assert float(row["Bone_volume_cm3"]) == pytest.approx(2 * PER_LEG_SLICE["Bone"] * VOXEL_CM3)
+    assert float(row["axial_extent_mm"]) == pytest.approx(3.0)
+
+
 def test_unwritable_output_is_reported(tmp_path, caplog):
     write_volume(phantom_ct(), tmp_path / "leg.nrrd")
     (tmp_path / "file").write_text("not a folder")
@@ -259,3 +269,24 @@ def test_real_ct_end_to_end(visible_human_dicom_dir, tmp_path):
     assert int(row["separable_slice_count"]) > 0.8 * int(row["slice_count"])
     ratio = float(row["right_Bone_volume_cm3"]) / float(row["left_Bone_volume_cm3"])
     assert 0.8 < ratio < 1.25, ratio
+
+
+def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
+    """`legsegnet segment` with a LegSegNet-like model folder the tests make: outputs on the DICOM grid."""
+    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    model_factory = pytest.importorskip("model_factory")
+    model = model_factory.make_model_folder(tmp_path / "model")
+    out = tmp_path / "out"
+    assert main(["segment", str(visible_human_dicom_dir), "--model", str(model), "--device", "cpu",
+                 "--range", "150:153", "--labelmap", str(out / "legs.seg.nrrd"),
+                 "--measurements", str(out / "m.csv"), "--slice-areas", str(out / "areas.csv")]) == 0
+    ct = read_volume(visible_human_dicom_dir)
+    segmentation = slicerio.read_segmentation(str(out / "legs.seg.nrrd"))
+    np.testing.assert_allclose(segmentation["ijkToLPS"], LPS_TO_RAS @ ct.ijk_to_ras, atol=1e-4)
+    labels = np.transpose(segmentation["voxels"], (2, 1, 0))
+    assert labels.shape == ct.array.shape
+    outside = np.ones(len(labels), bool)
+    outside[150:153] = False
+    assert not labels[outside].any()
+    assert read_csv(out / "m.csv")[0]["engine"]
+    assert {int(row["slice_index"]) for row in read_csv(out / "areas.csv")} <= {150, 151, 152}
