@@ -47,6 +47,9 @@ def seg_nrrd_fields(image: sitk.Image) -> dict[str, str]:
     statistics = sitk.LabelShapeStatisticsImageFilter()
     statistics.Execute(image)
     present = set(statistics.GetLabels())
+    unknown = sorted(present - {tissue.value for tissue in TISSUES})
+    if unknown:
+        raise ValueError(f"label values {unknown} are not LegSegNet tissues (1..{len(TISSUES)}); cannot name them")
     fields = {
         "Segmentation_MasterRepresentation": "Binary labelmap",
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",

@@ -72,6 +72,14 @@ def test_unknown_extension_is_refused(tmp_path):
         write_labelmap(oblique_labels(), tmp_path / "labels.png")
 
 
+def test_labels_that_are_not_tissues_are_refused(tmp_path):
+    labels = oblique_labels()
+    labels.array[0, 0, 0] = 7
+    with pytest.raises(ValueError, match=r"\[7\] are not LegSegNet tissues"):
+        write_seg_nrrd(labels, tmp_path / "labels.seg.nrrd")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_is_kept_unless_overwrite(tmp_path):
     path = tmp_path / "labels.seg.nrrd"
     path.write_bytes(b"precious")
