@@ -5,6 +5,7 @@ exercised through its error paths.
 """
 
 import csv
+import io
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import slicerio
 
 from LegSegNetLib.cli import build_parser, main
 from LegSegNetLib.cli.segment import (
-    expand_inputs, parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
+    TerminalProgress, expand_inputs, parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
 )
 from LegSegNetLib.engines.factory import EngineError, create_engine
 from LegSegNetLib.io import read_volume, write_volume
@@ -212,6 +213,22 @@ def test_axial_ranges(tmp_path, caplog):
         assert run_cli(tmp_path / "leg.nrrd", "--range", "10:20", "--labelmap", tmp_path / "e.nrrd") == 1
     assert "selects no slice" in caplog.text
     assert not (tmp_path / "e.nrrd").exists()
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal():
+    terminal, log_file = Terminal(), io.StringIO()
+    for stream in (terminal, log_file):
+        bar = TerminalProgress("leg", stream)
+        for done in range(0, 5):
+            bar(done, 4)
+    assert log_file.getvalue() == ""
+    assert terminal.getvalue().count("\r") == 5
+    assert terminal.getvalue().endswith("[" + "#" * 30 + "] 4/4 slices\n")
 
 
 def test_argument_parsers():

@@ -198,7 +198,7 @@ def parse_folds(text: str) -> Optional[tuple]:
     except ValueError:
         folds = ()
     if not folds or min(folds) < 0:
-        raise _argument_error(f"--folds takes fold numbers separated by commas (e.g. 0,1,2) or 'all', not {text!r}")
+        raise argparse.ArgumentTypeError(f"--folds takes fold numbers separated by commas (e.g. 0,1,2) or 'all', not {text!r}")
     return folds
 
 
@@ -210,22 +210,18 @@ def parse_index_range(text: str) -> SliceRange:
 def parse_mm_range(text: str) -> tuple:
     start, stop = _split_range(text, float, "--range-mm takes START:END positions in mm, e.g. -120:-40")
     if start is None or stop is None:
-        raise _argument_error("--range-mm needs both ends, e.g. -120:-40")
+        raise argparse.ArgumentTypeError("--range-mm needs both ends, e.g. -120:-40")
     return start, stop
 
 
 def _split_range(text: str, number, message: str) -> tuple:
     parts = text.split(":")
     if len(parts) != 2:
-        raise _argument_error(message)
+        raise argparse.ArgumentTypeError(message)
     try:
         return tuple(number(part) if part.strip() else None for part in parts)
     except ValueError:
-        raise _argument_error(message) from None
-
-
-def _argument_error(message: str) -> argparse.ArgumentTypeError:
-    return argparse.ArgumentTypeError(message)
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _engine(args):
