@@ -307,3 +307,16 @@ def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
     assert not labels[outside].any()
     assert read_csv(out / "m.csv")[0]["engine"]
     assert {int(row["slice_index"]) for row in read_csv(out / "areas.csv")} <= {150, 151, 152}
+
+
+def test_threshold_engine_through_the_command(tmp_path):
+    """The real threshold engine built by name: labels land on the input grid of an oblique, flipped volume."""
+    pytest.importorskip("LegSegNetLib.engines.threshold")
+    ct = phantom_ct().reoriented((0, 2, 1), (True, False, True))
+    write_volume(ct, tmp_path / "leg.nii.gz")
+    assert main(["segment", str(tmp_path / "leg.nii.gz"), "--engine", "threshold",
+                 "--labelmap", str(tmp_path / "labels.nrrd"), "--measurements", str(tmp_path / "m.csv")]) == 0
+    labels = read_volume(tmp_path / "labels.nrrd")
+    np.testing.assert_allclose(labels.ijk_to_ras, ct.ijk_to_ras, atol=1e-5)
+    assert np.all(labels.array[ct.array == BONE_HU] == 4)
+    assert read_csv(tmp_path / "m.csv")[0]["engine"] == "threshold"

@@ -93,6 +93,10 @@ def assert_summary(summary, expected):
 
 def test_two_legs_match_the_construction():
     ct, labels = make_phantom()
+    # The leg called RIGHT_LEG really lies towards the patient's right (RAS +x) of the other.
+    centre_x = [labels.ras_of_index((5, (box[0] + box[1]) / 2, (box[2] + box[3]) / 2))[0, 0]
+                for box in (RIGHT_LEG["outer"], LEFT_LEG["outer"])]
+    assert centre_x[0] > centre_x[1]
     summary = compute_measurements(ct, labels).summary
     assert_summary(summary, expected_side(sum_pixels(RIGHT_LEG, LEFT_LEG)))
     assert_summary(summary, expected_side(leg_pixels(RIGHT_LEG), "right_"))
