@@ -27,7 +27,8 @@ def write_labelmap(labels: Volume, path, overwrite: bool = False) -> None:
     """Write a label map in the format its extension names (see LABELMAP_EXTENSIONS)."""
     extension = extension_of(path)
     if extension not in LABELMAP_EXTENSIONS:
-        raise ValueError(f"cannot write a label map as {Path(path).name!r}: use one of {', '.join(LABELMAP_EXTENSIONS)}")
+        choices = ", ".join(LABELMAP_EXTENSIONS)
+        raise ValueError(f"cannot write a label map as {Path(path).name!r}: use one of {choices}")
     if extension == ".seg.nrrd":
         write_seg_nrrd(labels, path, overwrite)
     else:

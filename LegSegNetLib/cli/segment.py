@@ -198,7 +198,8 @@ def parse_folds(text: str) -> Optional[tuple]:
     except ValueError:
         folds = ()
     if not folds or min(folds) < 0:
-        raise argparse.ArgumentTypeError(f"--folds takes fold numbers separated by commas (e.g. 0,1,2) or 'all', not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--folds takes fold numbers separated by commas (e.g. 0,1,2) or 'all', not {text!r}")
     return folds
 
 
@@ -261,4 +262,4 @@ def _read_record(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the earlier result {path} ({error}); redo this input with --overwrite") from error
+        raise ValueError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
