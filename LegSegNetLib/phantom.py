@@ -121,14 +121,14 @@ def make_leg_phantom(seed=0, region="calf", shape=(40, 256, 256), spacing=None, 
     grid = _Grid(shape, spacing)
 
     materials = np.full(shape, AIR, dtype=np.uint8)
-    marrow_hu = np.zeros(shape[0], dtype=np.float32)
     cushion_top = 0.55 * float(grid.y[-1])  # legs in the upper part of the picture, the table below
     _paint_table(materials, grid, cushion_top)
+    canvas = _Canvas(materials, _MATERIAL_HU[materials], (spacing[1] + spacing[2]) / 2)
     for side in (-1, 1):
-        marrow_hu = _Leg.random(anatomy, side, rng).paint(materials, grid, cushion_top, rng)
+        _Leg.random(anatomy, side, rng).paint(canvas, grid, cushion_top, rng)
 
     truth = _MATERIAL_LABEL[materials]
-    ct = _render_hu(materials, marrow_hu, spacing, rng, noise, blur)
+    ct = _render_hu(canvas.hu, materials, spacing, rng, noise, blur)
     canonical = Volume.from_spacing(np.zeros(shape, np.uint8), spacing[::-1], grid.origin_ras, np.diag([-1.0, -1.0, 1.0]))
     return _store(canonical, ct, truth, orientation)
 
@@ -218,33 +218,31 @@ class _Leg:
         return np.maximum(thickness, 1.5)
 
     # --- painting ---------------------------------------------------------------------------
-    def paint(self, materials, grid, cushion_top, rng):
-        """Paint this leg into `materials` (canonical grid); returns the per-slice marrow HU."""
+    def paint(self, canvas, grid, cushion_top, rng):
+        """Paint this leg on the canvas."""
         columns = self._column_window(grid)
+        canvas = canvas.window(np.s_[:, :, columns])
         s = _per_slice(grid.s)
         u = self.side * (grid.x[None, None, columns] - self.centre_x(s))
         v = grid.y[None, :, None] - self.centre_y(s, cushion_top)
         u, v = np.broadcast_arrays(u, v)
         r, theta = np.hypot(u, v), np.arctan2(v, u)
-        view = materials[:, :, columns]
 
         skin = self.skin_radius(theta, s)
-        view[r <= skin] = SKIN
+        canvas.fill(skin - r, SKIN)
         sat_inner = skin - self.p["skin"]
-        view[r <= sat_inner] = SAT
+        canvas.fill(sat_inner - r, SAT)
         fascia = sat_inner - self.sat_thickness(theta, s)
-        view[r <= fascia] = FASCIA
-        compartment = r <= fascia - FASCIA_MM
-        view[compartment] = MUSCLE
+        canvas.fill(fascia - r, FASCIA)
+        compartment = canvas.fill(fascia - FASCIA_MM - r, MUSCLE)
         del skin, sat_inner, fascia
 
         scale = self.radius_at(s) / self.radius
-        self._paint_septa(view, u, v, scale, compartment)
-        self._paint_fat_islands(view, u, v, grid, compartment, rng)
-        self._paint_bundles(view, u, v, scale, compartment)
-        marrow_hu = self._paint_bones(view, u, v, scale, grid)
-        self._paint_superficial_veins(view, u, v, r, theta, s)
-        return marrow_hu
+        self._paint_septa(canvas, u, v, scale, compartment)
+        self._paint_fat_islands(canvas, u, v, grid, compartment, rng)
+        self._paint_bundles(canvas, u, v, scale, compartment)
+        self._paint_bones(canvas, u, v, scale, grid)
+        self._paint_superficial_veins(canvas, u, v, s)
 
     def _column_window(self, grid):
         reach = self.max_extent() * 1.4 + 5
@@ -252,12 +250,12 @@ class _Leg:
         inside = np.flatnonzero(np.abs(grid.x - centre) <= reach + abs(self.p["drift"]) * np.abs(grid.s).max())
         return slice(int(inside.min()), int(inside.max()) + 1) if inside.size else slice(0, 0)
 
-    def _paint_septa(self, view, u, v, scale, compartment):
+    def _paint_septa(self, canvas, u, v, scale, compartment):
         for ((u0, v0), (u1, v1)), width in zip(self.anatomy.septa, self.p["septum_width"]):
             distance = _segment_distance(u, v, u0 * scale, v0 * scale, u1 * scale, v1 * scale)
-            view[(distance <= width / 2) & compartment] = IMAT
+            canvas.fill(width / 2 - distance, IMAT, within=compartment)
 
-    def _paint_fat_islands(self, view, u, v, grid, compartment, rng):
+    def _paint_fat_islands(self, canvas, u, v, grid, compartment, rng):
         """Ellipsoidal fat islands (round) and streaks (long, thin), each spanning some slices."""
         reach = self.radius * 0.85
         count = int(rng.integers(14, 24))
@@ -272,40 +270,65 @@ class _Leg:
             rows = np.flatnonzero(np.abs(grid.s - s_centre) < s_half)
             if rows.size == 0:
                 continue
+            rows = slice(rows[0], rows[-1] + 1)
             du, dv = u[rows] - cu, v[rows] - cv
             along = du * np.cos(direction) + dv * np.sin(direction)
             across = -du * np.sin(direction) + dv * np.cos(direction)
             along_s = ((grid.s[rows] - s_centre) / s_half)[:, None, None]
-            inside = (along / length) ** 2 + (across / width) ** 2 + along_s ** 2 <= 1
-            view[rows] = np.where(inside & compartment[rows] & (view[rows] == MUSCLE), IMAT, view[rows])
+            rho = np.sqrt((along / length) ** 2 + (across / width) ** 2 + along_s ** 2)
+            canvas.window(rows).fill((1 - rho) * width, IMAT, within=compartment[rows])
 
-    def _paint_bundles(self, view, u, v, scale, compartment):
+    def _paint_bundles(self, canvas, u, v, scale, compartment):
         for bu, bv, vessel_radius in self.anatomy.bundles:
             r = np.hypot(u - bu * scale, v - bv * scale)
-            view[(r <= vessel_radius * 2.2) & compartment] = IMAT
-            view[(r <= vessel_radius) & compartment] = VESSEL
+            canvas.fill(vessel_radius * 2.2 - r, IMAT, within=compartment)
+            canvas.fill(vessel_radius - r, VESSEL, within=compartment)
 
-    def _paint_bones(self, view, u, v, scale, grid):
+    def _paint_bones(self, canvas, u, v, scale, grid):
         knee = grid.knee_fraction if self.anatomy.knee_end == "superior" else 1 - grid.knee_fraction
         flare = np.clip((knee - 0.8) / 0.2, 0.0, 1.0) ** 2  # 0 in the shaft, 1 at the knee end of the slab
+        marrow_hu = _per_slice(_MATERIAL_HU[MARROW] + (TRABECULAR_HU - _MATERIAL_HU[MARROW]) * flare)
         for bone in self.anatomy.bones:
             grow = _per_slice(1 + 0.35 * flare) if bone.flares else 1.0
             cortex = _per_slice(bone.cortex - (bone.cortex - 1.3) * flare) if bone.flares else bone.cortex
             du, dv = u - bone.centre[0] * scale, v - bone.centre[1] * scale
             theta = np.arctan2(dv, du)
             outline = bone.radius * scale * grow * (1 + bone.lobes * np.cos(3 * (theta - bone.lobe_angle)))
-            rho = np.hypot(du, dv) / outline
-            view[rho <= 1] = CORTEX
-            view[rho <= 1 - cortex / (bone.radius * scale * grow)] = MARROW
-        return _MATERIAL_HU[MARROW] + (TRABECULAR_HU - _MATERIAL_HU[MARROW]) * flare
+            depth = outline - np.hypot(du, dv)
+            canvas.fill(depth, CORTEX)
+            canvas.fill(depth - cortex, MARROW, hu=marrow_hu)
 
-    def _paint_superficial_veins(self, view, u, v, r, theta, s):
+    def _paint_superficial_veins(self, canvas, u, v, s):
         for angle, vein_radius in self.anatomy.superficial_veins:
-            skin = self.skin_radius(np.float32(angle), s)
-            depth = skin - self.p["skin"] - self.sat_thickness(np.float32(angle), s) / 2
+            sat = self.sat_thickness(np.float32(angle), s)
+            depth = self.skin_radius(np.float32(angle), s) - self.p["skin"] - sat / 2
             cu, cv = depth * np.cos(angle), depth * np.sin(angle)
-            inside = np.hypot(u - cu, v - cv) <= np.minimum(vein_radius, self.sat_thickness(np.float32(angle), s) / 3)
-            view[inside & (view == SAT)] = SAT_VEIN
+            canvas.fill(np.minimum(vein_radius, sat / 3) - np.hypot(u - cu, v - cv), SAT_VEIN)
+
+
+class _Canvas:
+    """Materials at voxel centres (the truth) and HU with partial volume.
+
+    A shape covers each voxel by the fraction of a one-pixel box around the centre that lies inside
+    it, a ramp of the signed distance to its edge, so edge voxels mix tissues the way a scanner's
+    voxels do, and a voxel is labelled with a shape when its centre is inside (coverage >= 1/2).
+    """
+
+    def __init__(self, materials, hu, pixel_mm):
+        self.materials, self.hu, self.pixel_mm = materials, hu, pixel_mm
+
+    def window(self, index):
+        return _Canvas(self.materials[index], self.hu[index], self.pixel_mm)
+
+    def fill(self, depth_mm, material, hu=None, within=None):
+        """Paint where `depth_mm` (signed distance inside the shape) is positive; returns the coverage."""
+        coverage = np.clip(0.5 + depth_mm / self.pixel_mm, 0, 1).astype(np.float32)
+        if within is not None:
+            coverage = np.minimum(coverage, within)
+        self.materials[coverage >= 0.5] = material
+        value = _MATERIAL_HU[material] if hu is None else hu
+        self.hu += coverage * (value - self.hu)
+        return coverage
 
 
 def _segment_distance(u, v, u0, v0, u1, v1):
@@ -329,10 +352,8 @@ def _paint_table(materials, grid, cushion_top):
     materials[:] = plane
 
 
-def _render_hu(materials, marrow_hu, spacing, rng, noise, blur):
-    hu = _MATERIAL_HU[materials]
-    marrow = materials == MARROW
-    hu[marrow] = np.broadcast_to(_per_slice(marrow_hu), materials.shape)[marrow]
+def _render_hu(hu, materials, spacing, rng, noise, blur):
+    """Tissue texture, scanner blur and noise on the partial-volume HU; int16."""
     soft = (materials >= SKIN) & (materials <= VESSEL)
     texture = ndimage.gaussian_filter(rng.standard_normal(materials.shape).astype(np.float32),
                                       [TEXTURE_SIGMA_MM / d for d in spacing])
