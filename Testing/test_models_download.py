@@ -68,6 +68,40 @@ def test_a_dropped_connection_is_resumed_with_a_range_request(server, hf_model):
     assert server.bytes_sent < sum((hf_model / f).stat().st_size for f in HF_FILES) + size // 2 + 1
 
 
+def test_resuming_follows_a_redirect_to_the_cdn(server, hf_model):
+    size = (hf_model / CHECKPOINT).stat().st_size
+    server.misbehaviour.redirect_to = "cdn"
+    server.misbehaviour.drop_after[f"/cdn/{CHECKPOINT}"] = size // 2
+
+    folder = download_model("legsegnet")
+
+    assert [r.range for r in server.requests if r.path == f"/cdn/{CHECKPOINT}"] == [None, f"bytes={size // 2}-"]
+    assert sha256(folder / CHECKPOINT) == sha256(hf_model / CHECKPOINT)
+
+
+@pytest.mark.parametrize("size_known", [True, False])
+def test_a_part_complete_when_the_run_stopped(server, hf_model, tmp_path, monkeypatch, size_known):
+    if size_known:
+        monkeypatch.setenv("LEGSEGNET_REGISTRY", str(write_registry(tmp_path / "r.json", server.base_url, hf_model)))
+    reports = []
+
+    def cancel():  # stop right after the checkpoint's last byte arrived, before it was verified
+        return reports[-1].file == CHECKPOINT and reports[-1].file_done == reports[-1].file_total
+
+    with pytest.raises(DownloadCancelled):
+        download_model("legsegnet", progress=reports.append, cancel=cancel)
+    requests_before, sent_before = len(server.requests), server.bytes_sent
+    download_model("legsegnet")
+
+    again = [r.range for r in server.requests[requests_before:] if r.path == url_path(CHECKPOINT)]
+    size = (hf_model / CHECKPOINT).stat().st_size
+    if size_known:  # nothing to fetch: the part is verified and used
+        assert again == [] and server.bytes_sent == sent_before
+    else:  # the server refuses a range past the end (416): the file is fetched afresh
+        assert again == [f"bytes={size}-", None] and server.bytes_sent == sent_before + size
+    assert model_status("legsegnet").state == INSTALLED
+
+
 def test_an_interrupted_download_is_never_installed_and_the_next_run_resumes(server, hf_model):
     size = (hf_model / CHECKPOINT).stat().st_size
     server.misbehaviour.drop_after[url_path(CHECKPOINT)] = size // 3

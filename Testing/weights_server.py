@@ -24,6 +24,7 @@ class Misbehaviour:
     stall_before_headers: set = field(default_factory=set)
     corrupt: set = field(default_factory=set)  # paths: flip one byte in the middle of the body
     ignore_range: bool = False
+    redirect_to: str | None = None  # answer 302 to this prefix, as Hugging Face redirects to its CDN
 
 
 @dataclass
@@ -63,11 +64,11 @@ class WeightsServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def file_for(self, url_path: str) -> Path | None:
-        path = urllib.parse.unquote(url_path)
-        if not path.startswith(f"/{self.prefix}/"):
+    def file_for(self, url_path: str, prefix: str | None = None) -> Path | None:
+        path, prefix = urllib.parse.unquote(url_path), prefix or self.prefix
+        if not path.startswith(f"/{prefix}/"):
             return None
-        candidate = (self.folder / path[len(self.prefix) + 2:]).resolve()
+        candidate = (self.folder / path[len(prefix) + 2:]).resolve()
         return candidate if candidate.is_file() and self.folder.resolve() in candidate.parents else None
 
 
@@ -86,7 +87,13 @@ def _handler_for(server: WeightsServer):
             if url_path in misbehaviour.stall_before_headers:
                 server.stopping.wait(MAX_STALL_S)
                 return
-            file = server.file_for(url_path)
+            if misbehaviour.redirect_to and not url_path.startswith(f"/{misbehaviour.redirect_to}/"):
+                self.send_response(302)
+                self.send_header("Location", f"/{misbehaviour.redirect_to}/{url_path.split('/', 2)[2]}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            file = server.file_for(url_path, misbehaviour.redirect_to)
             if file is None:
                 self.send_error(404, "Entry not found")
                 return

@@ -46,6 +46,10 @@ class DownloadCancelled(Cancelled):
     pass
 
 
+class _RangeNotSatisfiable(Exception):
+    pass
+
+
 class _Interrupted(Exception):
     """The connection broke off midway; the transfer can resume where it stopped."""
 
@@ -158,12 +162,20 @@ def _verified(path: Path, expected: Optional[FileRecord], spec: ModelSpec, relat
 
 def _transfer(opener, url: str, part: Path, expected: Optional[FileRecord], meter: "_Meter", cancel,
               timeout: float) -> Optional[int]:
-    """Fetch url into part, resuming from what part already holds; returns the size the server announced."""
+    """Fetch url into part, resuming from what part already holds; returns the size the server announced
+    (None when it announced none or nothing needed fetching)."""
     have = part.stat().st_size if part.exists() else 0
+    if expected and have == expected.size:
+        return None  # fetched completely before the last run stopped; verified next
     if expected and have > expected.size:
         part.unlink()
         have = 0
-    response = _open(opener, url, have, timeout)
+    try:
+        response = _open(opener, url, have, timeout)
+    except _RangeNotSatisfiable:  # the part already holds the whole file, or the server's file shrank
+        part.unlink()
+        have = 0
+        response = _open(opener, url, have, timeout)
     with response:
         resumed = have > 0 and response.status == 206 and _range_start(response) == have
         if not resumed:
@@ -186,6 +198,8 @@ def _open(opener, url: str, offset: int, timeout: float):
     try:
         return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            raise _RangeNotSatisfiable() from None
         raise _http_error(error, url) from None
     except (TimeoutError, urllib.error.URLError) as error:
         reason = getattr(error, "reason", error)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import paths
-from .manifest import Manifest, read_manifest, record_files, write_manifest
+from .manifest import Manifest, record_files, write_manifest
 from .registry import load_registry
 from .validate import ModelValidationError, find_model_root, model_files, validate_model_folder
 
@@ -34,7 +34,7 @@ class UnsafeArchiveError(ModelValidationError):
 
 def ensure_replaceable(name: str, replace: bool) -> None:
     folder = paths.installed_model_dir(name)
-    if folder.exists() and read_manifest(folder) is not None and not replace:
+    if folder.exists() and not replace:
         raise ModelExistsError(f"model {name!r} is already installed in {folder}; confirm replacing it "
                                "(--yes on the command line) or remove it first with "
                                f"`legsegnet models remove {name}`")
