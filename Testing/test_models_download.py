@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 import torch
@@ -54,6 +55,16 @@ def test_clean_download_installs_a_verified_model_that_loads(server, hf_model, i
     assert [r.done for r in reports] == sorted(r.done for r in reports)
     recorded = json.loads((isolated_home / "checksums.json").read_text())["legsegnet"]["1.0"]
     assert recorded[CHECKPOINT] == {"size": (hf_model / CHECKPOINT).stat().st_size, "sha256": sha256(hf_model / CHECKPOINT)}
+
+
+def test_progress_reports_the_transfer_speed(server, hf_model):
+    server.misbehaviour.pause_per_64k_s = 0.04  # about 1.6 MB/s at most
+    reports = []
+    started = time.monotonic()
+    download_model("legsegnet", progress=reports.append)
+    average = sum((hf_model / f).stat().st_size for f in HF_FILES) / (time.monotonic() - started)
+    speeds = [r.bytes_per_second for r in reports if r.bytes_per_second > 0]
+    assert speeds and all(average / 3 < speed < average * 3 for speed in speeds)
 
 
 def test_a_dropped_connection_is_resumed_with_a_range_request(server, hf_model):

@@ -173,11 +173,14 @@ def test_the_home_folder_is_per_user_unless_overridden(isolated_home, monkeypatc
     assert legsegnet_home().is_absolute()
 
 
-def test_the_registry_names_the_published_model():
+def test_the_registry_names_the_published_model_and_mirrors_replace_its_address(monkeypatch):
     from LegSegNetLib.models import get_model_spec
 
     spec = get_model_spec("legsegnet")
     assert spec.url_for("fold_0/checkpoint_best.pth") == \
         "https://huggingface.co/GogoChen/LegSegNet/resolve/main/fold_0/checkpoint_best.pth"
+    monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", "https://mirror.example.org/weights/{model}/")
+    assert spec.url_for("fold_0/checkpoint_best.pth") == \
+        "https://mirror.example.org/weights/legsegnet/fold_0/checkpoint_best.pth"
     assert [f.path for f in spec.files] == list(HF_FILES) and spec.folds == (0,)
     assert spec.in_plane_orientation == "PL" and "2605.30829" in json.dumps(spec.citation)

@@ -24,6 +24,7 @@ class Misbehaviour:
     stall_before_headers: set = field(default_factory=set)
     corrupt: set = field(default_factory=set)  # paths: flip one byte in the middle of the body
     ignore_range: bool = False
+    pause_per_64k_s: float = 0.0  # slow the transfer down, to measure speed
     redirect_to: str | None = None  # answer 302 to this prefix, as Hugging Face redirects to its CDN
 
 
@@ -129,6 +130,7 @@ def _handler_for(server: WeightsServer):
                 limit = min(len(body), 1024)
             payload = body if limit is None else body[:limit]
             for offset in range(0, len(payload), 65536):
+                server.stopping.wait(misbehaviour.pause_per_64k_s)
                 self.wfile.write(payload[offset:offset + 65536])
                 server.bytes_sent += len(payload[offset:offset + 65536])
             self.wfile.flush()
