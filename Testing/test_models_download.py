@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 
 import pytest
@@ -193,6 +194,15 @@ def test_a_missing_file_gives_a_clear_404_message(server, monkeypatch):
         download_model("legsegnet")
 
 
+def test_an_unreachable_server_is_explained(monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", f"http://127.0.0.1:{port}/model")
+    with pytest.raises(DownloadError, match="cannot reach .*HTTPS_PROXY.*legsegnet models install"):
+        download_model("legsegnet")
+
+
 @pytest.mark.parametrize("where", ["stall", "stall_before_headers"])
 def test_a_stalled_server_times_out_with_a_clear_message(server, where):
     getattr(server.misbehaviour, where).add(url_path(CHECKPOINT))
@@ -219,7 +229,8 @@ def test_a_served_checkpoint_that_would_run_code_is_refused(hf_model, tmp_path, 
         with pytest.raises(ModelValidationError, match="refusing to load"):
             download_model("legsegnet")
     assert not (tmp_path / "pwned").exists()
-    assert model_status("legsegnet").state == NOT_INSTALLED
+    status = model_status("legsegnet")
+    assert status.state == NOT_INSTALLED and status.partial_bytes == 0  # the refused files are not kept for reuse
 
 
 class _RunsCode:

@@ -22,7 +22,7 @@ from ..pipeline import Cancelled
 from . import checksums, paths
 from .install import commit_install, ensure_replaceable
 from .manifest import FileRecord, sha256_of
-from .validate import MODEL_PROPERTIES_FILE
+from .validate import MODEL_PROPERTIES_FILE, ModelValidationError
 from .registry import MIRROR_VARIABLE, ModelSpec, get_model_spec, install_instructions
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -91,7 +91,11 @@ def download_model(name: str = "legsegnet", folds=None, progress: Optional[Progr
         records[file.path] = _fetch_verified(opener, spec, file.path, folder, expected, meter, cancel, timeout, retries)
     _write_model_properties(folder, spec)
     (folder / paths.DOWNLOAD_STATE_FILE).unlink()
-    installed = commit_install(folder, name, spec.version, source=spec.url_for(""), known_records=records)
+    try:
+        installed = commit_install(folder, name, spec.version, source=spec.url_for(""), known_records=records)
+    except ModelValidationError:
+        shutil.rmtree(folder, ignore_errors=True)  # unusable files must not be reused by the next attempt
+        raise
     checksums.remember(name, spec.version, records)
     return installed
 
@@ -178,6 +182,9 @@ def _transfer(opener, url: str, part: Path, expected: Optional[FileRecord], mete
         response = _open(opener, url, have, timeout)
     with response:
         resumed = have > 0 and response.status == 206 and _range_start(response) == have
+        if response.status == 206 and not resumed:
+            raise DownloadError(f"{url} answered with a part of the file that was not asked for; try again, or "
+                                + _offline_hint())
         if not resumed:
             have = 0  # the server sent the whole file
         length = response.headers.get("Content-Length")
@@ -207,7 +214,7 @@ def _open(opener, url: str, offset: int, timeout: float):
             raise _timeout_error(url, timeout) from None
         raise DownloadError(f"cannot reach {url} ({reason}). Check the network connection; behind a proxy set "
                             "HTTPS_PROXY (and HTTP_PROXY), e.g. HTTPS_PROXY=http://proxy.example:3128; "
-                            f"{MIRROR_VARIABLE} points to a mirror; or {_offline_hint(url)}") from None
+                            f"{MIRROR_VARIABLE} points to a mirror; or {_offline_hint()}") from None
     except (ConnectionError, http.client.HTTPException) as error:
         raise _Interrupted(str(error) or type(error).__name__) from None
 
@@ -217,7 +224,7 @@ def _copy_stream(response, sink, url: str, meter: "_Meter", cancel, timeout: flo
         if cancel is not None and cancel():
             raise DownloadCancelled("download cancelled; what was fetched is kept and the next download resumes")
         try:
-            chunk = response.read(_CHUNK)
+            chunk = response.read1(_CHUNK)  # whatever has arrived: progress and cancel stay responsive on slow links
         except TimeoutError:
             raise _timeout_error(url, timeout) from None
         except (ConnectionError, http.client.HTTPException) as error:
@@ -228,7 +235,7 @@ def _copy_stream(response, sink, url: str, meter: "_Meter", cancel, timeout: flo
         meter.advance(len(chunk))
 
 
-def _offline_hint(url: str) -> str:
+def _offline_hint() -> str:
     return ("install offline: download the files elsewhere (plans.json, dataset.json, fold_N/checkpoint_best.pth), "
             "copy them over as a folder or .zip and run `legsegnet models install ZIP_OR_FOLDER` "
             "(in Slicer: the module's 'Install from file' button)")
@@ -237,18 +244,18 @@ def _offline_hint(url: str) -> str:
 def _http_error(error: urllib.error.HTTPError, url: str) -> DownloadError:
     if error.code == 404:
         return DownloadError(f"{url} was not found (HTTP 404): the weights moved or the mirror in "
-                             f"{MIRROR_VARIABLE} lacks this file. To {_offline_hint(url)}")
+                             f"{MIRROR_VARIABLE} lacks this file. To {_offline_hint()}")
     if error.code in (401, 403, 407):
         return DownloadError(f"access to {url} was refused (HTTP {error.code} {error.reason}); a proxy or firewall "
-                             f"may block it: set HTTPS_PROXY, use a mirror via {MIRROR_VARIABLE}, or {_offline_hint(url)}")
+                             f"may block it: set HTTPS_PROXY, use a mirror via {MIRROR_VARIABLE}, or {_offline_hint()}")
     return DownloadError(f"the server answered HTTP {error.code} {error.reason} for {url}; try again later, "
-                         f"or {_offline_hint(url)}")
+                         f"or {_offline_hint()}")
 
 
 def _timeout_error(url: str, timeout: float) -> DownloadTimeoutError:
     return DownloadTimeoutError(f"the server at {url} sent nothing for {timeout:g} s, so the download stopped. "
                                 "Run it again to resume where it stopped (a slow link may need a longer --timeout), "
-                                f"check the proxy settings (HTTPS_PROXY), or {_offline_hint(url)}")
+                                f"check the proxy settings (HTTPS_PROXY), or {_offline_hint()}")
 
 
 def _range_start(response) -> Optional[int]:
