@@ -63,10 +63,9 @@ def validate_model_folder(folder: Path) -> tuple:
     folder = Path(folder)
     present = model_files(path.relative_to(folder).as_posix() for path in folder.glob("**/*") if path.is_file())
     for checkpoint in CHECKPOINT_NAMES:
-        folds = folds_of_paths(path for path in present if posixpath.basename(path) == checkpoint)
-        if folds:
-            try:
-                load_model_folder(folder, folds=folds, checkpoint=checkpoint)
+        for fold in folds_of_paths(path for path in present if posixpath.basename(path) == checkpoint):
+            try:  # one fold at a time: memory stays at one checkpoint and network whatever the ensemble size
+                load_model_folder(folder, folds=(fold,), checkpoint=checkpoint)
             except ModelFolderError as error:
                 raise ModelValidationError(f"not a usable model: {error}") from error
     folds = folds_of_paths(present)
