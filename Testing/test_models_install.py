@@ -138,6 +138,8 @@ def test_a_folder_without_its_manifest_never_counts_as_installed(hf_model):
         resolve_model("legsegnet")
     (folder / MANIFEST_NAME).write_text("{broken")
     assert model_status("legsegnet").state == CORRUPT
+    with pytest.raises(ModelNotInstalledError, match="install record .* is damaged.*legsegnet models remove"):
+        resolve_model("legsegnet")
 
 
 def test_resolve_model_accepts_a_model_folder_and_explains_everything_else(hf_model, tmp_path):

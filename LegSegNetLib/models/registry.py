@@ -116,19 +116,19 @@ def resolve_model(name_or_path) -> Path:
     if os.sep in name or "/" in name or not paths.is_valid_model_name(name):
         raise FileNotFoundError(f"model folder not found: {candidate}")
     folder = paths.installed_model_dir(name)
+    reinstall = f"remove it with `legsegnet models remove {name}` and " + install_instructions(name)
     try:
         manifest = read_manifest(folder)
-        damaged = damaged_files(folder, manifest) if manifest else []
     except ManifestError as error:
-        manifest, damaged = None, [str(error)]
-    if manifest is None and not damaged:
+        raise ModelNotInstalledError(f"{error}; {reinstall}") from error
+    if manifest is None:
         known = "" if name in load_registry() else " (it is not in the registry either)"
         raise ModelNotInstalledError(f"model {name!r} is not installed in {paths.models_dir()}{known}; "
                                      + install_instructions(name))
+    damaged = damaged_files(folder, manifest)
     if damaged:
-        raise ModelNotInstalledError(f"the installed model {name!r} in {folder} is damaged ({', '.join(damaged)} "
-                                     f"missing or changed); remove it with `legsegnet models remove {name}` and "
-                                     + install_instructions(name))
+        raise ModelNotInstalledError(f"the installed model {name!r} in {folder} is damaged "
+                                     f"({', '.join(damaged)} missing or changed); {reinstall}")
     return folder
 
 
