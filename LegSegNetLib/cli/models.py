@@ -152,7 +152,10 @@ class _ProgressBar:
                 print(f"downloading {progress.file} ({progress.file_index}/{progress.file_count})", file=sys.stderr)
             self._last_file = progress.file
             return
-        fraction = progress.done / progress.total if progress.total else 0.0
+        if progress.total:
+            fraction = progress.done / progress.total
+        else:  # sizes of files not yet started are unknown: show the current file's share
+            fraction = progress.file_done / progress.file_total if progress.file_total else 0.0
         filled = int(fraction * _BAR_WIDTH)
         total = f"{progress.total / 1e6:.1f}" if progress.total else "?"
         line = (f"\r[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {progress.done / 1e6:.1f}/{total} MB "

@@ -28,6 +28,7 @@ from .registry import MIRROR_VARIABLE, ModelSpec, get_model_spec, install_instru
 DEFAULT_TIMEOUT_S = 60.0
 _CHUNK = 256 * 1024
 _PROGRESS_INTERVAL_S = 0.2
+_SPEED_WINDOW_S = 0.5  # speed is measured over the last half second or so
 
 
 class DownloadError(OSError):
@@ -297,7 +298,7 @@ class _Meter:
         self._transferred += count
         now = time.monotonic()
         mark_time, mark_bytes = self._speed_mark
-        if now - mark_time >= 1.0:  # speed over the last second or so
+        if now - mark_time >= _SPEED_WINDOW_S:
             self._speed = (self._transferred - mark_bytes) / (now - mark_time)
             self._speed_mark = (now, self._transferred)
         self._report(force=self._done[self._file] == self._sizes.get(self._file))
