@@ -40,7 +40,7 @@ def sha256(path: Path) -> str:
 
 
 def write_registry(path: Path, base_url: str, folder: Path, files=HF_FILES, name="legsegnet", checksums=True,
-                   sha256_override=None) -> Path:
+                   sha256_override=None, version="test-1") -> Path:
     """A registry file (for LEGSEGNET_REGISTRY) describing folder's files as served at base_url."""
     entries = []
     for relative in files:
@@ -48,7 +48,7 @@ def write_registry(path: Path, base_url: str, folder: Path, files=HF_FILES, name
         digest = (sha256_override or {}).get(relative, sha256(folder / relative)) if checksums else None
         entries.append({"path": relative, "size": size, "sha256": digest})
     path.write_text(json.dumps({"models": [{
-        "name": name, "version": "test-1", "url_pattern": base_url.rstrip("/") + "/{path}", "files": entries,
+        "name": name, "version": version, "url_pattern": base_url.rstrip("/") + "/{path}", "files": entries,
         "in_plane_orientation": "PL"}]}))
     return path
 

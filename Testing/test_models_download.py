@@ -249,6 +249,18 @@ def test_a_failed_update_leaves_the_installed_model_working(server, hf_model):
     assert verify_model("legsegnet") == []
 
 
+def test_a_newer_registry_version_is_offered_as_an_update(server, hf_model, tmp_path, monkeypatch):
+    registry = write_registry(tmp_path / "r.json", server.base_url, hf_model)
+    monkeypatch.setenv("LEGSEGNET_REGISTRY", str(registry))
+    download_model("legsegnet")
+    assert not model_status("legsegnet").update_available
+    write_registry(registry, server.base_url, hf_model, version="test-2")
+    assert model_status("legsegnet").update_available
+    download_model("legsegnet", replace=True)
+    status = model_status("legsegnet")
+    assert (status.version, status.update_available) == ("test-2", False)
+
+
 def test_a_tampered_install_is_reported(server):
     folder = download_model("legsegnet")
     checkpoint = folder / CHECKPOINT
