@@ -12,6 +12,9 @@ SUBCOMMAND_MODULES = (
     "segment",
     "models",
     "phantom",
+    "export",
+    "train",
+    "phantoms",
 )
 
 
