@@ -14,7 +14,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .tissues import TISSUES, Tissue
+from .tissues import TISSUE_BY_KEY, TISSUES, Tissue
 from .volume import Volume
 
 TISSUE_TAG = "LegSegNet.Tissue"
@@ -27,7 +27,8 @@ def binary_labelmap_name() -> str:
 
 
 def segment_id(tissue: Tissue) -> str:
-    return f"LegSegNet_{tissue.key}"
+    """The tissue's segment ID, the same as in the `.seg.nrrd` files the command line writes."""
+    return tissue.key
 
 
 def terminology_entry(tissue: Tissue) -> str:
@@ -90,17 +91,20 @@ def tissue_segments(labels: Volume) -> list[tuple[str, "slicer.vtkSegment"]]:
 
 
 def tissue_segment_ids(segmentation_node) -> dict[str, str]:
-    """Tissue key -> segment id of the LegSegNet segments present in the segmentation node."""
+    """Tissue key -> segment id of the LegSegNet segments present in the segmentation node: segments tagged
+    by this module, else (files written by the command line) segments whose ID is a tissue key."""
     segmentation = segmentation_node.GetSegmentation()
-    found = {}
+    by_tag, by_id = {}, {}
     for segment_id_ in segmentation.GetSegmentIDs():
-        key = _tissue_key(segmentation.GetSegment(segment_id_))
+        key = _tagged_tissue_key(segmentation.GetSegment(segment_id_))
         if key is not None:
-            found[key] = segment_id_
-    return found
+            by_tag[key] = segment_id_
+        elif segment_id_ in TISSUE_BY_KEY:
+            by_id[segment_id_] = segment_id_
+    return {**by_id, **by_tag}
 
 
-def _tissue_key(segment) -> Optional[str]:
+def _tagged_tissue_key(segment) -> Optional[str]:
     value = vtk.reference("")
     return str(value) if segment.GetTag(TISSUE_TAG, value) else None
 

@@ -37,6 +37,7 @@ class SlicerScene:
         self.color_logic.SetMRMLApplicationLogic(self.app_logic)
         self.color_logic.SetMRMLScene(self.scene)
         self.app_logic.SetColorLogic(self.color_logic)
+        self.app_logic.SetModuleLogic("Colors", self.color_logic)
         self.logics = {}
         for name, class_name in MODULE_LOGICS.items():
             logic = getattr(slicer, class_name)()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vtk
 
 slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
@@ -13,7 +14,9 @@ from slicer_scene import SlicerScene  # noqa: E402
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
 from LegSegNetLib.logic import InputVolumeError, LegSegNetLogic  # noqa: E402
-from LegSegNetLib.pipeline import Cancelled, segment_volume  # noqa: E402
+from LegSegNetLib.io import read_volume  # noqa: E402
+from LegSegNetLib.layout import slice_layout  # noqa: E402
+from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
 from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
 
@@ -84,7 +87,7 @@ def shared_labelmap_values_at(segmentation_node, ras):
     """Voxel values of the segmentation's own (internal) labelmap at RAS points."""
     segment_id = mrml_segmentation.segment_id(TISSUES[0])
     image = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
-    matrix = slicer.vtkMatrix4x4() if hasattr(slicer, "vtkMatrix4x4") else __import__("vtk").vtkMatrix4x4()
+    matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
     grid = Volume(mrml_segmentation.image_array(image), slicer.util.arrayFromVTKMatrix(matrix))
     extent = image.GetExtent()
@@ -410,3 +413,43 @@ def test_bad_inputs_get_clear_errors(scene):
     ct, _ = phantom()
     with pytest.raises(ValueError, match="not both"):
         logic.process(add_volume_node(ct), engine=AnteriorRightEngine(), slice_range=(0, 1), range_mm=(0, 1))
+
+
+class HounsfieldBandEngine:
+    """The field's fixed HU bands (fat -190..-30 as SAT, muscle -29..150, bone above), slice by slice."""
+
+    name = "HU band test engine"
+    in_plane_orientation = "PL"
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
+        labels[(hu_slices >= -190) & (hu_slices <= -30)] = TISSUE_BY_KEY["SAT"].value
+        labels[(hu_slices >= -29) & (hu_slices <= 150)] = TISSUE_BY_KEY["SM"].value
+        labels[hu_slices > 150] = TISSUE_BY_KEY["Bone"].value
+        return labels
+
+
+def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
+    first_file = sorted(visible_human_dicom_dir.glob("*.dcm"))[0]
+    volume_node = scene.volumes_logic.AddArchetypeVolume(str(first_file), "Visible Human legs", 0)
+    assert volume_node is not None and slicer.util.arrayFromVolume(volume_node).shape == (350, 512, 512)
+    mid_calf_mm = (390.0, 401.0)  # twelve 1 mm slices of the calves (the series spans S = 150..499)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=HounsfieldBandEngine(), range_mm=mid_calf_mm)
+
+    # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
+    reference = read_volume(visible_human_dicom_dir)
+    reference_range = slice_range_from_mm(reference, slice_layout(reference), *mid_calf_mm)
+    reference_labels = segment_volume(reference, HounsfieldBandEngine(), reference_range)
+    rng = np.random.default_rng(1)
+    labelled = np.argwhere(reference_labels.array > 0)
+    kji = labelled[rng.choice(len(labelled), 2000, replace=False)]
+    ras = reference.ras_of_index(kji)
+    np.testing.assert_array_equal(shared_labelmap_values_at(segmentation_node, ras), reference_labels.array[tuple(kji.T)])
+
+    summary = logic.summaryTable(table_node).GetTable()
+    value = lambda name: summary.GetColumnByName(name).GetValue(0)  # noqa: E731
+    assert value("slice_count") == 12
+    assert value("separable_slice_count") == 12  # two calves side by side in every slice
+    assert 30 < value("SM_mean_HU") < 80 and -150 < value("SAT_mean_HU") < -50
+    assert value("right_SM_volume_cm3") == pytest.approx(value("left_SM_volume_cm3"), rel=0.25)
