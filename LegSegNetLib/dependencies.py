@@ -21,6 +21,7 @@ from packaging.version import InvalidVersion, Version
 @dataclass(frozen=True)
 class Requirement:
     distribution: str  # name on PyPI
+    module: str  # name it is imported by
     specifier: str  # version range, "" for any
     purpose: str
     no_deps: bool = False  # install without the dependencies the package declares
@@ -35,14 +36,14 @@ class Requirement:
         return f"{self.pip_spec} --no-deps" if self.no_deps else self.pip_spec
 
 
-TORCH = Requirement("torch", ">=2.1", "runs the LegSegNet network", via_pytorch_utils=True)
+TORCH = Requirement("torch", "torch", ">=2.1", "runs the LegSegNet network", via_pytorch_utils=True)
 
 # Everything the LegSegNet (nnU-Net) engine needs beyond what Slicer bundles, in install order.
 MODEL_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (
     TORCH,
-    Requirement("dynamic-network-architectures", ">=0.3", "builds the nnU-Net network from the model's plans",
+    Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.3", "builds the nnU-Net network from the model's plans",
                 no_deps=True),
-    Requirement("scipy", ">=1.9", "image filters used by the engines and measurements"),
+    Requirement("scipy", "scipy", ">=1.9", "image filters used by the engines and measurements"),
 )
 
 # The threshold engine and the measurements need only these.
@@ -73,6 +74,11 @@ def missing_requirements(requirements=MODEL_ENGINE_REQUIREMENTS,
                          version_of: VersionLookup = installed_version) -> list[Requirement]:
     """The requirements that are not installed, or installed in a version outside their range."""
     return [requirement for requirement in requirements if not is_satisfied(requirement, version_of(requirement.distribution))]
+
+
+def restart_needed(installed: list[Requirement], loaded_modules) -> bool:
+    """An installed or upgraded package that Python had already imported only takes effect after a restart."""
+    return any(requirement.module in loaded_modules for requirement in installed)
 
 
 def consent_message(missing: list[Requirement], pytorch_utils_available: bool) -> str:

@@ -7,7 +7,7 @@ import pytest
 from LegSegNetLib import dependencies
 from LegSegNetLib.dependencies import (
     MODEL_ENGINE_REQUIREMENTS, TORCH, Requirement, consent_message, detect_devices, is_satisfied,
-    missing_requirements,
+    missing_requirements, restart_needed,
 )
 
 
@@ -37,7 +37,12 @@ def test_nothing_missing_in_this_environment():
 def test_pip_arguments_keep_network_package_from_pulling_another_torch():
     network = next(r for r in MODEL_ENGINE_REQUIREMENTS if r.distribution == "dynamic-network-architectures")
     assert network.pip_arguments().endswith("--no-deps")
-    assert Requirement("scipy", ">=1.9", "x").pip_arguments() == "scipy>=1.9"
+    assert Requirement("scipy", "scipy", ">=1.9", "x").pip_arguments() == "scipy>=1.9"
+
+
+def test_restart_needed_only_when_an_installed_package_was_already_imported():
+    assert restart_needed([TORCH], loaded_modules={"torch": object(), "numpy": object()})
+    assert not restart_needed([TORCH], loaded_modules={"numpy": object()})
 
 
 def test_consent_message_names_every_package_and_how_torch_is_installed():

@@ -98,10 +98,19 @@ def shared_labelmap_values_at(segmentation_node, ras):
 def table_rows(table_node):
     table = table_node.GetTable()
     names = [table.GetColumnName(index) for index in range(table.GetNumberOfColumns())]
-    return [
-        {name: table.GetValue(row, column).ToString() for column, name in enumerate(names)}
-        for row in range(table.GetNumberOfRows())
-    ]
+    return [{name: _python_value(table.GetValue(row, column)) for column, name in enumerate(names)}
+            for row in range(table.GetNumberOfRows())]
+
+
+def _python_value(variant):
+    return variant.ToString() if variant.IsString() else variant.ToDouble()
+
+
+def table_text(table_node):
+    """Every cell as text, for comparing a table before and after (NaN equals NaN here)."""
+    table = table_node.GetTable()
+    return [[table.GetValue(row, column).ToString() for column in range(table.GetNumberOfColumns())]
+            for row in range(table.GetNumberOfRows())]
 
 
 def tissue_volume(table_node, key, side="both"):
@@ -318,7 +327,7 @@ def test_cancel_leaves_the_scene_unchanged(scene):
     logic = LegSegNetLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     names, labels = _segmentation_state(segmentation_node, volume_node)
-    rows = table_rows(table_node)
+    rows = table_text(table_node)
     nodes = scene_node_ids(scene)
     calls = []
 
@@ -337,7 +346,7 @@ def test_cancel_leaves_the_scene_unchanged(scene):
     new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
     assert new_names == names
     np.testing.assert_array_equal(new_labels, labels)
-    assert table_rows(table_node) == rows
+    assert table_text(table_node) == rows
 
 
 def test_engine_error_leaves_the_scene_unchanged(scene):
@@ -355,7 +364,7 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
     logic = LegSegNetLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     names, labels = _segmentation_state(segmentation_node, volume_node)
-    summary_rows = table_rows(logic.summaryTable(table_node))
+    summary_rows = table_text(logic.summaryTable(table_node))
     nodes = scene_node_ids(scene)
     # A table node from another scene cannot take node references here: writing fails half way.
     foreign_table = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLTableNode")
@@ -367,7 +376,7 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
     new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
     assert new_names == names
     np.testing.assert_array_equal(new_labels, labels)
-    assert table_rows(logic.summaryTable(table_node)) == summary_rows
+    assert table_text(logic.summaryTable(table_node)) == summary_rows
 
 
 def test_axial_range_in_indices_or_millimetres(scene):
@@ -453,3 +462,22 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
     assert value("separable_slice_count") == 12  # two calves side by side in every slice
     assert 30 < value("SM_mean_HU") < 80 and -150 < value("SAT_mean_HU") < -50
     assert value("right_SM_volume_cm3") == pytest.approx(value("left_SM_volume_cm3"), rel=0.25)
+
+
+def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
+    """What the module's self-test does inside Slicer, here on slicer-core."""
+    from LegSegNetLib.engines.threshold import ThresholdEngine
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    ct, truth = make_leg_phantom(seed=0, shape=(12, 160, 160), orientation="LPS")
+    volume_node = add_volume_node(ct, "Leg phantom")
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=ThresholdEngine())
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    for tissue in TISSUES:
+        found, expected = labels == tissue.value, truth.array == tissue.value
+        dice = 2 * np.sum(found & expected) / (np.sum(found) + np.sum(expected))
+        assert dice > (0.7 if tissue.key == "IMAT" else 0.9), (tissue.key, dice)
+        assert tissue_volume(table_node, tissue.key) == pytest.approx(found.sum() * truth.voxel_volume_mm3 / 1000)
+    summary = logic.summaryTable(table_node).GetTable()
+    assert summary.GetColumnByName("separable_slice_count").GetValue(0) == 12  # two legs in every slice
