@@ -206,13 +206,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateModelSection(self):
         choice = self._currentChoice()
-        status = module_support.model_status(choice)
+        status = module_support.engine_status(choice)
         self.ui.modelStatusLabel.text = status.text
-        self.ui.downloadModelButton.visible = choice.needs_model
-        self.ui.installModelButton.visible = choice.needs_model
-        self.ui.removeModelButton.visible = choice.needs_model
-        self.ui.downloadModelButton.enabled = status.downloadable
-        self.ui.removeModelButton.enabled = status.ready and choice.needs_model
+        self.ui.modelButtonsWidget.visible = choice.needs_model
+        self.ui.downloadModelButton.text = status.download_action or "Download"
+        self.ui.downloadModelButton.enabled = status.download_action is not None
+        self.ui.removeModelButton.enabled = status.removable
         self.ui.ttaCheckBox.enabled = choice.needs_model
         self.ui.foldsLineEdit.enabled = choice.needs_model
         missing = dependencies.missing_requirements(self._requirements(choice))
@@ -291,19 +290,23 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self._downloadModel(self._currentChoice())
 
     def _downloadModel(self, choice):
+        """Ask, then download (or update/repair) the chosen registry model; True when it is installed."""
+        action = module_support.engine_status(choice).download_action
+        if action is None or not self._installDependencies(choice):  # verifying the weights needs PyTorch
+            return False
         from LegSegNetLib.models.download import download_model
         from LegSegNetLib.models.registry import get_model_spec
 
         spec = get_model_spec(choice.model)
         licence = spec.licence.get("advice") or spec.licence.get("weights", "")
-        question = (f"Download the {spec.title} weights (version {spec.version}) from {spec.homepage}?\n\n{licence}\n\n"
+        question = (f"{action} the {spec.title} weights (version {spec.version}) from {spec.homepage}?\n\n{licence}\n\n"
                     "Behind a firewall, set LEGSEGNET_WEIGHTS_URL to a mirror, or use 'Install from file...'.")
         if not slicer.util.confirmOkCancelDisplay(question, windowTitle="LegSegNet: download model"):
             return False
         self._setRunning(True)
         try:
             download_model(choice.model, folds=self._folds(), progress=self._onDownloadProgress,
-                           cancel=lambda: self._cancelRequested)
+                           cancel=lambda: self._cancelRequested, replace=action != "Download")
             self._showStatus("Model downloaded and verified.")
             return True
         except Cancelled:
@@ -322,9 +325,11 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.app.processEvents()
 
     def onInstallModel(self):
+        choice = self._currentChoice()
+        if not self._installDependencies(choice):  # validating the checkpoint needs PyTorch
+            return
         from LegSegNetLib.models.install import ModelExistsError, install_model_from
 
-        choice = self._currentChoice()
         source = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), "Model .zip (Cancel to pick a folder instead)", "", "Zip archives (*.zip)")
         if not source:
@@ -346,13 +351,15 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateModelSection()
 
     def onRemoveModel(self):
+        choice = self._currentChoice()
+        if not slicer.util.confirmYesNoDisplay(f"Delete the installed weights of '{choice.model}'?"):
+            return
         from LegSegNetLib.models.install import remove_model
 
-        choice = self._currentChoice()
-        if slicer.util.confirmYesNoDisplay(f"Delete the installed weights of '{choice.model}'?"):
-            with slicer.util.tryWithErrorDisplay("Removing the model failed."):
-                remove_model(choice.model)
-            self._updateModelSection()
+        with slicer.util.tryWithErrorDisplay("Removing the model failed."):
+            remove_model(choice.model)
+        self._populateEngineChoices()  # a model installed under its own name leaves the list
+        self._selectEngineFromParameterNode()
 
     def _folds(self):
         from LegSegNetLib.models.folds import parse_folds
@@ -363,7 +370,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Dependencies installed and model weights present (offering to get them); True when ready to run."""
         if not self._installDependencies(choice):
             return False
-        if module_support.model_status(choice).ready:
+        if module_support.engine_status(choice).ready:
             return True
         return self._downloadModel(choice)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 THRESHOLD_ENGINE = "threshold"
@@ -28,34 +27,42 @@ class EngineChoice:
 
 
 def engine_choices() -> list[EngineChoice]:
-    """Every registry model, then the threshold engine (no weights, a quick rough answer)."""
-    from .models.registry import load_registry
+    """Every registry model and every model installed under a name of its own, then the threshold engine
+    (no weights, a quick rough answer)."""
+    from .models.status import list_models
 
-    choices = [EngineChoice(MODEL_ENGINE, spec.name, spec.title) for spec in load_registry().values()]
+    choices = [EngineChoice(MODEL_ENGINE, status.name, status.spec.title if status.spec else status.name)
+               for status in list_models()]
     choices.append(EngineChoice(THRESHOLD_ENGINE, None, "HU thresholds (no model, rough; for a quick look)"))
     return choices
 
 
 @dataclass(frozen=True)
-class ModelStatus:
-    ready: bool
+class EngineStatus:
+    ready: bool  # the engine can run now
     text: str
-    folder: Optional[Path] = None
-    downloadable: bool = False  # a registry model that is not (or not fully) installed
+    download_action: Optional[str] = None  # "Download", "Update" or "Repair"; None when there is nothing to fetch
+    removable: bool = False  # weights are installed (maybe damaged) and can be deleted
 
 
-def model_status(choice: EngineChoice) -> ModelStatus:
-    """Is the chosen engine ready to run, and what to tell the user."""
+def engine_status(choice: EngineChoice) -> EngineStatus:
+    """Is the chosen engine ready to run, what to tell the user, and which model actions make sense."""
     if not choice.needs_model:
-        return ModelStatus(True, "Ready: no model weights needed.")
-    from .models.registry import ModelNotInstalledError, resolve_model
+        return EngineStatus(True, "Ready: no model weights needed.")
+    from .models.status import CORRUPT, INSTALLED, model_status
 
-    try:
-        folder = resolve_model(choice.model)
-    except ModelNotInstalledError as error:
-        return ModelStatus(False, f"Not installed. Download it, or install it from a folder or .zip. ({error})",
-                           downloadable=True)
-    return ModelStatus(True, f"Installed in {folder}", folder=folder)
+    status = model_status(choice.model)
+    in_registry = status.spec is not None
+    if status.state == INSTALLED:
+        text = f"Installed: version {status.version or 'unknown'}, folds {', '.join(map(str, status.folds))}."
+        if status.update_available:
+            return EngineStatus(True, f"{text} Version {status.spec.version} is available.", "Update", True)
+        return EngineStatus(True, text, None, True)
+    if status.state == CORRUPT:
+        return EngineStatus(False, f"Damaged: {status.detail}.", "Repair" if in_registry else None, True)
+    offline = "install it from a folder or .zip" if in_registry else "install it again from its folder or .zip"
+    return EngineStatus(False, f"Not installed ({status.detail}): download it or {offline}.",
+                        "Download" if in_registry else None)
 
 
 def format_duration(seconds: float) -> str:

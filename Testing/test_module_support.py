@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from LegSegNetLib.module_support import (
-    MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, format_duration,
-    model_status, segmentation_progress_text,
+    MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, engine_status,
+    format_duration, segmentation_progress_text,
 )
 
 
@@ -23,14 +23,20 @@ def test_choices_list_registry_models_then_the_threshold_engine():
 
 
 def test_threshold_engine_is_always_ready():
-    status = model_status(EngineChoice(THRESHOLD_ENGINE, None, "thresholds"))
-    assert status.ready and not status.downloadable
+    status = engine_status(EngineChoice(THRESHOLD_ENGINE, None, "thresholds"))
+    assert status.ready and status.download_action is None and not status.removable
 
 
 def test_missing_model_offers_download_and_offline_install(empty_home):
-    status = model_status(EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet"))
-    assert not status.ready and status.downloadable
+    status = engine_status(EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet"))
+    assert not status.ready and status.download_action == "Download" and not status.removable
     assert "Not installed" in status.text and ".zip" in status.text
+
+
+def test_models_installed_under_their_own_name_are_offered(empty_home):
+    (empty_home / "models" / "my-leg-model").mkdir(parents=True)
+    names = [choice.model for choice in engine_choices()]
+    assert "my-leg-model" in names and "legsegnet" in names
 
 
 @pytest.mark.parametrize("seconds, text", [(0.2, "1 s"), (59, "59 s"), (61, "1 min 01 s"), (3725, "1 h 02 min")])
