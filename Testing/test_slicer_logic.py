@@ -183,6 +183,15 @@ def test_outputs_go_under_the_input_study_in_the_subject_hierarchy(scene):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == table_item
 
 
+def test_segmentation_follows_the_input_volume_transform(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    volume_node.SetAndObserveTransformNodeID(transform.GetID())
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    assert segmentation_node.GetTransformNodeID() == transform.GetID()
+
+
 def test_tables_hold_tissue_rows_summary_and_slice_areas_with_units(scene):
     ct, truth = phantom()
     volume_node = add_volume_node(ct)
