@@ -51,8 +51,10 @@ def _column_array(name: str, values: list):
 
 
 def tissue_table_content(measurements: Measurements) -> TableContent:
-    """One row per tissue and side (both legs, then the right and left leg where separable)."""
-    return table_content(TISSUE_COLUMNS, measurements.tissue_rows)
+    """One row per tissue for both legs together, then per leg when some slices show two separable legs."""
+    separable = measurements.summary["separable_slice_count"] > 0
+    rows = [row for row in measurements.tissue_rows if separable or row["side"] == "both"]
+    return table_content(TISSUE_COLUMNS, rows)
 
 
 def summary_table_content(measurements: Measurements) -> TableContent:

@@ -201,6 +201,7 @@ def test_tables_hold_tissue_rows_summary_and_slice_areas_with_units(scene):
     ras = truth.ras_of_index(np.argwhere(np.ones(truth.array.shape)))
     expected = expected_labels_at(truth, ras)
     voxel_cm3 = truth.voxel_volume_mm3 / 1000
+    assert [row["side"] for row in table_rows(table_node)] == ["both"] * 4  # random voxels: no two legs to split
     for tissue in TISSUES:
         assert tissue_volume(table_node, tissue.key) == pytest.approx(np.sum(expected == tissue.value) * voxel_cm3)
     assert table_node.GetColumnUnitLabel("volume_cm3") == "cm3"
@@ -465,6 +466,8 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
     ras = reference.ras_of_index(kji)
     np.testing.assert_array_equal(shared_labelmap_values_at(segmentation_node, ras), reference_labels.array[tuple(kji.T)])
 
+    sides = [(row["side"], row["tissue"]) for row in table_rows(table_node)]
+    assert sides == [(side, tissue.key) for side in ("both", "right", "left") for tissue in TISSUES]
     summary = logic.summaryTable(table_node).GetTable()
     value = lambda name: summary.GetColumnByName(name).GetValue(0)  # noqa: E731
     assert value("slice_count") == 12
