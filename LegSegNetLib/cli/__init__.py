@@ -9,6 +9,9 @@ import logging
 import sys
 
 SUBCOMMAND_MODULES = (
+    "segment",
+    "models",
+    "phantom",
     "export",
     "train",
     "phantoms",
