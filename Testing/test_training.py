@@ -175,6 +175,7 @@ def test_foreground_statistics_weigh_every_slice_equally():
 def test_export_train_segment_end_to_end(trained_model):
     folder, metrics = trained_model
     assert {path.name for path in folder.iterdir()} >= {"plans.json", "dataset.json", "splits_final.json", "fold_0"}
+    assert LegSegNetEngine.from_model_folder(folder, device="cpu").in_plane_orientation == "PL"
     assert {path.name for path in (folder / "fold_0").iterdir()} >= {
         "checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth"}
     assert set(metrics["dice"]) == {"SAT", "SM", "IMAT", "Bone"}

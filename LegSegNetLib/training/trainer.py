@@ -6,7 +6,8 @@ lowest resolution 0), SGD with Nesterov momentum 0.99, weight decay 3e-5, learni
 nnU-Net's augmentation (see augment.py). Each epoch the validation slices are segmented whole and the
 Dice of each tissue is logged; checkpoint_best.pth follows the exponential moving average of their mean.
 
-The folder written (plans.json, dataset.json, splits_final.json, fold_N/checkpoint_{final,best,latest}.pth)
+The folder written (plans.json, dataset.json, legsegnet.json with the in-plane orientation, splits_final.json,
+fold_N/checkpoint_{final,best,latest}.pth)
 loads in this library's engine and in nnunetv2's nnUNetPredictor. checkpoint_latest.pth also holds the
 optimizer state for --resume; the final and best checkpoints hold what inference needs, to stay small.
 """
@@ -24,7 +25,10 @@ import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from tqdm import tqdm
 
+from ..layout import RADIOLOGICAL
+from ..models.validate import MODEL_PROPERTIES_FILE
 from ..nnunet.checkpoint import load_checkpoint
+from ..nnunet.engine import ORIENTATION_KEY
 from ..nnunet.model import build_network, load_model_folder
 from .augment import IMAGE, LABEL, training_transforms
 from .data import (RawDataset, load_raw_dataset, make_splits, place_in_patch, preprocess, random_offset)
@@ -161,6 +165,8 @@ class _Trainer:
     def run(self, epoch_callback: Optional[EpochCallback]) -> dict:
         _write_json(self.out_dir / "plans.json", self.plans)
         _write_json(self.out_dir / "dataset.json", self.dataset.dataset_json)
+        # export-pairs writes slices in radiological display; the engine must present them the same way.
+        _write_json(self.out_dir / MODEL_PROPERTIES_FILE, {ORIENTATION_KEY: RADIOLOGICAL})
         self.fold_dir.mkdir(parents=True, exist_ok=True)
         log.info("training %d slices, validating on %d, %d epochs x %d iterations of batch %d on %s",
                  len(self.train_cases), len(self.val_cases), self.options.epochs,
