@@ -1,0 +1,42 @@
+"""The bundled bootstrap model: small, safe to load, and it segments phantoms it never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from LegSegNetLib.nnunet.checkpoint import load_checkpoint
+from LegSegNetLib.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.resources import resources_dir
+from LegSegNetLib.training.phantoms import phantom_dice
+
+BOOTSTRAP = resources_dir() / "Models" / "legsegnet-bootstrap"
+FILES = ("plans.json", "dataset.json", "legsegnet.json", "fold_0/checkpoint_final.pth", "MODEL_CARD.md")
+# Unseen phantom Dice, measured (see MODEL_CARD.md) minus a margin for other CPUs' float arithmetic.
+MINIMUM_DICE = {"SAT": 0.90, "SM": 0.93, "IMAT": 0.50, "Bone": 0.88}
+
+
+def test_bootstrap_model_is_complete_and_small_enough_for_the_repository():
+    for name in FILES:
+        assert (BOOTSTRAP / name).is_file(), name
+    assert sum((BOOTSTRAP / name).stat().st_size for name in FILES) < 3_000_000
+    checkpoint = load_checkpoint(BOOTSTRAP / "fold_0" / "checkpoint_final.pth")  # allow-listed loading only
+    assert "optimizer_state" not in checkpoint
+    assert "not for clinical use" in (BOOTSTRAP / "MODEL_CARD.md").read_text(encoding="utf-8").lower()
+
+
+@pytest.fixture(scope="module")
+def bootstrap_engine():
+    return LegSegNetEngine.from_model_folder(BOOTSTRAP, device="cpu")
+
+
+def test_bootstrap_model_segments_unseen_phantoms(bootstrap_engine):
+    # Seeds far from the training seeds 0-47: one calf (even seed) and one thigh, 256 and 512 matrices.
+    dice = phantom_dice(bootstrap_engine, seeds=(2000, 2001), slices=4)
+    for tissue, minimum in MINIMUM_DICE.items():
+        assert dice[tissue] >= minimum, (tissue, dice)
+
+
+def test_bootstrap_model_presents_slices_radiologically(bootstrap_engine):
+    assert bootstrap_engine.in_plane_orientation == "PL"
+    assert np.array_equal(bootstrap_engine.model.label_values, (0, 1, 2, 3, 4))
