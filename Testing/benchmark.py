@@ -225,6 +225,7 @@ def phantom_ct(slices: int, size: int = 512) -> Path:
     """A size x size x `slices` int16 calf phantom (a 40-slice phantom repeated along the leg), cached as NIfTI."""
     from LegSegNetLib.io import write_volume
     from LegSegNetLib.phantom import make_leg_phantom
+    from LegSegNetLib.volume import Volume
 
     import realct
 
@@ -236,7 +237,7 @@ def phantom_ct(slices: int, size: int = 512) -> Path:
         if tiled is None:
             raise RuntimeError("the phantom is expected to be stored slice-first")
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_volume(ct.with_array(np.ascontiguousarray(tiled, dtype=np.int16)), path)
+        write_volume(Volume(np.ascontiguousarray(tiled, dtype=np.int16), ct.ijk_to_ras), path)
     return path
 
 
