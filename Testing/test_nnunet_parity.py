@@ -10,7 +10,8 @@ import torch
 
 from LegSegNetLib.io import read_volume
 from LegSegNetLib.layout import slice_layout
-from LegSegNetLib.nnunet.engine import LegSegNetEngine, model_inputs
+from LegSegNetLib.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.nnunet.preprocessing import legsegnet_image
 from LegSegNetLib.pipeline import segment_volume
 from LegSegNetLib.volume import Volume
 from model_factory import make_model_folder
@@ -80,7 +81,7 @@ def test_phantom_labels_and_logits_equal_the_reference(model_dirs, normalization
     hu_slices = leg_phantom_slices((512, 512), count=2, seed=len(folds))
     engine = LegSegNetEngine.from_model_folder(model_dirs[normalization], folds=folds, tta=tta, device="cpu",
                                                batch_size=2)
-    ours = engine.predictor.predict(model_inputs(hu_slices))
+    ours = engine.predictor.predict(legsegnet_image(hu_slices))
     for result, (logits, bbox, labels) in zip(ours, reference_results(model_dirs[normalization], hu_slices, folds, tta)):
         assert [[s.start, s.stop] for s in result.bbox] == [list(b) for b in bbox]
         assert torch.equal(result.logits, logits)  # bit for bit
@@ -98,7 +99,7 @@ def test_real_ct_labels_equal_the_reference(model_dirs, real_ct, normalization, 
 
 def test_batch_size_one_gives_bit_identical_logits_on_real_ct(model_dirs, real_ct):
     engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], folds=(0,), device="cpu", batch_size=1)
-    ours = engine.predictor.predict(model_inputs(real_ct[:2]))
+    ours = engine.predictor.predict(legsegnet_image(real_ct[:2]))
     reference = reference_results(model_dirs["CTNormalization"], real_ct[:2], (0,), False)
     for result, (logits, _, _) in zip(ours, reference):
         assert torch.equal(result.logits, logits)

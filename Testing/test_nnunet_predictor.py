@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from LegSegNetLib.nnunet.engine import LegSegNetEngine, model_inputs
+from LegSegNetLib.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.nnunet.preprocessing import legsegnet_image
 from LegSegNetLib.nnunet.model import ModelFolderError, load_model_folder
 from LegSegNetLib.nnunet.predictor import (
     DeviceUnavailableError, Predictor, gaussian_importance_map, resolve_device, tile_starts,
@@ -91,7 +92,7 @@ class OutOfMemoryAboveBatch(torch.nn.Module):
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_results(model_dir):
-    images = model_inputs(np.random.default_rng(9).uniform(-300, 300, (5, 256, 256)))
+    images = legsegnet_image(np.random.default_rng(9).uniform(-300, 300, (5, 256, 256)))
     predictor = Predictor(load_model_folder(model_dir), device="cpu", batch_size=4)
     expected = predictor.predict(images)
     predictor.networks[0] = OutOfMemoryAboveBatch(predictor.networks[0], limit=1)

@@ -18,7 +18,7 @@ from ..layout import RADIOLOGICAL
 from ..tissues import TISSUES
 from .model import ModelFolderError, NNUNetModel, load_model_folder
 from .predictor import Predictor, SliceLogits
-from .preprocessing import MODEL_SIZE, hu_to_uint8, resize_cubic_uint8
+from .preprocessing import MODEL_SIZE, legsegnet_image
 
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
 
@@ -59,7 +59,7 @@ class LegSegNetEngine:
 
         LegSegNet stretches every slice to 256x256 whatever its pixel spacing, so the spacing is not used.
         """
-        results = self.predictor.predict(model_inputs(hu_slices))
+        results = self.predictor.predict(legsegnet_image(hu_slices))
         native = tuple(hu_slices.shape[1:])
         if native == MODEL_SIZE:
             return np.stack([result.labels() for result in results])
@@ -67,13 +67,7 @@ class LegSegNetEngine:
 
     def segment_model_grid(self, hu_slices: np.ndarray) -> np.ndarray:
         """Labels on LegSegNet's 256x256 grid, as its own app returns them (for parity checks)."""
-        return np.stack([result.labels() for result in self.predictor.predict(model_inputs(hu_slices))])
-
-
-def model_inputs(hu_slices: np.ndarray) -> np.ndarray:
-    """LegSegNet's 256x256 uint8 images of a batch of HU slices."""
-    images = hu_to_uint8(hu_slices)
-    return images if images.shape[1:] == MODEL_SIZE else resize_cubic_uint8(images)
+        return np.stack([result.labels() for result in self.predictor.predict(legsegnet_image(hu_slices))])
 
 
 def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.ndarray:
