@@ -266,6 +266,15 @@ def test_broken_model_folder_is_reported(tmp_path, capsys):
     assert not (tmp_path / "o.nii.gz").exists()
 
 
+def test_uninstalled_model_name_says_how_to_install(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("LegSegNetLib.models.registry")
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path / "home"))
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    assert main(["segment", str(tmp_path / "ct.nrrd"), "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
+    error = capsys.readouterr().err
+    assert "model 'legsegnet' is not installed" in error and "legsegnet models download" in error
+
+
 def test_factory_refuses_unknown_engines():
     with pytest.raises(EngineError, match="legsegnet, threshold"):
         create_engine("magic")
