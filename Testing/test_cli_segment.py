@@ -158,6 +158,12 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert len(read_csv(out / "measurements.csv")) == 2
 
 
+def test_measurement_tables_must_be_csv(tmp_path):
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    with pytest.raises(Exception, match="ending .csv"):
+        plan_jobs(args_for(tmp_path / "ct.nrrd", "--measurements", tmp_path / "m.json"))
+
+
 def test_several_inputs_need_an_output_folder(tmp_path):
     for name in ("a.nrrd", "b.nrrd"):
         write_volume(phantom_ct(), tmp_path / name)
@@ -229,6 +235,12 @@ def test_progress_bar_only_on_a_terminal():
     assert log_file.getvalue() == ""
     assert terminal.getvalue().count("\r") == 5
     assert terminal.getvalue().endswith("[" + "#" * 30 + "] 4/4 slices\n")
+    interrupted = Terminal()
+    bar = TerminalProgress("leg", interrupted)
+    bar(1, 4)
+    bar.close()
+    bar.close()
+    assert interrupted.getvalue().endswith("1/4 slices\n")
 
 
 def test_argument_parsers():
