@@ -9,6 +9,7 @@ import logging
 import sys
 
 SUBCOMMAND_MODULES = (
+    "demo",
     "phantom",
 )
 
