@@ -2,7 +2,8 @@
 
 `make_leg_phantom` draws two legs (thigh: femur; calf: tibia and fibula) resting on a scanner cushion
 and table: skin, subcutaneous fat of varying thickness, the deep fascia, muscle groups separated by
-fatty septa, intermuscular fat islands and streaks, neurovascular bundles in their fat sheaths,
+fatty septa, intermuscular fat islands and streaks, fibrous strands in the subcutaneous fat,
+neurovascular bundles in their fat sheaths,
 superficial veins, bone with cortex and fatty marrow that turns trabecular towards the knee. The
 shape changes smoothly from slice to slice, and everything follows from the seed.
 
@@ -11,7 +12,7 @@ Each shape is painted with partial volume: it covers a voxel by the fraction of 
 truth is the shape holding the voxel's centre. Then comes a slowly varying tissue texture, the
 scanner's blur (Gaussian PSF) and correlated noise. Truth labels follow the HU-threshold
 convention the four-tissue task uses (see tissues.TISSUES):
-  1 SAT: fat between skin and deep fascia (superficial veins and skin are background 0);
+  1 SAT: fat between skin and deep fascia (skin, superficial veins and fibrous strands are background 0);
   2 SM: muscle inside the fascia, with the fascia itself and the deep vessels (muscle-range HU);
   3 IMAT: fat inside the fascia (septa, islands, streaks, vessel sheaths);
   4 Bone: cortex and the marrow it encloses, fatty or trabecular.
@@ -31,9 +32,11 @@ from scipy import ndimage
 from .volume import Volume
 
 # Materials: (HU, truth label). Painted in this numbering, looked up at the end.
-AIR, CUSHION, TABLE_SHELL, TABLE_CORE, SKIN, SAT, SAT_VEIN, FASCIA, MUSCLE, IMAT, VESSEL, CORTEX, MARROW = range(13)
-_MATERIAL_HU = np.array([-1000, -780, 250, -900, 35, -102, 40, 55, 50, -88, 40, 1300, -60], dtype=np.float32)
-_MATERIAL_LABEL = np.array([0, 0, 0, 0, 0, 1, 0, 2, 2, 3, 2, 4, 4], dtype=np.uint8)
+(AIR, CUSHION, TABLE_SHELL, TABLE_CORE, SKIN, SAT, SAT_VEIN, SAT_STRAND, FASCIA, MUSCLE, IMAT, VESSEL, CORTEX,
+ MARROW) = range(14)
+_MATERIAL_HU = np.array([-1000, -780, 250, -900, 35, -102, 40, 30, 55, 50, -88, 40, 1300, -60], dtype=np.float32)
+_MATERIAL_LABEL = np.array([0, 0, 0, 0, 0, 1, 0, 0, 2, 2, 3, 2, 4, 4], dtype=np.uint8)
+STRAND_MM = 0.7  # fibrous strands (retinacula cutis) crossing the subcutaneous fat
 TRABECULAR_HU = 230.0  # marrow HU at the knee end, where the shaft opens into cancellous bone
 FASCIA_MM = 0.8
 TEXTURE_HU = 6.0  # amplitude of the slowly varying tissue texture (muscle groups differ a little)
@@ -234,7 +237,8 @@ class _Leg:
         skin = self.skin_radius(theta, s)
         canvas.fill(skin - r, SKIN)
         sat_inner = skin - self.p["skin"]
-        canvas.fill(sat_inner - r, SAT)
+        subcutaneous = canvas.fill(sat_inner - r, SAT)
+        self._paint_fibrous_strands(canvas, u, v, subcutaneous, rng)
         fascia = sat_inner - self.sat_thickness(theta, s)
         canvas.fill(fascia - r, FASCIA)
         compartment = canvas.fill(fascia - FASCIA_MM - r, MUSCLE)
@@ -268,6 +272,16 @@ class _Leg:
         for ((u0, v0), (u1, v1)), width in zip(self.anatomy.septa, self.p["septum_width"]):
             distance = _segment_distance(u, v, u0 * scale, v0 * scale, u1 * scale, v1 * scale)
             canvas.fill(width / 2 - distance, IMAT, within=compartment)
+
+    def _paint_fibrous_strands(self, canvas, u, v, subcutaneous, rng):
+        """Thin connective-tissue strands from the skin inwards (cut off at the fascia by later paint)."""
+        for angle in rng.uniform(0, 2 * np.pi, size=int(rng.integers(6, 12))):
+            bend = rng.uniform(-0.25, 0.25)
+            u0, v0 = 1.15 * self.radius * np.cos(angle), 1.15 * self.radius * np.sin(angle)
+            u1, v1 = 0.75 * self.radius * np.cos(angle + bend), 0.75 * self.radius * np.sin(angle + bend)
+            box = self._box((u0 + u1) / 2, (v0 + v1) / 2, 0.3 * self.radius + 2)
+            distance = _segment_distance(u[box], v[box], u0, v0, u1, v1)
+            canvas.window(box).fill(STRAND_MM / 2 - distance, SAT_STRAND, within=subcutaneous[box])
 
     def _paint_fat_islands(self, canvas, u, v, grid, compartment, rng):
         """Ellipsoidal fat islands (round) and streaks (long, thin), each spanning some slices."""
