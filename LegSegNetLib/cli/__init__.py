@@ -9,8 +9,13 @@ import logging
 import sys
 
 SUBCOMMAND_MODULES = (
+    "segment",
+    "models",
     "demo",
     "phantom",
+    "export",
+    "train",
+    "phantoms",
 )
 
 

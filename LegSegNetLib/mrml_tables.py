@@ -1,0 +1,147 @@
+"""Measurements -> Slicer table nodes and a plot of per-slice areas (needs the `slicer` MRML API).
+
+Column units and descriptions go into each table node's column properties (Slicer shows them as tooltips and
+writes them to the `.schema.csv` beside a saved table). New contents are built completely before a node is
+touched, and every node change can be undone, so a failure never leaves a half-filled table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import slicer
+import vtk
+
+from .measurements import SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements
+from .tissues import TISSUES
+
+SIDES = ("both", "right", "left")
+
+
+@dataclass
+class TableContent:
+    table: vtk.vtkTable
+    columns: tuple[ColumnInfo, ...]
+
+
+def table_content(columns, rows: list[dict]) -> TableContent:
+    """A vtkTable with one column per ColumnInfo, typed from the values (text, integer or real)."""
+    table = vtk.vtkTable()
+    for column in columns:
+        array = _column_array(column.name, [row[column.name] for row in rows])
+        table.AddColumn(array)
+    return TableContent(table, tuple(columns))
+
+
+def _column_array(name: str, values: list):
+    if any(isinstance(value, str) for value in values):
+        array = vtk.vtkStringArray()
+        convert = str
+    elif values and all(isinstance(value, int) for value in values):
+        array = vtk.vtkIntArray()
+        convert = int
+    else:
+        array = vtk.vtkDoubleArray()
+        convert = float
+    array.SetName(name)
+    for value in values:
+        array.InsertNextValue(convert(value))
+    return array
+
+
+def tissue_table_content(measurements: Measurements) -> TableContent:
+    """One row per tissue for both legs together, then per leg when some slices show two separable legs."""
+    separable = measurements.summary["separable_slice_count"] > 0
+    rows = [row for row in measurements.tissue_rows if separable or row["side"] == "both"]
+    return table_content(TISSUE_COLUMNS, rows)
+
+
+def summary_table_content(measurements: Measurements) -> TableContent:
+    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg)."""
+    return table_content(SUMMARY_COLUMNS, [measurements.summary])
+
+
+def area_column_name(side: str, tissue_key: str) -> str:
+    return f"{'' if side == 'both' else side + '_'}{tissue_key}_area_cm2"
+
+
+def slice_area_columns() -> tuple[ColumnInfo, ...]:
+    columns = [
+        ColumnInfo("slice_index", "", "index of the slice along the volume's slice axis"),
+        ColumnInfo("S_mm", "mm", "superior-inferior (RAS S) position of the slice centre"),
+    ]
+    for side in SIDES:
+        where = "both legs" if side == "both" else f"patient's {side} leg; empty where the legs are not separable"
+        columns += [
+            ColumnInfo(area_column_name(side, tissue.key), "cm2", f"{tissue.name} cross-sectional area ({where})")
+            for tissue in TISSUES
+        ]
+    return tuple(columns)
+
+
+def slice_area_table_content(measurements: Measurements) -> TableContent:
+    """One row per labelled slice, inferior to superior, with each tissue's area per side (wide, for plotting)."""
+    rows = {}
+    for entry in measurements.slice_rows:
+        row = rows.setdefault(entry["slice_index"], _empty_area_row(entry))
+        row[area_column_name(entry["side"], entry["tissue"])] = entry["area_cm2"]
+    return table_content(slice_area_columns(), list(rows.values()))
+
+
+def _empty_area_row(entry: dict) -> dict:
+    row = {column.name: math.nan for column in slice_area_columns()}
+    row["slice_index"] = int(entry["slice_index"])
+    row["S_mm"] = float(entry["S_mm"])
+    return row
+
+
+class TableReplacement:
+    """Put new content into a table node; restore() brings back what it held before."""
+
+    def __init__(self, table_node, content: TableContent):
+        self.node = table_node
+        self.content = content
+        self.old_table = _deep_copy(table_node.GetTable())
+        self.old_schema = _deep_copy(table_node.GetSchema())
+
+    def apply(self) -> None:
+        for index in range(self.old_table.GetNumberOfColumns()):
+            self.node.RemoveAllColumnProperties(self.old_table.GetColumnName(index))
+        self.node.SetAndObserveTable(self.content.table)
+        for column in self.content.columns:
+            if column.unit:
+                self.node.SetColumnUnitLabel(column.name, column.unit)
+            self.node.SetColumnDescription(column.name, column.description)
+        self.node.Modified()
+
+    def restore(self) -> None:
+        self.node.SetAndObserveTable(self.old_table)
+        self.node.SetAndObserveSchema(self.old_schema)
+        self.node.Modified()
+
+
+def _deep_copy(table):
+    copy = vtk.vtkTable()
+    if table is not None:
+        copy.DeepCopy(table)
+    return copy
+
+
+def add_slice_area_chart(add_node, slice_table_node, name: str):
+    """A plot chart of each tissue's area (both legs) against the slice position; returns the chart node.
+    add_node(class_name, name) adds a node to the scene."""
+    chart = add_node("vtkMRMLPlotChartNode", name)
+    chart.SetTitle("Cross-sectional area along the leg")
+    chart.SetXAxisTitle("S (mm)")
+    chart.SetYAxisTitle("area (cm2)")
+    for tissue in TISSUES:
+        series = add_node("vtkMRMLPlotSeriesNode", f"{name} {tissue.name}")
+        series.SetAndObserveTableNodeID(slice_table_node.GetID())
+        series.SetXColumnName("S_mm")
+        series.SetYColumnName(area_column_name("both", tissue.key))
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+        series.SetColor(*tissue.color)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart

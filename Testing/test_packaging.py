@@ -1,0 +1,81 @@
+"""Static checks of the Slicer extension packaging: the CMake scripts list every file that exists (so a build
+never misses one) and nothing that does not, the extension metadata is complete, and the icons are in place."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from make_icon import ICON_PATHS, draw_icon
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE_DIR = ROOT / "LegSegNet"
+
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    """Entries of a `set(VARIABLE ...)` block, with ${MODULE_NAME} expanded."""
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} is not set"
+    return [entry.replace("${MODULE_NAME}", "LegSegNet") for entry in match.group(1).split()]
+
+
+def module_cmake() -> str:
+    return (MODULE_DIR / "CMakeLists.txt").read_text()
+
+
+def files_under(folder: Path, pattern: str, base: Path) -> set[str]:
+    return {path.relative_to(base).as_posix() for path in folder.rglob(pattern)
+            if path.is_file() and "__pycache__" not in path.parts}
+
+
+def test_module_cmake_lists_every_module_script_and_resource():
+    scripts = set(cmake_list(module_cmake(), "MODULE_PYTHON_SCRIPTS"))
+    resources = set(cmake_list(module_cmake(), "MODULE_PYTHON_RESOURCES"))
+    assert scripts == {path.name for path in MODULE_DIR.glob("*.py")}
+    assert resources == files_under(MODULE_DIR / "Resources", "*", MODULE_DIR)
+
+
+def test_module_cmake_lists_every_library_file_and_the_model_registry():
+    listed = cmake_list(module_cmake(), "LIBRARY_PYTHON_SCRIPTS")
+    existing = files_under(ROOT / "LegSegNetLib", "*.py", ROOT)
+    missing = sorted(existing - set(listed))
+    assert not missing, "add to LIBRARY_PYTHON_SCRIPTS in LegSegNet/CMakeLists.txt:\n  " + "\n  ".join(missing)
+    assert sorted(set(listed) - existing) == [], "listed but not in the repository"
+    assert listed == sorted(listed), "keep LIBRARY_PYTHON_SCRIPTS sorted"
+    resources = set(cmake_list(module_cmake(), "LIBRARY_PYTHON_RESOURCES"))
+    assert resources == files_under(ROOT / "Resources", "*", ROOT)
+
+
+def test_library_lands_where_the_module_and_resources_dir_find_it():
+    text = module_cmake()
+    assert "SOURCE_DIR ${CMAKE_CURRENT_SOURCE_DIR}/.." in text
+    assert "DESTINATION_DIR ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}" in text
+    assert "NO_INSTALL_SUBDIR" in text  # LegSegNetLib/ and Resources/ beside LegSegNet.py, not in a subfolder
+
+
+def test_extension_cmake_has_complete_metadata_and_depends_on_pytorch():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    fields = dict(re.findall(r'set\((EXTENSION_\w+)\s+"(.*?)"\)', text, re.S))
+    for name in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert fields.get(f"EXTENSION_{name}"), f"EXTENSION_{name} is empty"
+    assert fields["EXTENSION_DEPENDS"] == "PyTorch"
+    assert fields["EXTENSION_ICONURL"].endswith("/LegSegNet.png")
+    assert "add_subdirectory(LegSegNet)" in text
+
+
+def test_extensions_index_description():
+    entry = json.loads((ROOT / "LegSegNet.json").read_text())
+    assert entry["build_dependencies"] == ["PyTorch"]
+    assert entry["category"] == "Segmentation"
+    assert entry["scm_url"].endswith(".git") and entry["build_subdirectory"] == "."
+
+
+def test_icons_are_128_pixel_rgba_and_reproducible():
+    for path in ICON_PATHS:
+        image = sitk.ReadImage(str(path))
+        assert image.GetSize() == (128, 128) and image.GetNumberOfComponentsPerPixel() == 4
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), draw_icon())

@@ -1,0 +1,495 @@
+"""LegSegNetLogic on real MRML (PyPI slicer-core): geometry in every orientation, node reuse, edits followed by
+measurements, .seg.nrrd round trip, cancel/error leaving the scene as it was, and a real CT volume node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import vtk
+
+slicer = pytest.importorskip("slicer")
+slicerio = pytest.importorskip("slicerio")
+
+from slicer_scene import SlicerScene  # noqa: E402
+
+from LegSegNetLib import mrml_segmentation  # noqa: E402
+from LegSegNetLib.logic import InputVolumeError, LegSegNetLogic  # noqa: E402
+from LegSegNetLib.io import read_volume  # noqa: E402
+from LegSegNetLib.layout import slice_layout  # noqa: E402
+from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
+from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
+from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
+
+# Each tissue is drawn with its own HU; the test engine maps each HU back to its label.
+TISSUE_HU = {0: -1000, 1: -100, 2: 50, 3: -60, 4: 700}
+
+
+class AnteriorRightEngine:
+    """Labels each pixel from its HU, but only in the upper-left quarter of the picture it is shown.
+
+    In radiological display that quarter is the patient's anterior right, so any orientation mistake (a slice
+    shown flipped or transposed) puts labels in the wrong physical place.
+    """
+
+    name = "anterior-right test engine"
+    in_plane_orientation = "PL"
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
+        for value, hu in TISSUE_HU.items():
+            labels[np.abs(hu_slices - hu) < 5] = value
+        rows, columns = hu_slices.shape[1:]
+        labels[:, rows // 2:, :] = 0
+        labels[:, :, columns // 2:] = 0
+        return labels
+
+
+class BoneEngine(AnteriorRightEngine):
+    """Another answer: bone wherever there is anything."""
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        return np.where(super().segment_slices(hu_slices, pixel_spacing_mm) > 0, 4, 0).astype(np.uint8)
+
+
+class FailingEngine(AnteriorRightEngine):
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        raise RuntimeError("engine failure for the test")
+
+
+@pytest.fixture
+def scene():
+    mrml = SlicerScene()
+    yield mrml
+    mrml.close()
+
+
+def phantom(seed=0, shape=(6, 20, 24), spacing_ijk=(0.9, 0.8, 2.0)):
+    """Random tissue labels (no symmetry to hide a flip) and their CT, centred on the RAS origin, stored RAS."""
+    truth = np.random.default_rng(seed).integers(0, 5, size=shape).astype(np.uint8)
+    centre = -(np.array(shape[::-1]) - 1) / 2 * spacing_ijk
+    truth_volume = Volume.from_spacing(truth, spacing_ijk, origin_ras=centre)
+    ct = truth_volume.with_array(np.vectorize(TISSUE_HU.get)(truth).astype(np.int16))
+    return ct, truth_volume
+
+
+def expected_labels_at(truth: Volume, ras):
+    """What the engine must give at RAS points: the truth where anterior (A > 0) and right (R > 0), else 0."""
+    kji = np.rint(truth.index_of_ras(ras)).astype(int)
+    values = truth.array[tuple(kji.T)]
+    return np.where((ras[:, 0] > 0) & (ras[:, 1] > 0), values, 0)
+
+
+def add_volume_node(volume: Volume, name="CT"):
+    return slicer.util.addVolumeFromArray(volume.array, ijkToRAS=volume.ijk_to_ras, name=name)
+
+
+def shared_labelmap_values_at(segmentation_node, ras):
+    """Voxel values of the segmentation's own (internal) labelmap at RAS points."""
+    segment_id = mrml_segmentation.segment_id(TISSUES[0])
+    image = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    grid = Volume(mrml_segmentation.image_array(image), slicer.util.arrayFromVTKMatrix(matrix))
+    extent = image.GetExtent()
+    kji = np.rint(grid.index_of_ras(ras)).astype(int) - [extent[4], extent[2], extent[0]]
+    return grid.array[tuple(kji.T)]
+
+
+def table_rows(table_node):
+    table = table_node.GetTable()
+    names = [table.GetColumnName(index) for index in range(table.GetNumberOfColumns())]
+    return [{name: _python_value(table.GetValue(row, column)) for column, name in enumerate(names)}
+            for row in range(table.GetNumberOfRows())]
+
+
+def _python_value(variant):
+    return variant.ToString() if variant.IsString() else variant.ToDouble()
+
+
+def table_text(table_node):
+    """Every cell as text, for comparing a table before and after (NaN equals NaN here)."""
+    table = table_node.GetTable()
+    return [[table.GetValue(row, column).ToString() for column in range(table.GetNumberOfColumns())]
+            for row in range(table.GetNumberOfRows())]
+
+
+def tissue_volume(table_node, key, side="both"):
+    rows = [row for row in table_rows(table_node) if row["tissue"] == key and row["side"] == side]
+    return float(rows[0]["volume_cm3"])
+
+
+def scene_node_ids(mrml):
+    return sorted(mrml.scene.GetNthNode(index).GetID() for index in range(mrml.scene.GetNumberOfNodes()))
+
+
+ORIENTATIONS = {
+    "RAS": lambda v: v,
+    "LPS": lambda v: v.reoriented((0, 1, 2), (False, True, True)),
+    "permuted": lambda v: v.reoriented((1, 2, 0), (False, False, False)),
+    "permuted-flipped": lambda v: v.reoriented((2, 0, 1), (True, False, True)),
+}
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_segment_voxels_equal_library_labels_at_every_physical_point(scene, orientation):
+    ct, truth = phantom()
+    stored = ORIENTATIONS[orientation](ct)
+    volume_node = add_volume_node(stored)
+    segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+
+    ras = truth.ras_of_index(np.argwhere(np.ones(truth.array.shape)))
+    expected = expected_labels_at(truth, ras)
+    assert np.count_nonzero(expected) > 100
+    library = segment_volume(stored, AnteriorRightEngine())
+    library_at = library.array[tuple(np.rint(library.index_of_ras(ras)).astype(int).T)]
+    np.testing.assert_array_equal(library_at, expected)
+    np.testing.assert_array_equal(shared_labelmap_values_at(segmentation_node, ras), expected)
+    on_volume_grid = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    np.testing.assert_array_equal(on_volume_grid, library.array)
+
+
+def test_segmentation_has_four_named_coloured_segments_in_one_layer(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    segmentation = segmentation_node.GetSegmentation()
+    ids = [mrml_segmentation.segment_id(tissue) for tissue in TISSUES]
+    assert list(segmentation.GetSegmentIDs()) == ids
+    for tissue, segment_id in zip(TISSUES, ids):
+        segment = segmentation.GetSegment(segment_id)
+        assert segment.GetName() == tissue.name
+        assert segment.GetLabelValue() == tissue.value
+        assert segment.GetColor() == pytest.approx(tissue.color)
+        assert tissue.type[1] in segment.GetTerminology()
+    assert segmentation.GetNumberOfLayers() == 1
+    assert segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole()) is volume_node
+    display = segmentation_node.GetDisplayNode()
+    assert display.GetVisibility() and display.GetVisibility2DFill()
+
+
+def test_outputs_go_under_the_input_study_in_the_subject_hierarchy(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene.scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient")
+    study = hierarchy.CreateStudyItem(patient, "Study")
+    hierarchy.CreateItem(study, volume_node)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    for node in (segmentation_node, table_node):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    table_item = hierarchy.GetItemByDataNode(table_node)
+    for node in (logic.summaryTable(table_node), logic.sliceAreaTable(table_node), logic.sliceAreaChart(table_node)):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == table_item
+
+
+def test_segmentation_follows_the_input_volume_transform(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    volume_node.SetAndObserveTransformNodeID(transform.GetID())
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    assert segmentation_node.GetTransformNodeID() == transform.GetID()
+
+
+def test_tables_hold_tissue_rows_summary_and_slice_areas_with_units(scene):
+    ct, truth = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    _, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+
+    ras = truth.ras_of_index(np.argwhere(np.ones(truth.array.shape)))
+    expected = expected_labels_at(truth, ras)
+    voxel_cm3 = truth.voxel_volume_mm3 / 1000
+    assert [row["side"] for row in table_rows(table_node)] == ["both"] * 4  # random voxels: no two legs to split
+    for tissue in TISSUES:
+        assert tissue_volume(table_node, tissue.key) == pytest.approx(np.sum(expected == tissue.value) * voxel_cm3)
+    assert table_node.GetColumnUnitLabel("volume_cm3") == "cm3"
+    assert table_node.GetColumnDescription("mean_HU")
+
+    summary = logic.summaryTable(table_node)
+    sm_mean = summary.GetTable().GetColumnByName("SM_mean_HU").GetValue(0)
+    assert sm_mean == pytest.approx(TISSUE_HU[2])
+    assert summary.GetColumnUnitLabel("IMAT_SAT_ratio") == "1"
+
+    areas = logic.sliceAreaTable(table_node)
+    s_mm = slicer.util.arrayFromTableColumn(areas, "S_mm")
+    assert len(s_mm) == truth.array.shape[0] and np.all(np.diff(s_mm) > 0)
+    bone_area = slicer.util.arrayFromTableColumn(areas, "Bone_area_cm2")
+    pixel_cm2 = truth.spacing[0] * truth.spacing[1] / 100
+    slice_of_point = np.rint(truth.index_of_ras(ras)[:, 0]).astype(int)
+    expected_bone = [np.sum((expected == 4) & (slice_of_point == k)) * pixel_cm2 for k in range(len(s_mm))]
+    np.testing.assert_allclose(bone_area, expected_bone)
+    assert areas.GetColumnUnitLabel("Bone_area_cm2") == "cm2"
+    chart = logic.sliceAreaChart(table_node)
+    assert chart.GetNumberOfPlotSeriesNodes() == len(TISSUES)
+    assert chart.GetNthPlotSeriesNode(0).GetTableNode() is areas
+
+
+def test_reuse_replaces_only_legsegnet_segments_and_keeps_the_users(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    user_id = segmentation_node.GetSegmentation().AddEmptySegment("tumour", "Tumour", [0.1, 0.9, 0.1])
+    user_mask = np.zeros(ct.array.shape, dtype=np.uint8)
+    user_mask[2:4, 3:9, 4:10] = 1
+    _write_segment(segmentation_node, user_id, ct.with_array(user_mask))
+    nodes_before = scene_node_ids(scene)
+
+    again = logic.process(volume_node, segmentation_node, table_node, engine=AnteriorRightEngine())
+
+    assert again == (segmentation_node, table_node)
+    assert scene_node_ids(scene) == nodes_before
+    segmentation = segmentation_node.GetSegmentation()
+    assert sorted(segmentation.GetSegmentIDs()) == sorted([user_id] + [mrml_segmentation.segment_id(t) for t in TISSUES])
+    assert segmentation.GetSegment(user_id).GetName() == "Tumour"
+    np.testing.assert_array_equal(_segment_mask(segmentation_node, user_id, volume_node), user_mask.astype(bool))
+
+
+def _write_segment(segmentation_node, segment_id, mask: Volume):
+    """Give a segment its own labelmap layer holding `mask` (as Segment Editor's import would)."""
+    image = mrml_segmentation.oriented_image(mask)
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    segment.AddRepresentation(mrml_segmentation.binary_labelmap_name(), image)
+    segment.SetLabelValue(1)
+
+
+def _segment_mask(segmentation_node, segment_id, volume_node):
+    reference = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
+    return mrml_segmentation._segment_mask(segmentation_node, segment_id, reference)
+
+
+def test_compute_measurements_reflects_an_edit(scene):
+    ct, truth = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    muscle_before = tissue_volume(table_node, "SM")
+    sat_before = tissue_volume(table_node, "SAT")
+
+    # Erase muscle in slices 0-2, as Segment Editor's eraser would: clear those voxels of the shared layer.
+    muscle_id = mrml_segmentation.segment_id(TISSUE_BY_KEY["SM"])
+    shared = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, muscle_id)
+    erased = np.count_nonzero(shared[:3] == 2)
+    assert erased > 0
+    shared[:3][shared[:3] == 2] = 0
+    segmentation_node.GetSegmentation().GetSegment(muscle_id).Modified()
+
+    updated = logic.computeMeasurements(segmentation_node, volume_node, table_node)
+
+    voxel_cm3 = truth.voxel_volume_mm3 / 1000
+    assert updated is table_node
+    assert tissue_volume(table_node, "SM") == pytest.approx(muscle_before - erased * voxel_cm3)
+    assert tissue_volume(table_node, "SAT") == pytest.approx(sat_before)
+
+
+def test_compute_measurements_reads_a_segment_moved_to_its_own_layer(scene):
+    ct, truth = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    bone_id = mrml_segmentation.segment_id(TISSUE_BY_KEY["Bone"])
+    bone = np.zeros(ct.array.shape, dtype=np.uint8)
+    bone[1, 2:6, 3:5] = 1  # painted elsewhere, its own layer with label value 1
+    _write_segment(segmentation_node, bone_id, ct.with_array(bone))
+
+    logic.computeMeasurements(segmentation_node, volume_node, table_node)
+
+    assert tissue_volume(table_node, "Bone") == pytest.approx(bone.sum() * truth.voxel_volume_mm3 / 1000)
+
+
+def test_seg_nrrd_round_trip_with_slicerio(scene, tmp_path):
+    ct, truth = phantom()
+    volume_node = add_volume_node(ct.reoriented((0, 1, 2), (False, True, True)))
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    path = tmp_path / "leg.seg.nrrd"
+    storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation_node)
+
+    segmentation = slicerio.read_segmentation(str(path))
+    segments = {segment["name"]: segment for segment in segmentation["segments"]}
+    for tissue in TISSUES:
+        segment = segments[tissue.name]
+        assert segment["labelValue"] == tissue.value
+        assert segment["color"] == pytest.approx(tissue.color)
+        assert not segment["nameAutoGenerated"] and not segment["colorAutoGenerated"]
+        assert tuple(segment["terminology"]["type"]) == tissue.type
+        assert tuple(segment["terminology"]["category"]) == tissue.category
+    assert tuple(segments["Intermuscular fat"]["terminology"]["anatomicRegion"]) == TISSUE_BY_KEY["IMAT"].region
+    voxels = segmentation["voxels"]
+    stored = Volume(np.transpose(voxels, (2, 1, 0)), LPS_TO_RAS @ segmentation["ijkToLPS"])
+    ras = truth.ras_of_index(np.argwhere(np.ones(truth.array.shape)))
+    index = np.rint(stored.index_of_ras(ras)).astype(int)
+    np.testing.assert_array_equal(stored.array[tuple(index.T)], expected_labels_at(truth, ras))
+
+
+def _segmentation_state(segmentation_node, volume_node):
+    segmentation = segmentation_node.GetSegmentation()
+    names = [segmentation.GetSegment(segment_id).GetName() for segment_id in segmentation.GetSegmentIDs()]
+    return names, mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+
+
+def test_cancel_leaves_the_scene_unchanged(scene):
+    ct, _ = phantom(shape=(20, 20, 24))
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    names, labels = _segmentation_state(segmentation_node, volume_node)
+    rows = table_text(table_node)
+    nodes = scene_node_ids(scene)
+    calls = []
+
+    def cancel_after_first_batch(done, total):
+        calls.append(done)
+        return done == 0
+
+    with pytest.raises(Cancelled):
+        logic.process(volume_node, segmentation_node, table_node, engine=AnteriorRightEngine(),
+                      progress=cancel_after_first_batch)
+    with pytest.raises(Cancelled):
+        logic.process(volume_node, engine=AnteriorRightEngine(), progress=cancel_after_first_batch)
+
+    assert calls == [0, 8, 0, 8]
+    assert scene_node_ids(scene) == nodes
+    new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
+    assert new_names == names
+    np.testing.assert_array_equal(new_labels, labels)
+    assert table_text(table_node) == rows
+
+
+def test_engine_error_leaves_the_scene_unchanged(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    nodes = scene_node_ids(scene)
+    with pytest.raises(RuntimeError, match="engine failure"):
+        LegSegNetLogic().process(volume_node, engine=FailingEngine())
+    assert scene_node_ids(scene) == nodes
+
+
+def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    names, labels = _segmentation_state(segmentation_node, volume_node)
+    summary_rows = table_text(logic.summaryTable(table_node))
+    nodes = scene_node_ids(scene)
+    # A table node from another scene cannot take node references here: writing fails half way.
+    foreign_table = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLTableNode")
+
+    with pytest.raises(Exception):
+        logic.process(volume_node, segmentation_node, foreign_table, engine=BoneEngine())
+
+    assert scene_node_ids(scene) == nodes
+    new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
+    assert new_names == names
+    np.testing.assert_array_equal(new_labels, labels)
+    assert table_text(logic.summaryTable(table_node)) == summary_rows
+
+
+def test_axial_range_in_indices_or_millimetres(scene):
+    ct, truth = phantom(shape=(10, 20, 24))
+    volume_node = add_volume_node(ct.reoriented((0, 1, 2), (True, False, False)))  # slice index runs inferior
+    logic = LegSegNetLogic()
+    positions = truth.ras_of_index([[k, 0, 0] for k in range(10)])[:, 2]
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine(),
+                                         range_mm=(positions[3], positions[5]))
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    labelled_stored_slices = np.flatnonzero(labels.reshape(10, -1).any(axis=1))
+    np.testing.assert_array_equal(labelled_stored_slices, [4, 5, 6])  # stored index = 9 - truth index
+
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine(), slice_range=(0, 2))
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    np.testing.assert_array_equal(np.flatnonzero(labels.reshape(10, -1).any(axis=1)), [0, 1])
+
+
+def test_show_surface_builds_and_hides_3d(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
+    surface = "Closed surface"
+    logic.showSurface(segmentation_node, True)
+    assert segmentation_node.GetSegmentation().ContainsRepresentation(surface)
+    assert segmentation_node.GetDisplayNode().GetVisibility3D()
+    logic.showSurface(segmentation_node, False)
+    assert not segmentation_node.GetSegmentation().ContainsRepresentation(surface)
+    assert not segmentation_node.GetDisplayNode().GetVisibility3D()
+
+
+def test_bad_inputs_get_clear_errors(scene):
+    logic = LegSegNetLogic()
+    with pytest.raises(InputVolumeError, match="select a CT volume"):
+        logic.process(None, engine=AnteriorRightEngine())
+    labelmap = scene.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "mask")
+    with pytest.raises(InputVolumeError, match="not a scalar CT volume"):
+        logic.process(labelmap, engine=AnteriorRightEngine())
+    empty = scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputVolumeError, match="no image data"):
+        logic.process(empty, engine=AnteriorRightEngine())
+    ct, _ = phantom()
+    with pytest.raises(ValueError, match="not both"):
+        logic.process(add_volume_node(ct), engine=AnteriorRightEngine(), slice_range=(0, 1), range_mm=(0, 1))
+
+
+class HounsfieldBandEngine:
+    """The field's fixed HU bands (fat -190..-30 as SAT, muscle -29..150, bone above), slice by slice."""
+
+    name = "HU band test engine"
+    in_plane_orientation = "PL"
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
+        labels[(hu_slices >= -190) & (hu_slices <= -30)] = TISSUE_BY_KEY["SAT"].value
+        labels[(hu_slices >= -29) & (hu_slices <= 150)] = TISSUE_BY_KEY["SM"].value
+        labels[hu_slices > 150] = TISSUE_BY_KEY["Bone"].value
+        return labels
+
+
+def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
+    first_file = sorted(visible_human_dicom_dir.glob("*.dcm"))[0]
+    volume_node = scene.volumes_logic.AddArchetypeVolume(str(first_file), "Visible Human legs", 0)
+    assert volume_node is not None and slicer.util.arrayFromVolume(volume_node).shape == (350, 512, 512)
+    mid_calf_mm = (390.0, 401.0)  # twelve 1 mm slices of the calves (the series spans S = 150..499)
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=HounsfieldBandEngine(), range_mm=mid_calf_mm)
+
+    # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
+    reference = read_volume(visible_human_dicom_dir)
+    reference_range = slice_range_from_mm(reference, slice_layout(reference), *mid_calf_mm)
+    reference_labels = segment_volume(reference, HounsfieldBandEngine(), reference_range)
+    rng = np.random.default_rng(1)
+    labelled = np.argwhere(reference_labels.array > 0)
+    kji = labelled[rng.choice(len(labelled), 2000, replace=False)]
+    ras = reference.ras_of_index(kji)
+    np.testing.assert_array_equal(shared_labelmap_values_at(segmentation_node, ras), reference_labels.array[tuple(kji.T)])
+
+    sides = [(row["side"], row["tissue"]) for row in table_rows(table_node)]
+    assert sides == [(side, tissue.key) for side in ("both", "right", "left") for tissue in TISSUES]
+    summary = logic.summaryTable(table_node).GetTable()
+    value = lambda name: summary.GetColumnByName(name).GetValue(0)  # noqa: E731
+    assert value("slice_count") == 12
+    assert value("separable_slice_count") == 12  # two calves side by side in every slice
+    assert 30 < value("SM_mean_HU") < 80 and -150 < value("SAT_mean_HU") < -50
+    assert value("right_SM_volume_cm3") == pytest.approx(value("left_SM_volume_cm3"), rel=0.25)
+
+
+def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
+    """What the module's self-test does inside Slicer, here on slicer-core."""
+    from LegSegNetLib.engines.threshold import ThresholdEngine
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    ct, truth = make_leg_phantom(seed=0, shape=(12, 160, 160), orientation="LPS")
+    volume_node = add_volume_node(ct, "Leg phantom")
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=ThresholdEngine())
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    for tissue in TISSUES:
+        found, expected = labels == tissue.value, truth.array == tissue.value
+        dice = 2 * np.sum(found & expected) / (np.sum(found) + np.sum(expected))
+        assert dice > (0.7 if tissue.key == "IMAT" else 0.9), (tissue.key, dice)
+        assert tissue_volume(table_node, tissue.key) == pytest.approx(found.sum() * truth.voxel_volume_mm3 / 1000)
+    summary = logic.summaryTable(table_node).GetTable()
+    assert summary.GetColumnByName("separable_slice_count").GetValue(0) == 12  # two legs in every slice
