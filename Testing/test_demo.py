@@ -12,9 +12,15 @@ from LegSegNetLib.phantom import make_leg_phantom
 from LegSegNetLib.tissues import TISSUE_BY_KEY
 
 
-def read_table(path):
+OUTPUTS = ("demo.seg.nrrd", "demo-labels.nii.gz", "demo-measurements.csv", "demo-measurements.json",
+           "demo-slice-areas.csv", "demo-overlay.png")
+
+
+def read_summary(path):
     with open(path, newline="") as stream:
-        return {row["key"]: row for row in csv.DictReader(stream)}
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 1
+    return rows[0]
 
 
 def test_offline_demo_segments_the_phantom_and_writes_everything(tmp_path, capsys):
@@ -24,13 +30,15 @@ def test_offline_demo_segments_the_phantom_and_writes_everything(tmp_path, capsy
     expected_ct, truth = make_leg_phantom(seed=0, region="calf")
     assert np.array_equal(phantom_ct.array, expected_ct.array)
     assert np.allclose(labels.ijk_to_ras, expected_ct.ijk_to_ras, atol=1e-4)
-    table = read_table(tmp_path / "demo-measurements.csv")
+    assert all((tmp_path / name).exists() for name in OUTPUTS)
+    summary = read_summary(tmp_path / "demo-measurements.csv")
+    assert summary["engine"] == "threshold"
     for key, tissue in TISSUE_BY_KEY.items():
         voxels = (labels.array == tissue.value).sum()
-        assert float(table[key]["volume_cm3"]) == np.round(voxels * labels.voxel_volume_mm3 / 1000, 3)
+        assert np.isclose(float(summary[f"{key}_volume_cm3"]), voxels * labels.voxel_volume_mm3 / 1000)
         truth_cm3 = (truth.array == tissue.value).sum() * truth.voxel_volume_mm3 / 1000
         if key != "IMAT":
-            assert abs(float(table[key]["volume_cm3"]) / truth_cm3 - 1) < 0.03
+            assert abs(float(summary[f"{key}_volume_cm3"]) / truth_cm3 - 1) < 0.03
     picture = sitk.ReadImage(str(tmp_path / "demo-overlay.png"))
     assert picture.GetNumberOfComponentsPerPixel() == 3
     assert "synthetic calf phantom" in capsys.readouterr().out
@@ -62,7 +70,8 @@ def test_demo_on_the_real_ct_writes_labels_table_and_picture(tmp_path, capsys):
     assert not (tmp_path / "demo-phantom-ct.nii.gz").exists()
     labels = read_volume(tmp_path / "demo-labels.nii.gz")
     assert labels.array.shape == (350, 512, 512)
-    table = read_table(tmp_path / "demo-measurements.csv")
-    assert 30 <= float(table["SM"]["mean_hu"]) <= 80
+    assert all((tmp_path / name).exists() for name in OUTPUTS)
+    summary = read_summary(tmp_path / "demo-measurements.csv")
+    assert 30 <= float(summary["SM_mean_HU"]) <= 80
     picture = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo-overlay.png")))
     assert picture.shape[2] == 3 and picture.max() > 200

@@ -12,6 +12,7 @@ from scipy import ndimage
 import realct
 from LegSegNetLib.engines.threshold import ThresholdEngine
 from LegSegNetLib.io import read_volume
+from LegSegNetLib.measurements import compute_measurements
 from LegSegNetLib.overlay import write_overlay_png
 from LegSegNetLib.pipeline import segment_volume
 from LegSegNetLib.sample_data import CORRUPT_SLICE, corrupt_slice_index
@@ -28,13 +29,9 @@ def labels(ct):
     return segment_volume(ct, ThresholdEngine())
 
 
-def tissue_stats(ct, labels):
-    """{key: (volume ml, mean HU)}"""
-    stats = {}
-    for key, tissue in TISSUE_BY_KEY.items():
-        mask = labels.array == tissue.value
-        stats[key] = (mask.sum() * labels.voxel_volume_mm3 / 1000, float(ct.array[mask].mean()))
-    return stats
+@pytest.fixture(scope="module")
+def summary(ct, labels):
+    return compute_measurements(ct, labels).summary
 
 
 def test_corrupt_slice_is_interpolated_from_its_neighbours(visible_human_dicom_dir, ct):
@@ -49,21 +46,22 @@ def test_corrupt_slice_is_interpolated_from_its_neighbours(visible_human_dicom_d
     assert np.array_equal(ct.array[untouched], raw.array[untouched])
 
 
-def test_tissue_hu_in_physiological_ranges(ct, labels):
-    stats = tissue_stats(ct, labels)
+def test_tissue_hu_in_physiological_ranges(summary):
+    mean = {key: summary[f"{key}_mean_HU"] for key in TISSUE_BY_KEY}
     # Muscle: normal-attenuation skeletal muscle is 30..150 HU; lower-leg muscle averages 40..60 HU.
-    assert 30 <= stats["SM"][1] <= 80
+    assert 30 <= mean["SM"] <= 80
     # Subcutaneous fat averages -90..-110 HU; edge voxels mixed with skin and septa pull it up a little.
-    assert -120 <= stats["SAT"][1] <= -70
+    assert -120 <= mean["SAT"] <= -70
     # IMAT lies in thin streaks mixed with muscle, so its mean sits higher in the fat range than SAT's.
-    assert stats["SAT"][1] < stats["IMAT"][1] <= -30
+    assert mean["SAT"] < mean["IMAT"] <= -30
     # Bone: cortex (1000..1800 HU) with fatty or trabecular marrow (-100..400 HU) averages a few hundred.
-    assert 300 <= stats["Bone"][1] <= 1200
+    assert 300 <= mean["Bone"] <= 1200
+    # Most muscle of a healthy adult leg is normal-attenuation (30..150 HU), not fatty low-attenuation.
+    assert summary["SM_normal_attenuation_fraction"] >= 0.6
 
 
-def test_tissue_volumes_plausible_for_two_lower_legs(ct, labels):
-    stats = tissue_stats(ct, labels)
-    volume = {key: value[0] for key, value in stats.items()}
+def test_tissue_volumes_plausible_for_two_lower_legs(summary):
+    volume = {key: summary[f"{key}_volume_cm3"] for key in TISSUE_BY_KEY}
     total = sum(volume.values())
     # 35 cm of two adult lower legs: a few litres in all (each leg 1.5..4 l from ankle to knee).
     assert 3000 <= total <= 8000
@@ -75,14 +73,11 @@ def test_tissue_volumes_plausible_for_two_lower_legs(ct, labels):
     assert 0.01 <= volume["IMAT"] / volume["SM"] <= 0.15
 
 
-def test_both_legs_alike(labels):
-    display = labels.array  # stored LPS: columns run from the patient's right to left
-    columns = np.arange(display.shape[2])
-    middle = int(round(np.average(columns, weights=(display > 0).sum(axis=(0, 1)))))
-    for key, tissue in TISSUE_BY_KEY.items():
-        right = (display[:, :, :middle] == tissue.value).sum()
-        left = (display[:, :, middle:] == tissue.value).sum()
-        assert 0.85 <= right / left <= 1.15, f"{key}: right {right} vs left {left} voxels"
+def test_both_legs_alike(summary):
+    assert summary["separable_slice_count"] >= 0.9 * summary["slice_count"]
+    for key in TISSUE_BY_KEY:
+        right, left = summary[f"right_{key}_volume_cm3"], summary[f"left_{key}_volume_cm3"]
+        assert 0.85 <= right / left <= 1.15, f"{key}: right {right:.1f} vs left {left:.1f} cm3"
 
 
 def test_two_legs_and_two_bones_per_leg_along_the_calf(ct, labels):
