@@ -381,6 +381,8 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
 
     with pytest.raises(Exception):
         logic.process(volume_node, segmentation_node, foreign_table, engine=BoneEngine())
+    with pytest.raises(Exception):
+        logic.process(volume_node, None, foreign_table, engine=BoneEngine())
 
     assert scene_node_ids(scene) == nodes
     new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
