@@ -9,6 +9,12 @@ import logging
 import sys
 
 SUBCOMMAND_MODULES = (
+    "segment",
+    "models",
+    "phantom",
+    "export",
+    "train",
+    "phantoms",
 )
 
 

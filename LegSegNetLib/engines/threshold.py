@@ -1,0 +1,190 @@
+"""A transparent engine that needs no trained weights: HU ranges, the deep fascia and bone by morphology.
+
+Per axial slice (each leg handled on its own):
+1. Legs: voxels above `body_min_hu` (air and foam cushions are below it), split into connected
+   components; a component is a leg when it is large, thick (it holds a point `min_leg_depth_mm`
+   from its edge, which thin table shells and cushion covers do not) and mostly fat or muscle HU (a
+   table's carbon shell and foam are not). Holes inside a leg are filled.
+2. Bone: voxels at or above `bone_min_hu`, small specks dropped, gaps in thin cortex closed, the
+   enclosed marrow filled in (fatty marrow or trabecular ends near knee and ankle alike). The outer
+   edge is then set at half maximum: an edge voxel stays bone only if its HU is at least halfway
+   between the lowest and highest HU around it, which puts the edge where a reader puts it instead
+   of up to a voxel outside (partial volume of 1300 HU cortex reaches far into muscle).
+3. Muscle compartment (inside the deep fascia): muscle-range voxels deeper than `skin_mm` under the
+   surface (so skin never counts), opened to cut thin strands (skin remnants, fibrous septa in fat),
+   with islands smaller than `min_muscle_seed_mm2` dropped (superficial veins, lymph nodes), joined
+   with the bone, closed with a disk of radius `fascia_closing_mm` (bridges fatty septa and gaps where
+   the thin fascia is not visible) and hole-filled (so every fat island and septum it surrounds is in).
+4. Labels: SAT = fat-range voxels of the leg outside the compartment; SM = muscle-range voxels in the
+   compartment outside bone, and the voxels just outside the bone edge that cortex partial volume
+   lifts above the muscle range; IMAT = fat-range voxels in the compartment outside bone; Bone as in 2.
+   Voxels in neither HU range (skin, vessels in fat, partial volume at bone edges) stay 0.
+
+Defaults are the field's thresholds: fat -190..-30 HU, muscle -29..150 HU (HU rounded to integers).
+
+Where it is expected to be wrong:
+- Legs touching each other (or touching a gel pad or blanket in the fat/muscle HU range) merge into
+  one leg; the compartments stay separate but fat between touching legs counts as SAT.
+- A fatty septum or IMAT that opens onto the SAT through a gap wider than 2 x `fascia_closing_mm` with
+  no visible fascia is counted as SAT; concavities of the fascia tighter than that radius are counted
+  as IMAT.
+- Very thin SAT (under about `skin_mm`) leaves the outermost muscle rim outside the compartment.
+- Contrast-enhanced vessels, calcifications or metal above `bone_min_hu` inside the compartment are
+  labelled bone; muscle above 150 HU (contrast) is unlabelled; bone with a cortex broken over more
+  than `bone_closing_mm` loses its fatty marrow (it becomes IMAT).
+- Near the ankle, tendons thinner than the seed size do not shape the compartment, and fat around
+  them may be labelled SAT. Beam hardening and metal streaks shift HU and therefore labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..layout import RADIOLOGICAL
+from ..tissues import TISSUE_BY_KEY
+
+SAT, SM, IMAT, BONE = (TISSUE_BY_KEY[key].value for key in ("SAT", "SM", "IMAT", "Bone"))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    fat_hu: tuple[float, float] = (-190.0, -30.0)  # adipose tissue, e.g. Aubrey et al. 2014 and Goodpaster 2000
+    muscle_hu: tuple[float, float] = (-29.0, 150.0)  # skeletal muscle, Mitsiopoulos et al. 1998
+    body_min_hu: float = -400.0  # between air/foam cushions (-1000..-600) and fat (-190)
+    bone_min_hu: float = 200.0  # above muscle and blood, below trabecular bone and cortex
+    skin_mm: float = 2.0  # rim never counted as SAT: skin (1-2 mm on the leg) mixed with air by partial volume
+    muscle_seed_depth_mm: float = 3.0  # muscle-range voxels this deep shape the fascia; skin never does
+    fascia_closing_mm: float = 6.0
+    bone_closing_mm: float = 1.5
+    min_leg_area_mm2: float = 400.0
+    min_leg_depth_mm: float = 8.0
+    min_muscle_seed_mm2: float = 150.0
+    min_bone_area_mm2: float = 8.0
+
+    def __post_init__(self):
+        if not (self.fat_hu[0] < self.fat_hu[1] < self.muscle_hu[0] < self.muscle_hu[1] < self.bone_min_hu):
+            raise ValueError(
+                f"thresholds must increase: fat {self.fat_hu} < muscle {self.muscle_hu} < bone {self.bone_min_hu} HU"
+            )
+        if not self.body_min_hu < self.fat_hu[0]:
+            raise ValueError(f"body_min_hu {self.body_min_hu} must be below the fat range {self.fat_hu}")
+
+
+class ThresholdEngine:
+    """SliceEngine labelling SAT, SM, IMAT and Bone by HU range and fascia morphology (see module docs)."""
+
+    name = "threshold"
+    in_plane_orientation = RADIOLOGICAL
+
+    def __init__(self, thresholds: Thresholds | None = None):
+        self.thresholds = thresholds or Thresholds()
+
+    def segment_slices(self, hu_slices: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> np.ndarray:
+        return np.stack([segment_slice(hu, pixel_spacing_mm, self.thresholds) for hu in hu_slices])
+
+
+def segment_slice(hu: np.ndarray, pixel_spacing_mm, thresholds: Thresholds) -> np.ndarray:
+    """Labels (uint8) of one axial slice; see the module docstring for the method."""
+    hu = np.rint(np.asarray(hu, dtype=np.float32))
+    spacing = tuple(float(s) for s in pixel_spacing_mm)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    margin = int(np.ceil(thresholds.fascia_closing_mm / min(spacing))) + 2
+    for window, leg in _legs(hu, spacing, thresholds, margin):
+        labels[window] = np.where(leg, _label_leg(hu[window], leg, spacing, thresholds), labels[window])
+    return labels
+
+
+def _label_leg(hu, leg, spacing, thresholds):
+    fat = _in_range(hu, thresholds.fat_hu) & leg
+    muscle = _in_range(hu, thresholds.muscle_hu) & leg
+    depth = ndimage.distance_transform_edt(np.pad(leg, 1), sampling=spacing)[1:-1, 1:-1]
+    bone = _bone(hu, leg, spacing, thresholds)
+    compartment = _compartment(muscle & (depth > thresholds.muscle_seed_depth_mm), bone, leg, spacing, thresholds)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[fat & ~compartment & (depth > thresholds.skin_mm)] = SAT
+    labels[(muscle | _cortex_partial_volume(hu, bone, thresholds)) & compartment] = SM
+    labels[fat & compartment] = IMAT
+    labels[bone] = BONE
+    return labels
+
+
+def _cortex_partial_volume(hu, bone, thresholds):
+    """Voxels touching bone, outside it, and above the muscle range: soft tissue brightened by cortex."""
+    return (hu > thresholds.muscle_hu[1]) & ndimage.binary_dilation(bone, np.ones((3, 3), bool)) & ~bone
+
+
+def _in_range(hu, bounds):
+    return (hu >= bounds[0]) & (hu <= bounds[1])
+
+
+def _legs(hu, spacing, thresholds, margin):
+    """(window, filled leg mask in that window) for each leg; windows are padded by `margin` pixels."""
+    body = hu > thresholds.body_min_hu
+    components, count = ndimage.label(body)
+    if count == 0:
+        return
+    depth = ndimage.distance_transform_edt(np.pad(body, 1), sampling=spacing)[1:-1, 1:-1]
+    soft = _in_range(hu, (thresholds.fat_hu[0], thresholds.muscle_hu[1]))
+    pixel_area = spacing[0] * spacing[1]
+    indices = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(body, components, indices) * pixel_area
+    depths = ndimage.maximum(depth, components, indices)
+    soft_fraction = ndimage.sum_labels(soft, components, indices) * pixel_area / np.maximum(areas, 1e-9)
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if (areas[index - 1] >= thresholds.min_leg_area_mm2 and depths[index - 1] >= thresholds.min_leg_depth_mm
+                and soft_fraction[index - 1] >= 0.5):
+            window = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, size)) for s, size in zip(box, hu.shape))
+            yield window, ndimage.binary_fill_holes(components[window] == index)
+
+
+def _bone(hu, leg, spacing, thresholds):
+    candidates = _drop_small(leg & (hu >= thresholds.bone_min_hu), thresholds.min_bone_area_mm2, spacing)
+    bone = ndimage.binary_fill_holes(_close(candidates, thresholds.bone_closing_mm, spacing)) & leg
+    return _half_maximum_edge(hu, bone)
+
+
+def _half_maximum_edge(hu, bone, passes=3):
+    """Peel edge voxels whose HU is below halfway between the lowest and highest HU around them."""
+    local_max = ndimage.maximum_filter(hu, size=3)
+    local_min = ndimage.minimum_filter(hu, size=3)
+    below_half = hu < (local_max + local_min) / 2
+    for _ in range(passes):
+        edge = bone & ~ndimage.binary_erosion(bone, border_value=1)
+        peel = edge & below_half
+        if not peel.any():
+            break
+        bone = bone & ~peel
+    return bone
+
+
+def _compartment(deep_muscle, bone, leg, spacing, thresholds):
+    seeds = ndimage.binary_opening(deep_muscle, _disk(1.0, spacing))
+    seeds = _drop_small(seeds, thresholds.min_muscle_seed_mm2, spacing) | bone
+    return ndimage.binary_fill_holes(_close(seeds, thresholds.fascia_closing_mm, spacing)) & leg
+
+
+def _close(mask, radius_mm, spacing):
+    """Binary closing that treats the outside of the array as background (no border artefacts)."""
+    structure = _disk(radius_mm, spacing)
+    pad = max(structure.shape)
+    closed = ndimage.binary_closing(np.pad(mask, pad), structure)
+    return closed[pad:-pad, pad:-pad]
+
+
+def _drop_small(mask, min_area_mm2, spacing):
+    components, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    areas = ndimage.sum_labels(mask, components, np.arange(1, count + 1)) * spacing[0] * spacing[1]
+    return np.concatenate([[False], areas >= min_area_mm2])[components]
+
+
+def _disk(radius_mm, spacing):
+    """Elliptical structuring element of a physical radius on a (row_mm, column_mm) pixel grid."""
+    radii = [max(radius_mm / s, 1.0) for s in spacing]
+    half = [int(np.floor(r)) for r in radii]
+    rows, columns = np.ogrid[-half[0]:half[0] + 1, -half[1]:half[1] + 1]
+    return (rows / radii[0]) ** 2 + (columns / radii[1]) ** 2 <= 1.0

@@ -1,0 +1,262 @@
+"""Body-composition measurements of a labelled leg CT, on the CT's own voxel grid with its original HU.
+
+`compute_measurements(ct, labels)` returns a `Measurements` with three tables whose column names are
+stable keys (units in the name) described by `SUMMARY_COLUMNS`, `TISSUE_COLUMNS` and `SLICE_COLUMNS`
+(each a tuple of `ColumnInfo(name, unit, description)`):
+
+============================  ======  =========================================================
+summary key                   unit    meaning (T is SAT, SM, IMAT or Bone)
+============================  ======  =========================================================
+T_volume_cm3                  cm3     volume of tissue T
+T_mean_HU, T_sd_HU            HU      mean and population standard deviation of T's voxels
+Fat_volume_cm3                cm3     SAT + IMAT
+Fat_mean_HU                   HU      mean HU over SAT and IMAT voxels together
+IMAT_SAT_ratio                1       IMAT volume / SAT volume
+SM_Fat_ratio                  1       SM volume / (SAT + IMAT) volume
+SM_low_attenuation_volume_cm3 cm3     SM voxels with -29 <= HU < 30
+SM_low_attenuation_fraction   1       that volume / SM volume
+SM_normal_attenuation_...     cm3, 1  the same for SM voxels with 30 <= HU <= 150
+right_<any key above>         ...     the patient's right leg alone  } over the slices where the
+left_<any key above>          ...     the patient's left leg alone   } two legs are separable
+slice_count                   1       number of slices holding any label
+separable_slice_count         1       how many of them show two separable legs
+axial_extent_mm               mm      from the first to the last labelled slice, slice thickness included
+============================  ======  =========================================================
+
+Tissue rows (`tissue_rows`): side, tissue, name, label_value, voxel_count, volume_cm3, mean_HU, sd_HU.
+Slice rows (`slice_rows`, long format, from the most inferior labelled slice up): slice_index (array
+index along the slice axis, as SliceRange counts), S_mm, side, tissue, area_cm2.
+
+Left and right. In each labelled slice the labelled pixels are split into 4-connected components. The
+legs are *separable* there when the second-largest component has at least a quarter of the largest's
+area and the two occupy disjoint column ranges of the radiological display (patient's right on the image
+left). A vertical line in the gap between them then splits the slice: everything on the image-left side
+(small islands included) is the right leg, the rest the left leg. Where the legs touch, a single leg is
+scanned, or the layout is otherwise unclear, the slice counts towards both legs together ("both") only.
+So right_* and left_* cover exactly the same slices and compare fairly; compare separable_slice_count
+with slice_count to see how much of the scan they cover. With no separable slice they are 0 or NaN.
+
+A ratio or mean whose denominator is zero is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from .layout import RADIOLOGICAL, slice_layout
+from .pipeline import slice_positions_mm
+from .tissues import TISSUE_BY_KEY, TISSUES
+from .volume import Volume
+
+SIDES = ("both", "right", "left")
+SIDE_PREFIX = {"both": "", "right": "right_", "left": "left_"}
+
+# Attenuation bands of skeletal muscle (HU); half-open at 30 so float HU leave no gap between them.
+LOW_ATTENUATION_HU = (-29.0, 30.0)
+NORMAL_ATTENUATION_HU = (30.0, 150.0)
+
+# The second leg must have at least this share of the first leg's area for a slice to count as two legs.
+MIN_SECOND_LEG_SHARE = 0.25
+
+_LABEL_COUNT = max(tissue.value for tissue in TISSUES) + 1
+# Per-label sums gathered slice by slice: voxel count, HU sum, HU^2 sum, low- and normal-attenuation counts.
+_COUNT, _SUM, _SQUARES, _LOW, _NORMAL = range(5)
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Measurements:
+    summary: dict  # SUMMARY_COLUMNS names -> float (counts are int), in that order
+    tissue_rows: list  # dicts keyed by TISSUE_COLUMNS names, side by side, tissue by tissue
+    slice_rows: list  # dicts keyed by SLICE_COLUMNS names, inferior to superior
+
+
+def _side_summary_columns(side: str) -> list[ColumnInfo]:
+    prefix = SIDE_PREFIX[side]
+    where = {"both": "both legs", "right": "patient's right leg, separable slices only",
+             "left": "patient's left leg, separable slices only"}[side]
+    columns = []
+    for tissue in TISSUES:
+        columns += [
+            ColumnInfo(f"{prefix}{tissue.key}_volume_cm3", "cm3", f"{tissue.name} volume ({where})"),
+            ColumnInfo(f"{prefix}{tissue.key}_mean_HU", "HU", f"{tissue.name} mean attenuation ({where})"),
+            ColumnInfo(f"{prefix}{tissue.key}_sd_HU", "HU", f"{tissue.name} attenuation standard deviation ({where})"),
+        ]
+    low, normal = LOW_ATTENUATION_HU, NORMAL_ATTENUATION_HU
+    return columns + [
+        ColumnInfo(f"{prefix}Fat_volume_cm3", "cm3", f"SAT + IMAT volume ({where})"),
+        ColumnInfo(f"{prefix}Fat_mean_HU", "HU", f"mean attenuation of SAT and IMAT voxels together ({where})"),
+        ColumnInfo(f"{prefix}IMAT_SAT_ratio", "1", f"IMAT volume / SAT volume ({where})"),
+        ColumnInfo(f"{prefix}SM_Fat_ratio", "1", f"SM volume / (SAT + IMAT) volume ({where})"),
+        ColumnInfo(f"{prefix}SM_low_attenuation_volume_cm3", "cm3",
+                   f"volume of SM with {low[0]:g} <= HU < {low[1]:g} ({where})"),
+        ColumnInfo(f"{prefix}SM_low_attenuation_fraction", "1", f"low-attenuation SM volume / SM volume ({where})"),
+        ColumnInfo(f"{prefix}SM_normal_attenuation_volume_cm3", "cm3",
+                   f"volume of SM with {normal[0]:g} <= HU <= {normal[1]:g} ({where})"),
+        ColumnInfo(f"{prefix}SM_normal_attenuation_fraction", "1",
+                   f"normal-attenuation SM volume / SM volume ({where})"),
+    ]
+
+
+SUMMARY_COLUMNS: tuple[ColumnInfo, ...] = tuple(
+    [column for side in SIDES for column in _side_summary_columns(side)] + [
+        ColumnInfo("slice_count", "1", "number of axial slices holding any label"),
+        ColumnInfo("separable_slice_count", "1", "labelled slices in which the two legs are separable"),
+        ColumnInfo("axial_extent_mm", "mm", "length along the slice axis from the first to the last labelled slice"),
+    ]
+)
+
+TISSUE_COLUMNS: tuple[ColumnInfo, ...] = (
+    ColumnInfo("side", "", "both, right or left (right/left: separable slices only)"),
+    ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone"),
+    ColumnInfo("name", "", "tissue name"),
+    ColumnInfo("label_value", "", "label value in the label map"),
+    ColumnInfo("voxel_count", "1", "number of voxels"),
+    ColumnInfo("volume_cm3", "cm3", "volume"),
+    ColumnInfo("mean_HU", "HU", "mean attenuation"),
+    ColumnInfo("sd_HU", "HU", "attenuation standard deviation (population)"),
+)
+
+SLICE_COLUMNS: tuple[ColumnInfo, ...] = (
+    ColumnInfo("slice_index", "", "index of the slice along the volume's slice axis"),
+    ColumnInfo("S_mm", "mm", "superior-inferior (RAS S) position of the slice centre"),
+    ColumnInfo("side", "", "both, right or left (right/left only where the legs are separable)"),
+    ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone"),
+    ColumnInfo("area_cm2", "cm2", "cross-sectional area of the tissue in the slice"),
+)
+
+
+def compute_measurements(ct: Volume, labels: Volume) -> Measurements:
+    """Measure the tissues `labels` marks on `ct` (same grid; HU as stored in `ct`)."""
+    _check_same_grid(ct, labels)
+    layout = slice_layout(labels, RADIOLOGICAL)
+    hu_view = layout.display_view(ct.array)
+    label_view = layout.display_view(_checked_labels(labels.array))
+    positions = slice_positions_mm(labels, layout)
+    pixel_cm2 = layout.pixel_area_mm2 / 100.0
+
+    totals = {side: np.zeros((_LABEL_COUNT, 5)) for side in SIDES}
+    slice_rows = []
+    labelled = [index for index in range(len(label_view)) if label_view[index].any()]
+    separable = 0
+    for index in labelled:
+        regions = _slice_regions(label_view[index])
+        separable += len(regions) > 1
+        for side, columns in regions.items():
+            stats = _label_stats(label_view[index][:, columns], hu_view[index][:, columns])
+            totals[side] += stats
+            slice_rows += [
+                {"slice_index": index, "S_mm": float(positions[index]), "side": side, "tissue": tissue.key,
+                 "area_cm2": float(stats[tissue.value, _COUNT] * pixel_cm2)}
+                for tissue in TISSUES
+            ]
+    slice_rows.sort(key=lambda row: row["S_mm"])  # stable: side and tissue order kept within a slice
+
+    voxel_cm3 = labels.voxel_volume_mm3 / 1000.0
+    summary = {}
+    for side in SIDES:
+        summary.update(_side_summary(totals[side], voxel_cm3, SIDE_PREFIX[side]))
+    summary["slice_count"] = len(labelled)
+    summary["separable_slice_count"] = int(separable)
+    summary["axial_extent_mm"] = (labelled[-1] - labelled[0] + 1) * layout.spacing_slice_mm if labelled else 0.0
+    return Measurements(summary, _tissue_rows(totals, voxel_cm3), slice_rows)
+
+
+def _check_same_grid(ct: Volume, labels: Volume) -> None:
+    if ct.array.shape != labels.array.shape or not np.allclose(ct.ijk_to_ras, labels.ijk_to_ras, atol=1e-4):
+        raise ValueError("the label map and the CT must share the same voxel grid (shape, spacing, origin, directions)")
+
+
+def _checked_labels(array: np.ndarray) -> np.ndarray:
+    fractional = array.dtype.kind == "f" and not np.array_equal(array, np.round(array))
+    if array.size and (fractional or array.min() < 0 or array.max() >= _LABEL_COUNT):
+        raise ValueError(f"label values must be whole numbers 0..{_LABEL_COUNT - 1} (see LegSegNetLib.tissues)")
+    return array
+
+
+def _slice_regions(labels_2d: np.ndarray) -> dict:
+    """Column selections of each side present in a display-orientation slice ("both" always)."""
+    split = leg_split_column(labels_2d > 0)
+    if split is None:
+        return {"both": slice(None)}
+    return {"both": slice(None), "right": slice(None, split), "left": slice(split, None)}
+
+
+def leg_split_column(mask: np.ndarray) -> Optional[int]:
+    """Column of a radiological-display slice mask that separates two legs (right leg: columns before it),
+    or None when the slice does not show two separable legs (see the module notes)."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, False)))
+    sizes = np.bincount(components.ravel())
+    if len(sizes) < 3 or sizes[2] < MIN_SECOND_LEG_SHARE * sizes[1]:
+        return None
+    first, second = (np.flatnonzero((components == label).any(axis=0)) for label in (1, 2))
+    image_left, image_right = sorted((first, second), key=lambda columns: columns[0])
+    if image_left[-1] >= image_right[0]:
+        return None  # one above the other in the picture, not side by side
+    return int((image_left[-1] + 1 + image_right[0]) // 2)
+
+
+def _label_stats(labels_2d: np.ndarray, hu_2d: np.ndarray) -> np.ndarray:
+    """Per-label voxel count, HU sum, HU^2 sum, low- and normal-attenuation counts: [labels, 5]."""
+    inside = labels_2d > 0
+    values = labels_2d[inside].astype(np.intp)
+    hu = hu_2d[inside].astype(np.float64)
+    low = (hu >= LOW_ATTENUATION_HU[0]) & (hu < LOW_ATTENUATION_HU[1])
+    normal = (hu >= NORMAL_ATTENUATION_HU[0]) & (hu <= NORMAL_ATTENUATION_HU[1])
+    weights = (None, hu, hu * hu, low, normal)
+    return np.stack([np.bincount(values, weights, minlength=_LABEL_COUNT) for weights in weights], axis=1)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else math.nan
+
+
+def _mean_sd(stats_row: np.ndarray) -> tuple[float, float]:
+    count = stats_row[_COUNT]
+    mean = _ratio(stats_row[_SUM], count)
+    variance = _ratio(stats_row[_SQUARES], count) - mean * mean
+    return mean, math.sqrt(max(variance, 0.0)) if count else math.nan
+
+
+def _side_summary(stats: np.ndarray, voxel_cm3: float, prefix: str) -> dict:
+    summary = {}
+    for tissue in TISSUES:
+        mean, sd = _mean_sd(stats[tissue.value])
+        summary[f"{prefix}{tissue.key}_volume_cm3"] = float(stats[tissue.value, _COUNT] * voxel_cm3)
+        summary[f"{prefix}{tissue.key}_mean_HU"] = mean
+        summary[f"{prefix}{tissue.key}_sd_HU"] = sd
+    sat, sm, imat = (stats[TISSUE_BY_KEY[key].value] for key in ("SAT", "SM", "IMAT"))
+    fat = sat + imat
+    summary[f"{prefix}Fat_volume_cm3"] = float(fat[_COUNT] * voxel_cm3)
+    summary[f"{prefix}Fat_mean_HU"] = _ratio(fat[_SUM], fat[_COUNT])
+    summary[f"{prefix}IMAT_SAT_ratio"] = _ratio(imat[_COUNT], sat[_COUNT])
+    summary[f"{prefix}SM_Fat_ratio"] = _ratio(sm[_COUNT], fat[_COUNT])
+    summary[f"{prefix}SM_low_attenuation_volume_cm3"] = float(sm[_LOW] * voxel_cm3)
+    summary[f"{prefix}SM_low_attenuation_fraction"] = _ratio(sm[_LOW], sm[_COUNT])
+    summary[f"{prefix}SM_normal_attenuation_volume_cm3"] = float(sm[_NORMAL] * voxel_cm3)
+    summary[f"{prefix}SM_normal_attenuation_fraction"] = _ratio(sm[_NORMAL], sm[_COUNT])
+    return summary
+
+
+def _tissue_rows(totals: dict, voxel_cm3: float) -> list:
+    rows = []
+    for side in SIDES:
+        for tissue in TISSUES:
+            stats = totals[side][tissue.value]
+            mean, sd = _mean_sd(stats)
+            rows.append({"side": side, "tissue": tissue.key, "name": tissue.name, "label_value": tissue.value,
+                         "voxel_count": int(stats[_COUNT]), "volume_cm3": float(stats[_COUNT] * voxel_cm3),
+                         "mean_HU": mean, "sd_HU": sd})
+    return rows

@@ -1,0 +1,308 @@
+"""nnU-Net v2 2D prediction of model-grid slices: crop, normalize, sliding window, mirroring, folds.
+
+The arithmetic follows nnUNetPredictor step for step (fp32 network output times an fp16 Gaussian, fp16
+accumulation and division, fp16 fold averaging, argmax of the fp16 logits), so at batch size 1 the logits are
+bit-identical to the reference. Slices are batched through the network: one tile per slice for LegSegNet's
+256x256 patches, so several slices share each forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .model import NNUNetModel
+from .preprocessing import nonzero_bbox, normalize
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+GAUSSIAN_SIGMA_SCALE = 1.0 / 8
+GAUSSIAN_PEAK = 10.0
+DEFAULT_CPU_BATCH = 4
+MAX_GPU_BATCH = 64
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The requested compute device does not exist in this torch installation or machine."""
+
+
+@dataclass
+class SliceLogits:
+    """Logits [classes, rows, cols] (fp16, CPU) on the nonzero crop `bbox` of a model-grid slice."""
+
+    logits: torch.Tensor
+    bbox: tuple
+    shape: tuple
+
+    def labels(self) -> np.ndarray:
+        """nnU-Net's segmentation: argmax of the fp16 logits inside the crop, background outside."""
+        labels = np.zeros(self.shape, dtype=np.uint8)
+        labels[self.bbox] = self.logits.numpy().argmax(0)
+        return labels
+
+    def probabilities(self) -> torch.Tensor:
+        """Softmax [classes, rows, cols] float32 over the whole slice; certain background outside the crop."""
+        probabilities = torch.zeros((self.logits.shape[0], *self.shape), dtype=torch.float32)
+        probabilities[0] = 1.0
+        probabilities[(slice(None), *self.bbox)] = torch.softmax(self.logits.float(), dim=0)
+        return probabilities
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit choice that is unavailable is an error."""
+    name = str(device).lower()
+    kind = name.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise ValueError(f"unknown device '{device}': choose one of {', '.join(DEVICE_CHOICES)}")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise DeviceUnavailableError(
+            f"CUDA was requested but torch {torch.__version__} ({build}) sees no usable NVIDIA GPU. Install a "
+            "CUDA build of torch that matches your driver (in Slicer: the PyTorch extension), or use --device cpu."
+        )
+    if kind == "mps" and not _mps_available():
+        raise DeviceUnavailableError(
+            "Apple MPS was requested but is not available (it needs an Apple-silicon Mac with macOS 12.3 or later "
+            "and a torch build with MPS); use --device cpu."
+        )
+    return torch.device(name)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def gaussian_importance_map(patch_size: Sequence[int]) -> torch.Tensor:
+    """nnU-Net's tile weighting: a Gaussian (sigma = patch / 8, truncated at 4 sigma) scaled to peak 10, fp16.
+
+    Built as the outer product of the 1D kernels scipy's gaussian_filter applies to a centred impulse.
+    """
+    profiles = [_gaussian_profile(size, size * GAUSSIAN_SIGMA_SCALE) for size in patch_size]
+    weights = profiles[0][:, None] * profiles[1][None, :]
+    weights /= weights.max() / GAUSSIAN_PEAK
+    half = torch.from_numpy(weights).to(torch.float16)
+    zero = half == 0  # a zero weight would divide by zero where tiles do not overlap
+    half[zero] = half[~zero].min()
+    return half
+
+
+def _gaussian_profile(size: int, sigma: float) -> np.ndarray:
+    radius = int(4.0 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / (sigma * sigma) * offsets ** 2)
+    kernel = kernel / kernel.sum()
+    profile = np.zeros(size)
+    centre = size // 2
+    low, high = max(centre - radius, 0), min(centre + radius + 1, size)
+    profile[low:high] = kernel[low - centre + radius:high - centre + radius]
+    return profile
+
+
+def tile_starts(image_size: Sequence[int], patch_size: Sequence[int], step: float) -> List[List[int]]:
+    """Evenly spaced tile origins per axis, at most `step` * patch apart, first at 0 and last at the edge."""
+    starts = []
+    for size, patch in zip(image_size, patch_size):
+        count = int(np.ceil((size - patch) / (patch * step))) + 1
+        spacing = (size - patch) / (count - 1) if count > 1 else 0
+        starts.append([int(np.round(spacing * index)) for index in range(count)])
+    return starts
+
+
+def padding_for(shape: Sequence[int], patch_size: Sequence[int]) -> list:
+    """(before, after) zero padding to reach the patch size, centred with the odd pixel after."""
+    pads = []
+    for size, patch in zip(shape, patch_size):
+        missing = max(patch - size, 0)
+        pads.append((missing // 2, missing - missing // 2))
+    return pads
+
+
+@dataclass
+class _Slice:
+    index: int
+    bbox: tuple
+    padded: torch.Tensor  # [1, rows, cols] float32, at least patch-sized
+    pads: list
+    tiles: list  # tile slicers (rows, cols) in nnU-Net's order
+
+
+class Predictor:
+    """Runs one NNUNetModel on batches of model-grid slices."""
+
+    def __init__(
+        self,
+        model: NNUNetModel,
+        device: str = "auto",
+        tta: bool = False,
+        batch_size: Optional[int] = None,
+        tile_step_size: float = 0.5,
+    ):
+        self.model = model
+        self.device = resolve_device(device)
+        self.tta = tta
+        self.tile_step_size = tile_step_size
+        self.patch_size = model.patch_size
+        self.mirror_axes = _mirror_combinations(model.inference_allowed_mirroring_axes) if tta else []
+        self.batch_size = batch_size or self._default_batch_size()
+        if self.device.type == "cpu":
+            _use_available_cores()
+        self._gaussian_cpu = gaussian_importance_map(self.patch_size)
+        self._move_to(self.device)
+
+    # ---- public -------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(self, images: np.ndarray) -> List[SliceLogits]:
+        """images: [n, rows, cols] model-grid slices (LegSegNet's uint8). Returns per-slice cropped logits."""
+        slices = [self._prepare(index, image) for index, image in enumerate(images)]
+        fold_sums = None
+        for fold in range(len(self.networks)):
+            logits = self._sliding_window(fold, slices)
+            if fold_sums is None:
+                fold_sums = logits
+            else:
+                for total, fold in zip(fold_sums, logits):
+                    total += fold
+        if len(self.networks) > 1:
+            for total in fold_sums:
+                total /= len(self.networks)
+        shape = tuple(images.shape[1:])
+        return [SliceLogits(logits, item.bbox, shape) for logits, item in zip(fold_sums, slices)]
+
+    # ---- preprocessing and tiling -------------------------------------------------------------------------
+
+    def _prepare(self, index: int, image: np.ndarray) -> _Slice:
+        image = image.astype(np.float32)
+        bbox = nonzero_bbox(image)
+        cropped = normalize(
+            image[bbox], self.model.normalization, self.model.use_mask_for_norm, self.model.intensity_properties
+        )
+        pads = padding_for(cropped.shape, self.patch_size)
+        padded = np.pad(cropped, pads) if any(before or after for before, after in pads) else cropped
+        starts = tile_starts(padded.shape, self.patch_size, self.tile_step_size)
+        tiles = [
+            tuple(slice(start, start + patch) for start, patch in zip(origin, self.patch_size))
+            for origin in itertools.product(*starts)
+        ]
+        return _Slice(index, bbox, torch.from_numpy(np.ascontiguousarray(padded))[None], pads, tiles)
+
+    # ---- the network --------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _sliding_window(self, fold: int, slices: List[_Slice]) -> List[torch.Tensor]:
+        classes = len(self.model.label_values)
+        logits = [torch.zeros((classes, *item.padded.shape[1:]), dtype=torch.float16) for item in slices]
+        weights = [torch.zeros(item.padded.shape[1:], dtype=torch.float16) for item in slices]
+        work = [(item, tile) for item in slices for tile in item.tiles]
+        start = 0
+        while start < len(work):
+            chunk = work[start:start + self.batch_size]
+            try:
+                predictions = self._weighted_network_output(fold, [item.padded[(slice(None), *tile)] for item, tile in chunk])
+            except RuntimeError as error:
+                if not _is_out_of_memory(error):
+                    raise
+                self._shrink_after_out_of_memory()
+                continue
+            for (item, tile), prediction in zip(chunk, predictions):
+                logits[item.index][(slice(None), *tile)] += prediction
+                weights[item.index][tile] += self._gaussian_cpu
+            start += len(chunk)
+        for total, weight in zip(logits, weights):
+            torch.div(total, weight, out=total)
+        return [self._unpad(total, item.pads) for total, item in zip(logits, slices)]
+
+    def _weighted_network_output(self, fold: int, tiles: List[torch.Tensor]) -> torch.Tensor:
+        """Gaussian-weighted network output [n, classes, rows, cols] on the CPU, mirrorings averaged like nnU-Net."""
+        network = self.networks[fold]
+        batch = torch.stack(tiles).to(self.device, non_blocking=True)
+        with torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext():
+            prediction = network(batch)
+            for axes in self.mirror_axes:
+                prediction += torch.flip(network(torch.flip(batch, axes)), axes)
+            if self.mirror_axes:
+                prediction /= len(self.mirror_axes) + 1
+        prediction *= self._gaussian_device
+        return prediction.cpu()
+
+    @staticmethod
+    def _unpad(logits: torch.Tensor, pads: list) -> torch.Tensor:
+        rows, cols = ((before, size - after) for (before, after), size in zip(pads, logits.shape[1:]))
+        return logits[:, rows[0]:rows[1], cols[0]:cols[1]]
+
+    # ---- devices and memory -------------------------------------------------------------------------------
+
+    def _move_to(self, device: torch.device) -> None:
+        self.networks = [network.to(device).eval() for network in self.model.networks]
+        self._gaussian_device = self._gaussian_cpu.to(device)
+
+    def _shrink_after_out_of_memory(self) -> None:
+        """Halve the batch after a GPU out-of-memory error; at batch 1 continue on the CPU."""
+        _empty_cache(self.device)
+        if self.batch_size > 1:
+            self.batch_size //= 2
+            log.warning("GPU out of memory: retrying with %d slices per batch", self.batch_size)
+            return
+        if self.device.type == "cpu":
+            raise MemoryError("out of memory on the CPU even one slice at a time")
+        log.warning("GPU out of memory even one slice at a time: continuing on the CPU (slower)")
+        self.device = torch.device("cpu")
+        self.batch_size = DEFAULT_CPU_BATCH
+        _use_available_cores()
+        self._move_to(self.device)
+
+    def _default_batch_size(self) -> int:
+        if self.device.type != "cuda":
+            return DEFAULT_CPU_BATCH
+        free, _ = torch.cuda.mem_get_info(self.device)
+        per_slice = _activation_bytes_per_tile(self.model, self.patch_size) * (1 + len(self.mirror_axes))
+        return int(max(1, min(MAX_GPU_BATCH, free * 0.5 // per_slice)))
+
+
+def _mirror_combinations(axes: Sequence[int]) -> list:
+    """nnU-Net's flips for TTA: every non-empty combination of the allowed axes, smallest first."""
+    dims = [axis + 2 for axis in axes]
+    return [combo for count in range(1, len(dims) + 1) for combo in itertools.combinations(dims, count)]
+
+
+def _activation_bytes_per_tile(model: NNUNetModel, patch_size: Sequence[int]) -> int:
+    """Rough fp16 activation memory of one tile: features x pixels per stage, encoder and decoder, with slack."""
+    kwargs = model.configuration["architecture"]["arch_kwargs"]
+    pixels = math.prod(patch_size)
+    total = 0
+    for features, stride in zip(kwargs["features_per_stage"], kwargs["strides"]):
+        pixels //= math.prod(stride) if isinstance(stride, (list, tuple)) else stride ** len(patch_size)
+        total += features * pixels
+    return total * 2 * 8  # 2 bytes, x8 for decoder, skips, norm temporaries and cuDNN workspaces
+
+
+def _use_available_cores() -> None:
+    """Use every core this process may run on (torch may see more cores than a container grants)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,88 @@
+"""Writing output files safely: never over a user's file unless asked, never a partial file that looks complete.
+
+Each output is written to a hidden temporary file in the destination folder and moved into place in one
+step once complete, so a crash, a cancel or a full disk leaves either the old state or the whole new file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+COMPOUND_EXTENSIONS = (".seg.nrrd", ".nii.gz")
+
+
+class OutputExistsError(FileExistsError):
+    def __init__(self, path: Path):
+        super().__init__(f"{path} already exists; choose another name or allow overwriting (--overwrite)")
+
+
+class OutputWriteError(OSError):
+    """Writing failed (disk full, no permission, ...); nothing was left at the destination."""
+
+
+def extension_of(path) -> str:
+    """The file-type extension, compound ones (.seg.nrrd, .nii.gz) included, lower case."""
+    name = Path(path).name.lower()
+    for extension in COMPOUND_EXTENSIONS:
+        if name.endswith(extension):
+            return extension
+    return Path(name).suffix
+
+
+def refuse_existing(path, overwrite: bool) -> None:
+    """Raise OutputExistsError early, before any work, when `path` exists and overwriting was not allowed."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputWriteError(f"{path} is a folder, not a file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(path)
+
+
+@contextmanager
+def atomic_output(path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write to; when the block ends without error it becomes `path`."""
+    path = Path(path)
+    refuse_existing(path, overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputWriteError(f"cannot create the folder for {path}: {error.strerror or error}") from error
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{extension_of(path)}")
+    try:
+        yield temporary
+        _flush_to_disk(temporary)
+        _move_into_place(temporary, path, overwrite)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path, text: str, overwrite: bool = False) -> None:
+    with atomic_output(path, overwrite) as temporary:
+        try:
+            Path(temporary).write_text(text, encoding="utf-8", newline="")
+        except OSError as error:
+            raise OutputWriteError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _flush_to_disk(path: Path) -> None:
+    """Make the bytes durable before the rename makes the file visible."""
+    with open(path, "rb") as stream:
+        os.fsync(stream.fileno())
+
+
+def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)  # fails if `path` appeared meanwhile: never clobbers
+    except FileExistsError:
+        raise OutputExistsError(path) from None
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise OutputExistsError(path) from None
+        os.replace(temporary, path)

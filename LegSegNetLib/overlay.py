@@ -1,0 +1,79 @@
+"""A quick-look picture of a segmentation: a few axial slices and a coronal view, tissues in colour.
+
+Slices are shown in radiological display (anterior up, patient right on the image's left), the coronal
+view with superior up; pixels are resampled to square millimetres so shapes look right. The PNG is
+written with SimpleITK (no plotting library needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from .layout import slice_layout
+from .tissues import TISSUES
+from .volume import Volume
+
+WINDOW_HU = (-160.0, 240.0)  # soft-tissue window: level 40, width 400
+LABEL_OPACITY = 0.45
+PANEL_HEIGHT = 256  # pixels
+GAP = 4  # pixels between panels
+
+
+def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4) -> Path:
+    """Write `axial_count` evenly spaced labelled axial slices and one coronal view side by side."""
+    if ct.array.shape != labels.array.shape:
+        raise ValueError(f"CT {ct.array.shape} and labels {labels.array.shape} are not on the same grid")
+    layout = slice_layout(ct)
+    hu, lab = layout.display_view(ct.array), layout.display_view(labels.array)
+    pixel_mm = (layout.spacing_row_mm, layout.spacing_column_mm)
+    panels = [_render(hu[index], lab[index], pixel_mm) for index in _axial_indices(lab, axial_count)]
+    panels.append(_render(*_coronal(hu, lab, layout), (layout.spacing_slice_mm, layout.spacing_column_mm)))
+    picture = _side_by_side(panels)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(picture, isVector=True), str(path))
+    return path
+
+
+def _axial_indices(labels_display: np.ndarray, count: int) -> list[int]:
+    """Evenly spaced slices through the labelled part of the volume (all of it when nothing is labelled)."""
+    labelled = np.flatnonzero(labels_display.reshape(len(labels_display), -1).any(axis=1))
+    first, last = (labelled[0], labelled[-1]) if labelled.size else (0, len(labels_display) - 1)
+    return sorted(set(np.linspace(first, last, count + 2)[1:-1].round().astype(int).tolist()))
+
+
+def _coronal(hu_display, labels_display, layout):
+    """The coronal plane (a fixed display row) through the most labelled voxels, superior up."""
+    row = int(np.argmax((labels_display > 0).sum(axis=(0, 2)))) if labels_display.any() else hu_display.shape[1] // 2
+    hu, lab = hu_display[:, row, :], labels_display[:, row, :]
+    if layout.superior_step_mm > 0:  # display slice index grows superior: flip so superior is at the top
+        hu, lab = hu[::-1], lab[::-1]
+    return hu, lab
+
+
+def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm) -> np.ndarray:
+    """RGB uint8 picture of one plane, square pixels, PANEL_HEIGHT tall."""
+    low, high = WINDOW_HU
+    grey = np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    for tissue in TISSUES:
+        mask = labels == tissue.value
+        rgb[mask] = (1 - LABEL_OPACITY) * rgb[mask] + LABEL_OPACITY * np.array(tissue.color, dtype=np.float32)
+    height_mm = rgb.shape[0] * pixel_mm[0]
+    zoom = (PANEL_HEIGHT / rgb.shape[0], PANEL_HEIGHT * pixel_mm[1] / height_mm, 1)
+    return (np.clip(ndimage.zoom(rgb, zoom, order=1), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _side_by_side(panels: list[np.ndarray]) -> np.ndarray:
+    height = max(panel.shape[0] for panel in panels)
+    width = sum(panel.shape[1] for panel in panels) + GAP * (len(panels) - 1)
+    picture = np.zeros((height, width, 3), dtype=np.uint8)
+    column = 0
+    for panel in panels:
+        picture[:panel.shape[0], column:column + panel.shape[1]] = panel
+        column += panel.shape[1] + GAP
+    return picture

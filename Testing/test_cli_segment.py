@@ -1,0 +1,322 @@
+"""`legsegnet segment` end to end: outputs in the input's geometry, tables, batches, resuming, and clear errors.
+
+The engine here labels by HU bands (a stand-in with a known answer on box phantoms); model loading is
+exercised through its error paths.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import slicerio
+
+from LegSegNetLib.cli import build_parser, main
+from LegSegNetLib.cli.segment import (
+    TerminalProgress, expand_inputs, parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
+)
+from LegSegNetLib.engines.factory import EngineError, create_engine
+from LegSegNetLib.io import read_volume, write_volume
+from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS
+from LegSegNetLib.volume import LPS_TO_RAS, Volume
+
+SPACING = (0.9, 0.8, 3.0)
+VOXEL_CM3 = 0.9 * 0.8 * 3.0 / 1000
+FAT_HU, MUSCLE_HU, BONE_HU = -100, 40, 700
+
+
+class HUBandEngine:
+    """Labels fat, muscle and bone by HU band; no IMAT."""
+
+    name = "hu-bands"
+    in_plane_orientation = "PL"
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        labels = np.zeros(hu_slices.shape, np.uint8)
+        labels[(hu_slices >= -190) & (hu_slices <= -30)] = 1
+        labels[(hu_slices >= -29) & (hu_slices <= 150)] = 2
+        labels[hu_slices > 150] = 4
+        return labels
+
+
+def phantom_ct(slices=6):
+    """Two box legs in air, stored with oblique-free LPS axes and a non-trivial origin."""
+    array = np.full((slices, 48, 64), -1000, np.int16)
+    for col0 in (4, 36):  # patient right leg on the image left, left leg on the right
+        array[:, 8:40, col0:col0 + 24] = FAT_HU  # 32 x 24
+        array[:, 12:36, col0 + 4:col0 + 20] = MUSCLE_HU  # 24 x 16
+        array[:, 20:24, col0 + 10:col0 + 14] = BONE_HU  # 4 x 4
+    directions = np.diag([-1.0, -1.0, 1.0])
+    return Volume.from_spacing(array, SPACING, (15.0, -30.0, -200.0), directions)
+
+
+PER_LEG_SLICE = {"SAT": 32 * 24 - 24 * 16, "SM": 24 * 16 - 16, "Bone": 16}
+
+
+def args_for(*argv):
+    return build_parser().parse_args(["segment", *map(str, argv)])
+
+
+def run_cli(*argv):
+    args = args_for(*argv)
+    return run_jobs(plan_jobs(args), HUBandEngine(), args)
+
+
+def read_csv(path):
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
+    ct = phantom_ct()
+    write_volume(ct, tmp_path / "leg.nrrd")
+    out = tmp_path / "out"
+    status = run_cli(tmp_path / "leg.nrrd", "--labelmap", out / "leg.seg.nrrd",
+                     "--measurements", out / "m.csv", "--slice-areas", out / "areas.csv")
+    assert status == 0
+
+    segmentation = slicerio.read_segmentation(str(out / "leg.seg.nrrd"))
+    np.testing.assert_allclose(segmentation["ijkToLPS"], LPS_TO_RAS @ ct.ijk_to_ras, atol=1e-6)
+    labels = np.transpose(segmentation["voxels"], (2, 1, 0))
+    assert labels.shape == ct.array.shape
+    assert labels[2, 22, 4 + 11] == 4 and labels[2, 10, 5] == 1 and labels[2, 0, 0] == 0
+
+    rows = read_csv(out / "m.csv")
+    assert len(rows) == 1
+    assert list(rows[0]) == ["input", "engine"] + [column.name for column in SUMMARY_COLUMNS]
+    assert rows[0]["engine"] == "hu-bands"
+    for tissue, pixels in PER_LEG_SLICE.items():
+        assert float(rows[0][f"{tissue}_volume_cm3"]) == pytest.approx(2 * pixels * 6 * VOXEL_CM3)
+        assert float(rows[0][f"right_{tissue}_volume_cm3"]) == pytest.approx(pixels * 6 * VOXEL_CM3)
+    assert float(rows[0]["SM_mean_HU"]) == pytest.approx(MUSCLE_HU)
+    assert rows[0]["IMAT_mean_HU"] == ""  # no IMAT: undefined, not a crash
+    assert float(rows[0]["IMAT_SAT_ratio"]) == 0.0
+
+    twin = json.loads((out / "m.json").read_text())
+    assert [column["name"] for column in twin["columns"]] == list(rows[0])
+    assert twin["rows"][0]["IMAT_mean_HU"] is None
+    assert twin["rows"][0]["SAT_volume_cm3"] == pytest.approx(float(rows[0]["SAT_volume_cm3"]))
+
+    areas = read_csv(out / "areas.csv")
+    assert list(areas[0]) == ["input"] + [column.name for column in SLICE_COLUMNS]
+    assert len(areas) == 6 * 3 * 4
+    bone_right = [row for row in areas if row["side"] == "right" and row["tissue"] == "Bone"]
+    np.testing.assert_allclose([float(row["S_mm"]) for row in bone_right], -200.0 + 3.0 * np.arange(6))
+    assert all(float(row["area_cm2"]) == pytest.approx(16 * 0.9 * 0.8 / 100) for row in bone_right)
+
+
+def test_plain_labelmap_geometry_equals_the_input(tmp_path):
+    ct = phantom_ct().reoriented((2, 1, 0), (True, False, True))  # stored sideways and flipped
+    write_volume(ct, tmp_path / "leg.nii.gz")
+    assert run_cli(tmp_path / "leg.nii.gz", "--labelmap", tmp_path / "labels.nii.gz") == 0
+    labels = read_volume(tmp_path / "labels.nii.gz")
+    np.testing.assert_allclose(labels.ijk_to_ras, read_volume(tmp_path / "leg.nii.gz").ijk_to_ras, atol=1e-5)
+    np.testing.assert_array_equal(labels.array == 4, ct.array == BONE_HU)
+
+
+def test_existing_outputs_are_refused_before_any_work(tmp_path, capsys):
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    (tmp_path / "m.csv").write_text("keep me")
+    argv = ["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--measurements", str(tmp_path / "m.csv")]
+    assert main(argv) == 2
+    assert "m.csv already exists" in capsys.readouterr().err
+    assert (tmp_path / "m.csv").read_text() == "keep me"
+    assert run_cli(tmp_path / "leg.nrrd", "--measurements", tmp_path / "m.csv", "--overwrite") == 0
+    assert len(read_csv(tmp_path / "m.csv")) == 1
+
+
+def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, caplog):
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    write_volume(phantom_ct(4), inputs / "a.nii.gz")
+    write_volume(phantom_ct(6), inputs / "b.mha")
+    (inputs / "broken.nrrd").write_bytes(b"NRRD0004\nnonsense")
+    write_volume(Volume.from_spacing(np.full((3, 32, 32), 500, np.int16)), inputs / "not_hu.nrrd")
+    (inputs / "notes.txt").write_text("ignored: not a volume")
+    out = tmp_path / "out"
+
+    with caplog.at_level(logging.INFO):
+        assert run_cli(inputs, "--output-dir", out) == 1
+    assert "broken.nrrd: failed" in caplog.text
+    assert "not CT in Hounsfield units" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.measurements.json", "a.seg.nrrd", "b.measurements.json", "b.seg.nrrd", "measurements.csv",
+        "measurements.json", "slice_areas.csv"]
+    rows = read_csv(out / "measurements.csv")
+    assert [os.path.basename(row["input"]) for row in rows] == ["a.nii.gz", "b.mha"]
+    assert float(rows[1]["SM_volume_cm3"]) == pytest.approx(2 * PER_LEG_SLICE["SM"] * 6 * VOXEL_CM3)
+
+    done_time = (out / "a.seg.nrrd").stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run_cli(inputs, "--output-dir", out) == 1  # the broken inputs still fail
+    assert caplog.text.count("already done, skipped") == 2
+    assert (out / "a.seg.nrrd").stat().st_mtime_ns == done_time
+    assert len(read_csv(out / "measurements.csv")) == 2
+
+
+def test_several_inputs_need_an_output_folder(tmp_path):
+    for name in ("a.nrrd", "b.nrrd"):
+        write_volume(phantom_ct(), tmp_path / name)
+    with pytest.raises(Exception, match="--output-dir"):
+        plan_jobs(args_for(tmp_path / "a.nrrd", tmp_path / "b.nrrd", "--labelmap", tmp_path / "x.nii.gz"))
+    (tmp_path / "other").mkdir()
+    write_volume(phantom_ct(), tmp_path / "other" / "a.nrrd")
+    with pytest.raises(Exception, match="both write 'a' outputs"):
+        plan_jobs(args_for(tmp_path / "a.nrrd", tmp_path / "other" / "a.nrrd", "--output-dir", tmp_path / "out"))
+
+
+def test_single_slice_volume_is_measured(tmp_path, caplog):
+    write_volume(phantom_ct(1), tmp_path / "slice.nrrd")
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(tmp_path / "slice.nrrd", "--measurements", tmp_path / "m.csv") == 0
+    assert "single axial slice" in caplog.text
+    row = read_csv(tmp_path / "m.csv")[0]
+    assert float(row["Bone_volume_cm3"]) == pytest.approx(2 * PER_LEG_SLICE["Bone"] * VOXEL_CM3)
+    assert float(row["axial_extent_mm"]) == pytest.approx(3.0)
+
+
+def test_unwritable_output_is_reported(tmp_path, caplog):
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    (tmp_path / "file").write_text("not a folder")
+    with caplog.at_level(logging.ERROR):
+        assert run_cli(tmp_path / "leg.nrrd", "--labelmap", tmp_path / "file" / "labels.seg.nrrd") == 1
+    assert "cannot create the folder" in caplog.text
+
+
+def test_output_folder_must_differ_from_an_input_folder(tmp_path):
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    with pytest.raises(Exception, match="also the output folder"):
+        plan_jobs(args_for(tmp_path, "--output-dir", tmp_path))
+
+
+def test_folder_of_dicom_series_folders(visible_human_dicom_dir, tmp_path):
+    (tmp_path / "patient_7").symlink_to(visible_human_dicom_dir, target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    assert expand_inputs([tmp_path]) == [tmp_path / "patient_7"]
+    with pytest.raises(Exception, match="no CT volume"):
+        expand_inputs([tmp_path / "empty"])
+
+
+def test_axial_ranges(tmp_path, caplog):
+    ct = phantom_ct()
+    write_volume(ct, tmp_path / "leg.nrrd")
+    assert run_cli(tmp_path / "leg.nrrd", "--range", "2:4", "--labelmap", tmp_path / "r.nrrd") == 0
+    assert np.flatnonzero(read_volume(tmp_path / "r.nrrd").array.any(axis=(1, 2))).tolist() == [2, 3]
+    # S positions are -200 + 3 k: -197..-191 mm holds the centres of slices 1, 2 and 3.
+    assert run_cli(tmp_path / "leg.nrrd", "--range-mm=-191:-197", "--labelmap", tmp_path / "mm.nrrd") == 0
+    assert np.flatnonzero(read_volume(tmp_path / "mm.nrrd").array.any(axis=(1, 2))).tolist() == [1, 2, 3]
+    with caplog.at_level(logging.ERROR):
+        assert run_cli(tmp_path / "leg.nrrd", "--range", "10:20", "--labelmap", tmp_path / "e.nrrd") == 1
+    assert "selects no slice" in caplog.text
+    assert not (tmp_path / "e.nrrd").exists()
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal():
+    terminal, log_file = Terminal(), io.StringIO()
+    for stream in (terminal, log_file):
+        bar = TerminalProgress("leg", stream)
+        for done in range(0, 5):
+            bar(done, 4)
+    assert log_file.getvalue() == ""
+    assert terminal.getvalue().count("\r") == 5
+    assert terminal.getvalue().endswith("[" + "#" * 30 + "] 4/4 slices\n")
+
+
+def test_argument_parsers():
+    assert parse_folds("0,1,2,3,4") == (0, 1, 2, 3, 4)
+    assert parse_folds("all") is None
+    assert parse_index_range("40:") == parse_index_range("40:").__class__(40, None)
+    assert parse_mm_range("-120.5:-40") == (-120.5, -40.0)
+    for bad in ("x", "1:2:3"):
+        with pytest.raises(Exception):
+            parse_index_range(bad)
+    with pytest.raises(Exception, match="fold numbers"):
+        parse_folds("one")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "{tmp}/no_such_folder"], "model folder not found"),
+    (["--model", "{tmp}/ct.nrrd"], "is a file"),
+    (["--engine", "threshold", "--tta"], "takes no tta"),
+    (["--device", "gpu"], "unknown device"),
+])
+def test_engine_errors_are_one_clear_line(tmp_path, capsys, argv, message):
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    argv = [part.format(tmp=tmp_path) for part in argv]
+    assert main(["segment", str(tmp_path / "ct.nrrd"), "--labelmap", str(tmp_path / "o.nii.gz"), *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+def test_broken_model_folder_is_reported(tmp_path, capsys):
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    (tmp_path / "model").mkdir()
+    assert main(["segment", str(tmp_path / "ct.nrrd"), "--model", str(tmp_path / "model"),
+                 "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
+    assert "cannot load the legsegnet engine" in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_factory_refuses_unknown_engines():
+    with pytest.raises(EngineError, match="legsegnet, threshold"):
+        create_engine("magic")
+
+
+def test_real_ct_end_to_end(visible_human_dicom_dir, tmp_path):
+    """The Visible Human lower legs: outputs on the DICOM grid, both legs found and of similar size."""
+    out = tmp_path / "out"
+    assert run_cli(visible_human_dicom_dir, "--output-dir", out, "--format", "nii.gz") == 0
+    name = visible_human_dicom_dir.name
+    ct = read_volume(visible_human_dicom_dir)
+    labels = read_volume(out / f"{name}.nii.gz")
+    assert labels.array.shape == ct.array.shape
+    np.testing.assert_allclose(labels.ijk_to_ras, ct.ijk_to_ras, atol=1e-4)
+    # Dense bone is bone wherever it is in the scan.
+    np.testing.assert_array_equal(labels.array[ct.array > 400] == 4, True)
+    row = read_csv(out / "measurements.csv")[0]
+    assert int(row["separable_slice_count"]) > 0.8 * int(row["slice_count"])
+    ratio = float(row["right_Bone_volume_cm3"]) / float(row["left_Bone_volume_cm3"])
+    assert 0.8 < ratio < 1.25, ratio
+
+
+def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
+    """`legsegnet segment` with a LegSegNet-like model folder the tests make: outputs on the DICOM grid."""
+    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    model_factory = pytest.importorskip("model_factory")
+    model = model_factory.make_model_folder(tmp_path / "model")
+    out = tmp_path / "out"
+    assert main(["segment", str(visible_human_dicom_dir), "--model", str(model), "--device", "cpu",
+                 "--range", "150:153", "--labelmap", str(out / "legs.seg.nrrd"),
+                 "--measurements", str(out / "m.csv"), "--slice-areas", str(out / "areas.csv")]) == 0
+    ct = read_volume(visible_human_dicom_dir)
+    segmentation = slicerio.read_segmentation(str(out / "legs.seg.nrrd"))
+    np.testing.assert_allclose(segmentation["ijkToLPS"], LPS_TO_RAS @ ct.ijk_to_ras, atol=1e-4)
+    labels = np.transpose(segmentation["voxels"], (2, 1, 0))
+    assert labels.shape == ct.array.shape
+    outside = np.ones(len(labels), bool)
+    outside[150:153] = False
+    assert not labels[outside].any()
+    assert read_csv(out / "m.csv")[0]["engine"]
+    assert {int(row["slice_index"]) for row in read_csv(out / "areas.csv")} <= {150, 151, 152}
+
+
+def test_threshold_engine_through_the_command(tmp_path):
+    """The real threshold engine built by name: labels land on the input grid of an oblique, flipped volume."""
+    pytest.importorskip("LegSegNetLib.engines.threshold")
+    ct = phantom_ct().reoriented((0, 2, 1), (True, False, True))
+    write_volume(ct, tmp_path / "leg.nii.gz")
+    assert main(["segment", str(tmp_path / "leg.nii.gz"), "--engine", "threshold",
+                 "--labelmap", str(tmp_path / "labels.nrrd"), "--measurements", str(tmp_path / "m.csv")]) == 0
+    labels = read_volume(tmp_path / "labels.nrrd")
+    np.testing.assert_allclose(labels.ijk_to_ras, ct.ijk_to_ras, atol=1e-5)
+    assert np.all(labels.array[ct.array == BONE_HU] == 4)
+    assert read_csv(tmp_path / "m.csv")[0]["engine"] == "threshold"
