@@ -14,12 +14,11 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from .segfile import terminology_entry
 from .tissues import TISSUE_BY_KEY, TISSUES, Tissue
 from .volume import Volume
 
 TISSUE_TAG = "LegSegNet.Tissue"
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-REGION_CONTEXT = "Anatomic codes - DICOM master list"
 
 
 def binary_labelmap_name() -> str:
@@ -29,25 +28,6 @@ def binary_labelmap_name() -> str:
 def segment_id(tissue: Tissue) -> str:
     """The tissue's segment ID, the same as in the `.seg.nrrd` files the command line writes."""
     return tissue.key
-
-
-def terminology_entry(tissue: Tissue) -> str:
-    """The tissue's SNOMED CT codes as the terminology string Slicer stores on a segment."""
-    entry = slicer.vtkSlicerTerminologyEntry()
-    entry.SetTerminologyContextName(TERMINOLOGY_CONTEXT)
-    entry.SetRegionContextName(REGION_CONTEXT)
-    _set_code(entry.GetCategoryObject(), tissue.category)
-    _set_code(entry.GetTypeObject(), tissue.type)
-    if tissue.region is not None:
-        _set_code(entry.GetRegionObject(), tissue.region)
-    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(entry)
-
-
-def _set_code(term, coded) -> None:
-    scheme, value, meaning = coded
-    term.SetCodingSchemeDesignator(scheme)
-    term.SetCodeValue(value)
-    term.SetCodeMeaning(meaning)
 
 
 def oriented_image(volume: Volume, vtk_type=vtk.VTK_UNSIGNED_CHAR) -> "slicer.vtkOrientedImageData":

@@ -495,3 +495,52 @@ def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
         assert tissue_volume(table_node, tissue.key) == pytest.approx(found.sum() * truth.voxel_volume_mm3 / 1000)
     summary = logic.summaryTable(table_node).GetTable()
     assert summary.GetColumnByName("separable_slice_count").GetValue(0) == 12  # two legs in every slice
+
+
+@pytest.mark.parametrize("tissue", TISSUES, ids=lambda tissue: tissue.key)
+def test_terminology_string_is_what_slicers_terminology_logic_writes(tissue):
+    """The segments (and the command line's .seg.nrrd) carry the string Slicer itself serializes for the codes."""
+    entry = slicer.vtkSlicerTerminologyEntry()
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic
+    assert terminologies.DeserializeTerminologyEntry(mrml_segmentation.terminology_entry(tissue), entry)
+    assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue(),
+            entry.GetTypeObject().GetCodeMeaning()) == tissue.type
+    assert entry.GetCategoryObject().GetCodeValue() == tissue.category[1]
+    assert (entry.GetRegionObject().GetCodeValue() or None) == (tissue.region[1] if tissue.region else None)
+    assert terminologies.SerializeTerminologyEntry(entry) == mrml_segmentation.terminology_entry(tissue)
+
+
+def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene, tmp_path):
+    """A .seg.nrrd written by `legsegnet segment` opens in Slicer with its four segments, and Update measurements
+    works on it (segments recognised by ID) with the same numbers as the labels it holds."""
+    from LegSegNetLib.measurements import compute_measurements
+    from LegSegNetLib.segfile import write_seg_nrrd
+
+    ct, truth = phantom()
+    stored_ct = ct.reoriented((0, 1, 2), (False, True, True))
+    labels = segment_volume(stored_ct, AnteriorRightEngine())
+    path = tmp_path / "cli.seg.nrrd"
+    write_seg_nrrd(labels, path)
+    volume_node = add_volume_node(stored_ct)
+    segmentation_node = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(segmentation_node)
+
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
+                                  labels.array)
+    table_node = LegSegNetLogic().computeMeasurements(segmentation_node, volume_node)
+    expected = compute_measurements(stored_ct, labels)
+    for row in expected.tissue_rows:
+        if row["side"] == "both":
+            assert tissue_volume(table_node, row["tissue"]) == pytest.approx(row["volume_cm3"])
+
+
+def test_threshold_engine_by_name_through_the_engine_factory(scene):
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    ct, truth = make_leg_phantom(seed=1, shape=(4, 96, 96), orientation="RAS")
+    volume_node = add_volume_node(ct)
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine="threshold")
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    assert np.mean(labels[truth.array > 0] == truth.array[truth.array > 0]) > 0.8
