@@ -33,6 +33,23 @@ def test_missing_model_offers_download_and_offline_install(empty_home):
     assert "Not installed" in status.text and ".zip" in status.text
 
 
+def test_installed_model_is_ready_and_removable_then_a_damaged_one_offers_repair(empty_home, tmp_path):
+    from model_factory import make_model_folder
+
+    from LegSegNetLib.models.install import install_model_from
+
+    folder = install_model_from(make_model_folder(tmp_path / "model", checkpoint_name="checkpoint_best.pth"))
+    choice = EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet")
+    status = engine_status(choice)
+    assert status.ready and status.removable and status.download_action is None
+    assert "folds 0" in status.text
+
+    (folder / "fold_0" / "checkpoint_best.pth").unlink()
+    status = engine_status(choice)
+    assert not status.ready and status.removable and status.download_action == "Repair"
+    assert "checkpoint_best.pth" in status.text
+
+
 def test_models_installed_under_their_own_name_are_offered(empty_home):
     (empty_home / "models" / "my-leg-model").mkdir(parents=True)
     names = [choice.model for choice in engine_choices()]
