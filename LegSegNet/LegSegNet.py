@@ -401,12 +401,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _processOptions(self, choice):
         node = self._parameterNode
-        options = {"engine": choice.engine, "device": node.device}
-        if choice.needs_model:
-            options.update(model=choice.model, folds=self._folds(), tta=node.tta)
-        if node.useAxialRange:
-            options["range_mm"] = (node.rangeFromMm, node.rangeToMm)
-        return options
+        axialRange = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
+        return module_support.process_options(choice, node.device, node.tta, node.folds, axialRange)
 
     def _run(self, options):
         node = self._parameterNode

@@ -6,7 +6,7 @@ import pytest
 
 from LegSegNetLib.module_support import (
     MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, engine_status,
-    format_duration, segmentation_progress_text,
+    format_duration, process_options, segmentation_progress_text,
 )
 
 
@@ -74,3 +74,15 @@ def test_download_progress_shows_file_bytes_and_speed():
     assert download_progress_text(progress) == "fold_0/checkpoint_best.pth (3/3): 120.0 of 250.0 MB, 5.2 MB/s"
     unknown_total = SimpleNamespace(**{**vars(progress), "total": None})
     assert "120.0 MB" in download_progress_text(unknown_total)
+
+
+def test_process_options_carry_model_settings_only_for_a_model():
+    model = EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet")
+    assert process_options(model, "cuda:0", True, "0, 2", (10.0, -5.0)) == {
+        "engine": "legsegnet", "device": "cuda:0", "model": "legsegnet", "folds": (0, 2), "tta": True,
+        "range_mm": (10.0, -5.0)}
+    assert process_options(model)["folds"] is None  # empty: every installed fold
+    threshold = EngineChoice(THRESHOLD_ENGINE, None, "thresholds")
+    assert process_options(threshold, "cpu", True, "1") == {"engine": "threshold", "device": "cpu"}
+    with pytest.raises(ValueError, match="fold numbers"):
+        process_options(model, folds_text="zero")
