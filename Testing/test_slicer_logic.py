@@ -544,3 +544,22 @@ def test_threshold_engine_by_name_through_the_engine_factory(scene):
     segmentation_node, _ = LegSegNetLogic().process(volume_node, engine="threshold")
     labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
     assert np.mean(labels[truth.array > 0] == truth.array[truth.array > 0]) > 0.8
+
+
+def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
+    """The model path end to end: factory -> nnU-Net engine -> segmentation equal to the library's labels."""
+    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    from model_factory import make_model_folder
+
+    from LegSegNetLib.engines.factory import create_engine
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    model = make_model_folder(tmp_path / "model")
+    ct, _ = make_leg_phantom(seed=2, shape=(2, 80, 96), orientation="LPS")
+    volume_node = add_volume_node(ct)
+    options = dict(model=str(model), folds=(0,), device="cpu")
+    segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine="legsegnet", **options)
+    expected = segment_volume(ct, create_engine("legsegnet", **options))
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
+                                  expected.array)
+    assert len(table_rows(table_node)) >= len(TISSUES)
