@@ -54,7 +54,7 @@ class LegSegNet(ScriptedLoadableModule):
             "Pick the CT, click <b>Segment leg</b>, correct the result in Segment Editor if needed, then click "
             "<b>Update measurements</b>. The model weights are downloaded once (or installed offline from a "
             "folder or .zip); PyTorch is installed only after you agree.<br>"
-            'See the <a href="https://github.com/legsegnet/SlicerLegSegNet">project page</a>.'
+            'See the <a href="https://github.com/legsegnet-slicer/SlicerLegSegNet">project page</a>.'
         )
         self.parent.acknowledgementText = (
             "LegSegNet: Chen Y, Chen Y, Colglazier R, Dong H, Gu H, Mazurowski M, Southerland K. LegSegNet: A Public "
