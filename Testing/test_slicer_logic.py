@@ -244,7 +244,8 @@ def test_reuse_replaces_only_legsegnet_segments_and_keeps_the_users(scene):
     segmentation = segmentation_node.GetSegmentation()
     assert sorted(segmentation.GetSegmentIDs()) == sorted([user_id] + [mrml_segmentation.segment_id(t) for t in TISSUES])
     assert segmentation.GetSegment(user_id).GetName() == "Tumour"
-    np.testing.assert_array_equal(_segment_mask(segmentation_node, user_id, volume_node), user_mask.astype(bool))
+    np.testing.assert_array_equal(mrml_segmentation.segment_mask(segmentation_node, user_id, volume_node),
+                                  user_mask.astype(bool))
 
 
 def _write_segment(segmentation_node, segment_id, mask: Volume):
@@ -253,11 +254,6 @@ def _write_segment(segmentation_node, segment_id, mask: Volume):
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     segment.AddRepresentation(mrml_segmentation.binary_labelmap_name(), image)
     segment.SetLabelValue(1)
-
-
-def _segment_mask(segmentation_node, segment_id, volume_node):
-    reference = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
-    return mrml_segmentation._segment_mask(segmentation_node, segment_id, reference)
 
 
 def test_compute_measurements_reflects_an_edit(scene):
