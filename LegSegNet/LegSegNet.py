@@ -379,6 +379,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSetRangeFromSliceView(self, parameterName):
         """Take the superior-inferior position of the axial (red) slice view."""
         sliceWidget = slicer.app.layoutManager().sliceWidget("Red")
+        if sliceWidget is None or sliceWidget.mrmlSliceNode().GetOrientation() != "Axial":
+            slicer.util.errorDisplay("Show an axial view in the red slice view, scroll it to the end of the range, "
+                                     "then click again (or type the S position in mm).")
+            return
         setattr(self._parameterNode, parameterName, sliceWidget.sliceLogic().GetSliceOffset())
         self._parameterNode.useAxialRange = True
 
