@@ -10,7 +10,7 @@ import vtk
 slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
 
-from slicer_scene import SlicerScene  # noqa: E402
+from slicer_scene import mrml_scene  # noqa: E402,F401 (pytest fixture)
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
 from LegSegNetLib.logic import InputVolumeError, LegSegNetLogic  # noqa: E402
@@ -57,10 +57,8 @@ class FailingEngine(AnteriorRightEngine):
 
 
 @pytest.fixture
-def scene():
-    mrml = SlicerScene()
-    yield mrml
-    mrml.close()
+def scene(mrml_scene):
+    return mrml_scene
 
 
 def phantom(seed=0, shape=(6, 20, 24), spacing_ijk=(0.9, 0.8, 2.0)):
