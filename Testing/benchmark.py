@@ -127,9 +127,9 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
 
     set_threads(config["threads"])
     with clock.phase("setup"):
-        engine = create_engine(config["engine"], model=config["model"] if config["engine"] != "threshold" else None,
-                               folds=config["folds"], tta=config["tta"], device=config["device"],
-                               checkpoint=config["checkpoint"], batch_size=config["batch_size"])
+        engine = create_engine("threshold") if config["engine"] == "threshold" else create_engine(
+            "legsegnet", model=config["model"], folds=config["folds"], tta=config["tta"], device=config["device"],
+            checkpoint=config["checkpoint"], batch_size=config["batch_size"])
         model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
     model_rss = peak_rss_mb()
     run.compute_measurements = clock.wrap("measure", run.compute_measurements)

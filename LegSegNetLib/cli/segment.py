@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
     engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    engine.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
+                             "labels may differ from nnU-Net's at near-ties")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
@@ -243,7 +246,7 @@ def _split_range(text: str, number, message: str) -> tuple:
 def _engine(args):
     try:
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
-                             checkpoint=args.checkpoint)
+                             checkpoint=args.checkpoint, backend=args.backend)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
         raise UserError(f"cannot load the {args.engine} engine: {error}") from error
 
