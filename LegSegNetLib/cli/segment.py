@@ -22,7 +22,7 @@ from typing import Optional
 from . import UserError
 from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
-from ..outputs import OutputExistsError, extension_of, refuse_existing, write_text
+from ..outputs import OutputExistsError, OutputWriteError, extension_of, refuse_existing, write_text
 from ..pipeline import SliceRange
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
 from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
@@ -129,7 +129,7 @@ def plan_jobs(args) -> list:
     try:
         for path in filter(None, explicit):
             refuse_existing(path, args.overwrite)
-    except OutputExistsError as error:
+    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, a folder where a file goes
         raise UserError(str(error)) from None
     return jobs
 
