@@ -196,7 +196,17 @@ def volume_from_sitk(image: sitk.Image) -> Volume:
     direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
     ijk_to_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     ijk_to_lps[:3, 3] = image.GetOrigin()
-    return Volume(sitk.GetArrayFromImage(image), LPS_TO_RAS @ ijk_to_lps)
+    return Volume(_compact_array(image), LPS_TO_RAS @ ijk_to_lps)
+
+
+def _compact_array(image: sitk.Image) -> np.ndarray:
+    """The voxel array, as int16 where wider integers fit in it: DICOM series of 12-bit CT come back as
+    int32 after the rescale, which would double the memory of the volume and of every slice read from it."""
+    view = sitk.GetArrayViewFromImage(image)
+    if view.dtype.kind in "iu" and view.dtype.itemsize > 2 and view.size and \
+            view.min() >= np.iinfo(np.int16).min and view.max() <= np.iinfo(np.int16).max:
+        return view.astype(np.int16)
+    return np.array(view)  # a copy: the view is only valid while the image lives
 
 
 def sitk_from_volume(volume: Volume) -> sitk.Image:

@@ -146,7 +146,7 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
         with clock.phase("segment"):
             result = run.run_segmentation(ct, engine, chosen, batch_size=config["batch_size"] or 8)
         with clock.phase("write"):
-            write_labelmap(result.labels, work / "ours.seg.nrrd")
+            write_labelmap(result.labels, work / "ours.seg.nrrd", overwrite=True)
     if config["keep_labels"]:
         np.save(work / "ours_native.npy", layout.display_view(result.labels.array)[indices])
         if model_grid is not None:
