@@ -36,10 +36,9 @@ class LegSegNetEngine:
                 f"{model.folder} predicts labels {model.label_values}; LegSegNet models predict {expected} "
                 "(background, " + ", ".join(tissue.key for tissue in TISSUES) + ")"
             )
-        self.model = model
+        self.model = _with_backend(model, backend, device)  # the torch weights are let go with onnx
         self.in_plane_orientation = model.extra.get(ORIENTATION_KEY, RADIOLOGICAL)
-        self.predictor = Predictor(_with_backend(model, backend, device), device=device, tta=tta,
-                                   batch_size=batch_size)
+        self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
 
     @classmethod
     def from_model_folder(
