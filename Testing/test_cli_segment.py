@@ -326,7 +326,7 @@ def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
     outside = np.ones(len(labels), bool)
     outside[150:153] = False
     assert not labels[outside].any()
-    assert read_csv(out / "m.csv")[0]["engine"]
+    assert read_csv(out / "m.csv")[0]["engine"] == "legsegnet"
     assert {int(row["slice_index"]) for row in read_csv(out / "areas.csv")} <= {150, 151, 152}
 
 
