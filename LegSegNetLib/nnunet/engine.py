@@ -74,4 +74,4 @@ def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.
     """Bilinear resampling of class probabilities (pixel centres aligned as in the bicubic stretch), argmax."""
     probabilities = torch.stack([result.probabilities() for result in results])
     resampled = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
-    return resampled.argmax(dim=1).to(torch.uint8).numpy()
+    return resampled.argmax(dim=1).to(torch.uint8).cpu().numpy()

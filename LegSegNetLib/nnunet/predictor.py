@@ -37,7 +37,7 @@ class DeviceUnavailableError(RuntimeError):
 
 @dataclass
 class SliceLogits:
-    """Logits [classes, rows, cols] (fp16, CPU) on the nonzero crop `bbox` of a model-grid slice."""
+    """Logits [classes, rows, cols] (fp16, on the compute device) on the nonzero crop `bbox` of a model-grid slice."""
 
     logits: torch.Tensor
     bbox: tuple
@@ -46,12 +46,12 @@ class SliceLogits:
     def labels(self) -> np.ndarray:
         """nnU-Net's segmentation: argmax of the fp16 logits inside the crop, background outside."""
         labels = np.zeros(self.shape, dtype=np.uint8)
-        labels[self.bbox] = self.logits.numpy().argmax(0)
+        labels[self.bbox] = self.logits.argmax(0).to(torch.uint8).cpu().numpy()  # ties: first class, as numpy
         return labels
 
     def probabilities(self) -> torch.Tensor:
         """Softmax [classes, rows, cols] float32 over the whole slice; certain background outside the crop."""
-        probabilities = torch.zeros((self.logits.shape[0], *self.shape), dtype=torch.float32)
+        probabilities = torch.zeros((self.logits.shape[0], *self.shape), dtype=torch.float32, device=self.logits.device)
         probabilities[0] = 1.0
         probabilities[(slice(None), *self.bbox)] = torch.softmax(self.logits.float(), dim=0)
         return probabilities
@@ -140,6 +140,10 @@ class _Slice:
     tiles: list  # tile slicers (rows, cols) in nnU-Net's order
 
 
+class _MovedToCpu(Exception):
+    """Work already done on the GPU must be redone on the CPU."""
+
+
 class Predictor:
     """Runs one NNUNetModel on batches of model-grid slices."""
 
@@ -160,28 +164,34 @@ class Predictor:
         self.batch_size = batch_size or self._default_batch_size()
         if self.device.type == "cpu":
             _use_available_cores()
-        self._gaussian_cpu = gaussian_importance_map(self.patch_size)
         self._move_to(self.device)
 
     # ---- public -------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> List[SliceLogits]:
-        """images: [n, rows, cols] model-grid slices (LegSegNet's uint8). Returns per-slice cropped logits."""
+        """images: [n, rows, cols] model-grid slices (LegSegNet's uint8). Returns per-slice cropped logits,
+        left on the compute device so that resampling and argmax need no transfer."""
         slices = [self._prepare(index, image) for index, image in enumerate(images)]
-        fold_sums = None
-        for fold in range(len(self.networks)):
-            logits = self._sliding_window(fold, slices)
-            if fold_sums is None:
-                fold_sums = logits
-            else:
-                for total, fold in zip(fold_sums, logits):
-                    total += fold
-        if len(self.networks) > 1:
-            for total in fold_sums:
-                total /= len(self.networks)
+        while True:
+            try:
+                logits = self._average_folds(slices)
+                break
+            except _MovedToCpu:
+                continue  # the GPU ran out of memory even one slice at a time: start over on the CPU
         shape = tuple(images.shape[1:])
-        return [SliceLogits(logits, item.bbox, shape) for logits, item in zip(fold_sums, slices)]
+        return [SliceLogits(total, item.bbox, shape) for total, item in zip(logits, slices)]
+
+    def _average_folds(self, slices: List[_Slice]) -> List[torch.Tensor]:
+        """Sum of the folds' fp16 logits divided by the fold count, in fp16, as nnU-Net averages them."""
+        totals = self._sliding_window(0, slices)
+        for fold in range(1, len(self.networks)):
+            for total, logits in zip(totals, self._sliding_window(fold, slices)):
+                total += logits
+        if len(self.networks) > 1:
+            for total in totals:
+                total /= len(self.networks)
+        return totals
 
     # ---- preprocessing and tiling -------------------------------------------------------------------------
 
@@ -202,11 +212,11 @@ class Predictor:
 
     # ---- the network --------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def _sliding_window(self, fold: int, slices: List[_Slice]) -> List[torch.Tensor]:
         classes = len(self.model.label_values)
-        logits = [torch.zeros((classes, *item.padded.shape[1:]), dtype=torch.float16) for item in slices]
-        weights = [torch.zeros(item.padded.shape[1:], dtype=torch.float16) for item in slices]
+        logits = [torch.zeros((classes, *item.padded.shape[1:]), dtype=torch.float16, device=self.device)
+                  for item in slices]
+        weights = [torch.zeros(item.padded.shape[1:], dtype=torch.float16, device=self.device) for item in slices]
         work = [(item, tile) for item in slices for tile in item.tiles]
         start = 0
         while start < len(work):
@@ -220,14 +230,14 @@ class Predictor:
                 continue
             for (item, tile), prediction in zip(chunk, predictions):
                 logits[item.index][(slice(None), *tile)] += prediction
-                weights[item.index][tile] += self._gaussian_cpu
+                weights[item.index][tile] += self._gaussian
             start += len(chunk)
         for total, weight in zip(logits, weights):
             torch.div(total, weight, out=total)
         return [self._unpad(total, item.pads) for total, item in zip(logits, slices)]
 
     def _weighted_network_output(self, fold: int, tiles: List[torch.Tensor]) -> torch.Tensor:
-        """Gaussian-weighted network output [n, classes, rows, cols] on the CPU, mirrorings averaged like nnU-Net."""
+        """Gaussian-weighted network output [n, classes, rows, cols], mirrorings averaged like nnU-Net."""
         network = self.networks[fold]
         batch = torch.stack(tiles).to(self.device, non_blocking=True)
         with torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext():
@@ -236,8 +246,8 @@ class Predictor:
                 prediction += torch.flip(network(torch.flip(batch, axes)), axes)
             if self.mirror_axes:
                 prediction /= len(self.mirror_axes) + 1
-        prediction *= self._gaussian_device
-        return prediction.cpu()
+        prediction *= self._gaussian
+        return prediction
 
     @staticmethod
     def _unpad(logits: torch.Tensor, pads: list) -> torch.Tensor:
@@ -248,7 +258,7 @@ class Predictor:
 
     def _move_to(self, device: torch.device) -> None:
         self.networks = [network.to(device).eval() for network in self.model.networks]
-        self._gaussian_device = self._gaussian_cpu.to(device)
+        self._gaussian = gaussian_importance_map(self.patch_size).to(device)
 
     def _shrink_after_out_of_memory(self) -> None:
         """Halve the batch after a GPU out-of-memory error; at batch 1 continue on the CPU."""
@@ -264,6 +274,7 @@ class Predictor:
         self.batch_size = DEFAULT_CPU_BATCH
         _use_available_cores()
         self._move_to(self.device)
+        raise _MovedToCpu()
 
     def _default_batch_size(self) -> int:
         if self.device.type != "cuda":
