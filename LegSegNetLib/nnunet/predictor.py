@@ -155,6 +155,8 @@ class Predictor:
         batch_size: Optional[int] = None,
         tile_step_size: float = 0.5,
     ):
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.model = model
         self.device = resolve_device(device)
         self.tta = tta
@@ -163,7 +165,9 @@ class Predictor:
         self.mirror_axes = _mirror_combinations(model.inference_allowed_mirroring_axes) if tta else []
         self.batch_size = batch_size or self._default_batch_size()
         if self.device.type == "cpu":
-            _use_available_cores()
+            _cap_threads_to_available_cores()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as nnU-Net: fastest kernels for the fixed patch size
         self._move_to(self.device)
 
     # ---- public -------------------------------------------------------------------------------------------
@@ -272,7 +276,7 @@ class Predictor:
         log.warning("GPU out of memory even one slice at a time: continuing on the CPU (slower)")
         self.device = torch.device("cpu")
         self.batch_size = DEFAULT_CPU_BATCH
-        _use_available_cores()
+        _cap_threads_to_available_cores()
         self._move_to(self.device)
         raise _MovedToCpu()
 
@@ -293,16 +297,19 @@ def _mirror_combinations(axes: Sequence[int]) -> list:
 def _activation_bytes_per_tile(model: NNUNetModel, patch_size: Sequence[int]) -> int:
     """Rough fp16 activation memory of one tile: features x pixels per stage, encoder and decoder, with slack."""
     kwargs = model.configuration["architecture"]["arch_kwargs"]
+    features_per_stage = kwargs["features_per_stage"]
+    if isinstance(features_per_stage, int):
+        features_per_stage = [features_per_stage] * kwargs["n_stages"]
     pixels = math.prod(patch_size)
     total = 0
-    for features, stride in zip(kwargs["features_per_stage"], kwargs["strides"]):
+    for features, stride in zip(features_per_stage, kwargs["strides"]):
         pixels //= math.prod(stride) if isinstance(stride, (list, tuple)) else stride ** len(patch_size)
         total += features * pixels
     return total * 2 * 8  # 2 bytes, x8 for decoder, skips, norm temporaries and cuDNN workspaces
 
 
-def _use_available_cores() -> None:
-    """Use every core this process may run on (torch may see more cores than a container grants)."""
+def _cap_threads_to_available_cores() -> None:
+    """No more threads than cores this process may run on (torch counts the machine's, not a container's)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
