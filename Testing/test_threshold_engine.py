@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.engines.threshold import Thresholds, ThresholdEngine
+from LegSegNetLib.measurements import compute_measurements
 from LegSegNetLib.phantom import make_leg_phantom
 from LegSegNetLib.pipeline import segment_volume
 from LegSegNetLib.tissues import TISSUE_BY_KEY
@@ -27,9 +28,9 @@ def dice(a, b):
     return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-def tissue_volumes_ml(labels):
-    return {key: (labels.array == tissue.value).sum() * labels.voxel_volume_mm3 / 1000
-            for key, tissue in TISSUE_BY_KEY.items()}
+def tissue_volumes_cm3(ct, labels):
+    summary = compute_measurements(ct, labels).summary
+    return {key: summary[f"{key}_volume_cm3"] for key in TISSUE_BY_KEY}
 
 
 @pytest.mark.parametrize("region,seed,orientation,spacing", CASES)
@@ -37,13 +38,13 @@ def test_dice_and_volumes_against_phantom_truth(region, seed, orientation, spaci
     ct, truth = make_leg_phantom(seed=seed, region=region, shape=SHAPE, spacing=spacing, orientation=orientation)
     labels = segment_volume(ct, ThresholdEngine())
     assert np.array_equal(labels.ijk_to_ras, ct.ijk_to_ras)
-    measured, expected = tissue_volumes_ml(labels), tissue_volumes_ml(truth)
+    measured, expected = tissue_volumes_cm3(ct, labels), tissue_volumes_cm3(ct, truth)
     for key, tissue in TISSUE_BY_KEY.items():
         score = dice(labels.array == tissue.value, truth.array == tissue.value)
         assert score >= MIN_DICE[key], f"{key} Dice {score:.3f}"
     for key, limit in MAX_VOLUME_ERROR.items():
         error = measured[key] / expected[key] - 1
-        assert abs(error) <= limit, f"{key} volume {measured[key]:.1f} ml vs truth {expected[key]:.1f} ml"
+        assert abs(error) <= limit, f"{key} volume {measured[key]:.1f} cm3 vs truth {expected[key]:.1f} cm3"
 
 
 def test_noisier_scan_still_meets_the_targets():

@@ -5,7 +5,7 @@ Per axial slice (each leg handled on its own):
    components; a component is a leg when it is large, thick (it holds a point `min_leg_depth_mm`
    from its edge, which thin table shells and cushion covers do not) and mostly fat or muscle HU (a
    table's carbon shell and foam are not). Holes inside a leg are filled.
-2. Bone: voxels at or above `bone_min_hu`, small specks dropped, gaps in thin cortex closed, the
+2. Bone: voxels at or above `bone_min_hu` under the skin (skin markers are not bone), small specks dropped, gaps in thin cortex closed, the
    enclosed marrow filled in (fatty marrow or trabecular ends near knee and ankle alike). The outer
    edge is then set at half maximum: an edge voxel stays bone only if its HU is at least halfway
    between the lowest and highest HU around it, which puts the edge where a reader puts it instead
@@ -92,16 +92,15 @@ def segment_slice(hu: np.ndarray, pixel_spacing_mm, thresholds: Thresholds) -> n
     spacing = tuple(float(s) for s in pixel_spacing_mm)
     labels = np.zeros(hu.shape, dtype=np.uint8)
     margin = int(np.ceil(thresholds.fascia_closing_mm / min(spacing))) + 2
-    for window, leg in _legs(hu, spacing, thresholds, margin):
-        labels[window] = np.where(leg, _label_leg(hu[window], leg, spacing, thresholds), labels[window])
+    for window, leg, depth in _legs(hu, spacing, thresholds, margin):
+        labels[window] = np.where(leg, _label_leg(hu[window], leg, depth, spacing, thresholds), labels[window])
     return labels
 
 
-def _label_leg(hu, leg, spacing, thresholds):
+def _label_leg(hu, leg, depth, spacing, thresholds):
     fat = _in_range(hu, thresholds.fat_hu) & leg
     muscle = _in_range(hu, thresholds.muscle_hu) & leg
-    depth = ndimage.distance_transform_edt(np.pad(leg, 1), sampling=spacing)[1:-1, 1:-1]
-    bone = _bone(hu, leg, spacing, thresholds)
+    bone = _bone(hu, leg & (depth > thresholds.skin_mm), spacing, thresholds)
     compartment = _compartment(muscle & (depth > thresholds.muscle_seed_depth_mm), bone, leg, spacing, thresholds)
     labels = np.zeros(hu.shape, dtype=np.uint8)
     labels[fat & ~compartment & (depth > thresholds.skin_mm)] = SAT
@@ -121,28 +120,29 @@ def _in_range(hu, bounds):
 
 
 def _legs(hu, spacing, thresholds, margin):
-    """(window, filled leg mask in that window) for each leg; windows are padded by `margin` pixels."""
-    body = hu > thresholds.body_min_hu
-    components, count = ndimage.label(body)
-    if count == 0:
-        return
-    depth = ndimage.distance_transform_edt(np.pad(body, 1), sampling=spacing)[1:-1, 1:-1]
+    """(window, filled leg mask, depth of each voxel under the leg's surface in mm) for each leg.
+
+    Windows are the leg's bounding box padded by `margin` pixels (within the slice).
+    """
+    components, count = ndimage.label(hu > thresholds.body_min_hu)
+    areas = np.bincount(components.ravel(), minlength=count + 1) * spacing[0] * spacing[1]
     soft = _in_range(hu, (thresholds.fat_hu[0], thresholds.muscle_hu[1]))
-    pixel_area = spacing[0] * spacing[1]
-    indices = np.arange(1, count + 1)
-    areas = ndimage.sum_labels(body, components, indices) * pixel_area
-    depths = ndimage.maximum(depth, components, indices)
-    soft_fraction = ndimage.sum_labels(soft, components, indices) * pixel_area / np.maximum(areas, 1e-9)
     for index, box in enumerate(ndimage.find_objects(components), start=1):
-        if (areas[index - 1] >= thresholds.min_leg_area_mm2 and depths[index - 1] >= thresholds.min_leg_depth_mm
-                and soft_fraction[index - 1] >= 0.5):
-            window = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, size)) for s, size in zip(box, hu.shape))
-            yield window, ndimage.binary_fill_holes(components[window] == index)
+        if areas[index] < thresholds.min_leg_area_mm2:
+            continue
+        window = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, size)) for s, size in zip(box, hu.shape))
+        component = components[window] == index
+        if soft[window][component].mean() < 0.5:
+            continue
+        leg = ndimage.binary_fill_holes(component)
+        depth = ndimage.distance_transform_edt(np.pad(leg, 1), sampling=spacing)[1:-1, 1:-1]
+        if depth.max() >= thresholds.min_leg_depth_mm:
+            yield window, leg, depth
 
 
-def _bone(hu, leg, spacing, thresholds):
-    candidates = _drop_small(leg & (hu >= thresholds.bone_min_hu), thresholds.min_bone_area_mm2, spacing)
-    bone = ndimage.binary_fill_holes(_close(candidates, thresholds.bone_closing_mm, spacing)) & leg
+def _bone(hu, under_skin, spacing, thresholds):
+    candidates = _drop_small(under_skin & (hu >= thresholds.bone_min_hu), thresholds.min_bone_area_mm2, spacing)
+    bone = ndimage.binary_fill_holes(_close(candidates, thresholds.bone_closing_mm, spacing)) & under_skin
     return _half_maximum_edge(hu, bone)
 
 
