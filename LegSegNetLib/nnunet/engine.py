@@ -20,6 +20,7 @@ from .model import ModelFolderError, NNUNetModel, load_model_folder
 from .predictor import Predictor, SliceLogits, class_argmax
 from .preprocessing import MODEL_SIZE, legsegnet_image
 
+model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
 
 
