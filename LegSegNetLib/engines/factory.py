@@ -37,7 +37,7 @@ def create_engine(
     `batch_size` None lets the engine choose, `backend` "torch" (exact) or "onnx" (ONNX Runtime on the CPU,
     optional packages). threshold: takes none of the model options."""
     if engine == "threshold":
-        _refuse_model_options(model=model, folds=folds, tta=tta, checkpoint=checkpoint,
+        _refuse_model_options(model=model, folds=folds, tta=tta, checkpoint=checkpoint, batch_size=batch_size,
                               backend=None if backend == "torch" else backend)
         threshold = _import_engine_module("threshold", "LegSegNetLib.engines.threshold")
         return threshold.ThresholdEngine()

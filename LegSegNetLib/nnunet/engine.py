@@ -19,9 +19,10 @@ from ..layout import RADIOLOGICAL
 from ..tissues import TISSUES
 from .model import ModelFolderError, NNUNetModel, load_model_folder
 from .onnx_backend import BackendUnavailableError, onnx_networks
-from .predictor import Predictor, SliceLogits, resolve_device
+from .predictor import Predictor, SliceLogits, class_argmax, resolve_device
 from .preprocessing import MODEL_SIZE, legsegnet_image
 
+model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
 
 
@@ -98,4 +99,4 @@ def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.
     """Bilinear resampling of class probabilities (pixel centres aligned as in the bicubic stretch), argmax."""
     probabilities = torch.stack([result.probabilities() for result in results])
     resampled = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
-    return resampled.argmax(dim=1).to(torch.uint8).numpy()
+    return class_argmax(resampled, dim=1)
