@@ -38,6 +38,7 @@ _addLibraryPath()
 from LegSegNetLib import dependencies, module_support  # noqa: E402
 from LegSegNetLib import logic as legsegnet_logic  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled  # noqa: E402
+from LegSegNetLib.validation import InputError  # noqa: E402
 
 
 class LegSegNet(ScriptedLoadableModule):
@@ -426,6 +427,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Cancelled:
             self._showStatus("Cancelled; nothing was changed.")
             return
+        except InputError as error:  # the message says what is wrong with the input and what to do
+            self._showStatus("This volume cannot be segmented; nothing was changed.")
+            slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
+            return
         except Exception as error:
             self._showStatus("Segmentation failed; nothing was changed.")
             slicer.util.errorDisplay(f"Segmentation failed: {error}", detailedText=traceback.format_exc())
@@ -434,8 +439,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setRunning(False)
         node.outputSegmentation = segmentation
         node.outputTable = table
-        self._showStatus(f"Done in {module_support.format_duration(time.monotonic() - started)}. "
-                         "Edit the segments in Segment Editor, then click 'Update measurements'.")
+        self._showStatus(module_support.segmentation_done_text(time.monotonic() - started, self.logic.lastWarnings))
         self._showResults(table)
 
     def _setRunning(self, running):

@@ -18,6 +18,7 @@ from LegSegNetLib.io import read_volume  # noqa: E402
 from LegSegNetLib.layout import slice_layout  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
+from LegSegNetLib.validation import InputError  # noqa: E402
 from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
 
 # Each tissue is drawn with its own HU; the test engine maps each HU back to its label.
@@ -428,6 +429,27 @@ def test_bad_inputs_get_clear_errors(scene):
     ct, _ = phantom()
     with pytest.raises(ValueError, match="not both"):
         logic.process(add_volume_node(ct), engine=AnteriorRightEngine(), slice_range=(0, 1), range_mm=(0, 1))
+
+
+def test_a_volume_that_is_not_ct_is_refused_and_the_scene_left_as_it_was(scene):
+    ct, _ = phantom()
+    mr_like = add_volume_node(ct.with_array(ct.array + 1000), "MR-like")  # no negative value: not HU
+    nodes = scene_node_ids(scene)
+    with pytest.raises(InputError, match="not CT in Hounsfield units"):
+        LegSegNetLogic().process(mr_like, engine=AnteriorRightEngine())
+    assert scene_node_ids(scene) == nodes
+
+
+def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
+    ct, _ = phantom()
+    no_air = add_volume_node(ct.with_array(np.maximum(ct.array, -400).astype(np.int16)), "no air")
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(no_air, engine=AnteriorRightEngine())
+    assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
+    assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
+
+    logic.process(add_volume_node(ct), segmentation_node, engine=AnteriorRightEngine())
+    assert logic.lastWarnings == ()
 
 
 class HounsfieldBandEngine:
