@@ -55,6 +55,8 @@ from .volume import Volume
 
 SIDES = ("both", "right", "left")
 SIDE_PREFIX = {"both": "", "right": "right_", "left": "left_"}
+SIDE_SCOPE = {"both": "both legs", "right": "patient's right leg, separable slices only",
+              "left": "patient's left leg, separable slices only"}  # what a side's columns cover, for descriptions
 
 # Attenuation bands of skeletal muscle (HU); half-open at 30 so float HU leave no gap between them.
 LOW_ATTENUATION_HU = (-29.0, 30.0)
@@ -83,9 +85,7 @@ class Measurements:
 
 
 def _side_summary_columns(side: str) -> list[ColumnInfo]:
-    prefix = SIDE_PREFIX[side]
-    where = {"both": "both legs", "right": "patient's right leg, separable slices only",
-             "left": "patient's left leg, separable slices only"}[side]
+    prefix, where = SIDE_PREFIX[side], SIDE_SCOPE[side]
     columns = []
     for tissue in TISSUES:
         columns += [
@@ -117,9 +117,12 @@ SUMMARY_COLUMNS: tuple[ColumnInfo, ...] = tuple(
     ]
 )
 
+_SIDE_COLUMN = ColumnInfo("side", "", "both, right or left (right/left: separable slices only)")
+_TISSUE_COLUMN = ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone")
+
 TISSUE_COLUMNS: tuple[ColumnInfo, ...] = (
-    ColumnInfo("side", "", "both, right or left (right/left: separable slices only)"),
-    ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone"),
+    _SIDE_COLUMN,
+    _TISSUE_COLUMN,
     ColumnInfo("name", "", "tissue name"),
     ColumnInfo("label_value", "", "label value in the label map"),
     ColumnInfo("voxel_count", "1", "number of voxels"),
@@ -128,11 +131,14 @@ TISSUE_COLUMNS: tuple[ColumnInfo, ...] = (
     ColumnInfo("sd_HU", "HU", "attenuation standard deviation (population)"),
 )
 
-SLICE_COLUMNS: tuple[ColumnInfo, ...] = (
+SLICE_POSITION_COLUMNS: tuple[ColumnInfo, ...] = (
     ColumnInfo("slice_index", "", "index of the slice along the volume's slice axis"),
     ColumnInfo("S_mm", "mm", "superior-inferior (RAS S) position of the slice centre"),
-    ColumnInfo("side", "", "both, right or left (right/left only where the legs are separable)"),
-    ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone"),
+)
+
+SLICE_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + (
+    _SIDE_COLUMN,
+    _TISSUE_COLUMN,
     ColumnInfo("area_cm2", "cm2", "cross-sectional area of the tissue in the slice"),
 )
 
