@@ -172,11 +172,13 @@ def compute_measurements(ct: Volume, labels: Volume) -> Measurements:
     voxel_cm3 = labels.voxel_volume_mm3 / 1000.0
     summary = {}
     for side in SIDES:
-        summary.update(_side_summary(totals[side], voxel_cm3, SIDE_PREFIX[side]))
+        summary.update(_side_summary(side, totals[side], voxel_cm3))
     summary["slice_count"] = len(labelled)
     summary["separable_slice_count"] = int(separable)
     summary["axial_extent_mm"] = (labelled[-1] - labelled[0] + 1) * layout.spacing_slice_mm if labelled else 0.0
-    return Measurements(summary, _tissue_rows(totals, voxel_cm3), slice_rows)
+    tissue_rows = [_tissue_row(side, tissue, totals[side][tissue.value], voxel_cm3)
+                   for side in SIDES for tissue in TISSUES]
+    return Measurements(summary, tissue_rows, slice_rows)
 
 
 def _check_same_grid(ct: Volume, labels: Volume) -> None:
@@ -236,13 +238,13 @@ def _mean_sd(stats_row: np.ndarray) -> tuple[float, float]:
     return mean, math.sqrt(max(variance, 0.0)) if count else math.nan
 
 
-def _side_summary(stats: np.ndarray, voxel_cm3: float, prefix: str) -> dict:
+def _side_summary(side: str, stats: np.ndarray, voxel_cm3: float) -> dict:
+    prefix = SIDE_PREFIX[side]
     summary = {}
     for tissue in TISSUES:
-        mean, sd = _mean_sd(stats[tissue.value])
-        summary[f"{prefix}{tissue.key}_volume_cm3"] = float(stats[tissue.value, _COUNT] * voxel_cm3)
-        summary[f"{prefix}{tissue.key}_mean_HU"] = mean
-        summary[f"{prefix}{tissue.key}_sd_HU"] = sd
+        row = _tissue_row(side, tissue, stats[tissue.value], voxel_cm3)
+        for measure in ("volume_cm3", "mean_HU", "sd_HU"):
+            summary[f"{prefix}{tissue.key}_{measure}"] = row[measure]
     sat, sm, imat = (stats[TISSUE_BY_KEY[key].value] for key in ("SAT", "SM", "IMAT"))
     fat = sat + imat
     summary[f"{prefix}Fat_volume_cm3"] = float(fat[_COUNT] * voxel_cm3)
@@ -256,13 +258,8 @@ def _side_summary(stats: np.ndarray, voxel_cm3: float, prefix: str) -> dict:
     return summary
 
 
-def _tissue_rows(totals: dict, voxel_cm3: float) -> list:
-    rows = []
-    for side in SIDES:
-        for tissue in TISSUES:
-            stats = totals[side][tissue.value]
-            mean, sd = _mean_sd(stats)
-            rows.append({"side": side, "tissue": tissue.key, "name": tissue.name, "label_value": tissue.value,
-                         "voxel_count": int(stats[_COUNT]), "volume_cm3": float(stats[_COUNT] * voxel_cm3),
-                         "mean_HU": mean, "sd_HU": sd})
-    return rows
+def _tissue_row(side: str, tissue, stats_row: np.ndarray, voxel_cm3: float) -> dict:
+    mean, sd = _mean_sd(stats_row)
+    return {"side": side, "tissue": tissue.key, "name": tissue.name, "label_value": tissue.value,
+            "voxel_count": int(stats_row[_COUNT]), "volume_cm3": float(stats_row[_COUNT] * voxel_cm3),
+            "mean_HU": mean, "sd_HU": sd}
