@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pytest
 import slicerio
+from hu_band_engine import HUBandEngine
 
 from LegSegNetLib.cli import build_parser, main
 from LegSegNetLib.cli.segment import (
@@ -27,20 +28,6 @@ from LegSegNetLib.volume import LPS_TO_RAS, Volume
 SPACING = (0.9, 0.8, 3.0)
 VOXEL_CM3 = 0.9 * 0.8 * 3.0 / 1000
 FAT_HU, MUSCLE_HU, BONE_HU = -100, 40, 700
-
-
-class HUBandEngine:
-    """Labels fat, muscle and bone by HU band; no IMAT."""
-
-    name = "hu-bands"
-    in_plane_orientation = "PL"
-
-    def segment_slices(self, hu_slices, pixel_spacing_mm):
-        labels = np.zeros(hu_slices.shape, np.uint8)
-        labels[(hu_slices >= -190) & (hu_slices <= -30)] = 1
-        labels[(hu_slices >= -29) & (hu_slices <= 150)] = 2
-        labels[hu_slices > 150] = 4
-        return labels
 
 
 def phantom_ct(slices=6):

@@ -10,6 +10,7 @@ import vtk
 slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
 
+from hu_band_engine import HUBandEngine  # noqa: E402
 from slicer_scene import mrml_scene  # noqa: E402,F401 (pytest fixture)
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
@@ -447,32 +448,18 @@ def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
     assert logic.lastWarnings == ()
 
 
-class HounsfieldBandEngine:
-    """The field's fixed HU bands (fat -190..-30 as SAT, muscle -29..150, bone above), slice by slice."""
-
-    name = "HU band test engine"
-    in_plane_orientation = "PL"
-
-    def segment_slices(self, hu_slices, pixel_spacing_mm):
-        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
-        labels[(hu_slices >= -190) & (hu_slices <= -30)] = TISSUE_BY_KEY["SAT"].value
-        labels[(hu_slices >= -29) & (hu_slices <= 150)] = TISSUE_BY_KEY["SM"].value
-        labels[hu_slices > 150] = TISSUE_BY_KEY["Bone"].value
-        return labels
-
-
 def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
     first_file = sorted(visible_human_dicom_dir.glob("*.dcm"))[0]
     volume_node = scene.volumes_logic.AddArchetypeVolume(str(first_file), "Visible Human legs", 0)
     assert volume_node is not None and slicer.util.arrayFromVolume(volume_node).shape == (350, 512, 512)
     mid_calf_mm = (390.0, 401.0)  # twelve 1 mm slices of the calves (the series spans S = 150..499)
     logic = LegSegNetLogic()
-    segmentation_node, table_node = logic.process(volume_node, engine=HounsfieldBandEngine(), range_mm=mid_calf_mm)
+    segmentation_node, table_node = logic.process(volume_node, engine=HUBandEngine(), range_mm=mid_calf_mm)
 
     # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
     reference = read_volume(visible_human_dicom_dir)
     reference_range = slice_range_from_mm(reference, slice_layout(reference), *mid_calf_mm)
-    reference_labels = segment_volume(reference, HounsfieldBandEngine(), reference_range)
+    reference_labels = segment_volume(reference, HUBandEngine(), reference_range)
     rng = np.random.default_rng(1)
     labelled = np.argwhere(reference_labels.array > 0)
     kji = labelled[rng.choice(len(labelled), 2000, replace=False)]
