@@ -397,6 +397,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         choice = self._currentChoice()
         try:
             options = self._processOptions(choice)
+            self.logic.checkInput(self._parameterNode.inputVolume)  # before any install or download is offered
+        except InputError as error:  # the message says what is wrong with the volume and what to do
+            slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
+            return
         except ValueError as error:
             slicer.util.errorDisplay(str(error))
             return
@@ -426,10 +430,6 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                      progress=onProgress, **options)
         except Cancelled:
             self._showStatus("Cancelled; nothing was changed.")
-            return
-        except InputError as error:  # the message says what is wrong with the input and what to do
-            self._showStatus("This volume cannot be segmented; nothing was changed.")
-            slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
             return
         except Exception as error:
             self._showStatus("Segmentation failed; nothing was changed.")

@@ -19,7 +19,7 @@ from . import mrml_segmentation, mrml_tables
 from .measurements import compute_measurements
 from .pipeline import SliceRange
 from .run import run_segmentation
-from .validation import InputError
+from .validation import InputError, validate_ct
 from .volume import Volume
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
@@ -115,6 +115,11 @@ class LegSegNetLogic:
             table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume)
         self.lastWarnings = result.warnings
         return segmentation_node, table_node
+
+    def checkInput(self, inputVolume) -> tuple:
+        """Raise validation.InputError for a volume that cannot be segmented, before any model is loaded;
+        return the warnings about a suspicious one (process() checks again)."""
+        return tuple(validate_ct(volume_from_node(inputVolume)))
 
     @staticmethod
     def _engine(engine, **options):

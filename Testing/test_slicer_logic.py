@@ -368,6 +368,16 @@ def test_an_engine_or_input_error_leaves_the_scene_unchanged(scene, hu_shift, en
     assert scene_node_ids(scene) == nodes
 
 
+def test_check_input_refuses_what_process_refuses_and_returns_its_warnings(scene):
+    ct, _ = phantom()
+    logic = LegSegNetLogic()
+    with pytest.raises(InputError, match="not CT in Hounsfield units"):
+        logic.checkInput(add_volume_node(ct.with_array(ct.array + 1000)))
+    with pytest.raises(InputError, match="select a CT volume"):
+        logic.checkInput(None)
+    assert logic.checkInput(add_volume_node(ct)) == ()
+
+
 def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
@@ -443,6 +453,7 @@ def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
     segmentation_node, _ = logic.process(no_air, engine=AnteriorRightEngine())
     assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
     assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
+    assert logic.checkInput(no_air) == logic.lastWarnings
 
     logic.process(add_volume_node(ct), segmentation_node, engine=AnteriorRightEngine())
     assert logic.lastWarnings == ()
