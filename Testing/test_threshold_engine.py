@@ -20,7 +20,7 @@ CASES = [
     ("calf", 3, "oblique", (4.0, 0.9, 1.3)),  # anisotropic pixels
     ("thigh", 0, "LPS", None),
     ("thigh", 1, "oblique", None),
-    ("thigh", 2, "LAS", None),
+    ("thigh", 2, "permuted", None),  # slices along the last array axis
 ]
 
 
