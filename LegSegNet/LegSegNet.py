@@ -54,7 +54,7 @@ class LegSegNet(ScriptedLoadableModule):
             "Pick the CT, click <b>Segment leg</b>, correct the result in Segment Editor if needed, then click "
             "<b>Update measurements</b>. The model weights are downloaded once (or installed offline from a "
             "folder or .zip); PyTorch is installed only after you agree.<br>"
-            'See the <a href="https://github.com/legsegnet/SlicerLegSegNet">project page</a>.'
+            'See the <a href="https://github.com/legsegnet-slicer/SlicerLegSegNet">project page</a>.'
         )
         self.parent.acknowledgementText = (
             "LegSegNet: Chen Y, Chen Y, Colglazier R, Dong H, Gu H, Mazurowski M, Southerland K. LegSegNet: A Public "
@@ -379,6 +379,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSetRangeFromSliceView(self, parameterName):
         """Take the superior-inferior position of the axial (red) slice view."""
         sliceWidget = slicer.app.layoutManager().sliceWidget("Red")
+        if sliceWidget is None or sliceWidget.mrmlSliceNode().GetOrientation() != "Axial":
+            slicer.util.errorDisplay("Show an axial view in the red slice view, scroll it to the end of the range, "
+                                     "then click again (or type the S position in mm).")
+            return
         setattr(self._parameterNode, parameterName, sliceWidget.sliceLogic().GetSliceOffset())
         self._parameterNode.useAxialRange = True
 
@@ -401,12 +405,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _processOptions(self, choice):
         node = self._parameterNode
-        options = {"engine": choice.engine, "device": node.device}
-        if choice.needs_model:
-            options.update(model=choice.model, folds=self._folds(), tta=node.tta)
-        if node.useAxialRange:
-            options["range_mm"] = (node.rangeFromMm, node.rangeToMm)
-        return options
+        axialRange = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
+        return module_support.process_options(choice, node.device, node.tta, node.folds, axialRange)
 
     def _run(self, options):
         node = self._parameterNode

@@ -70,7 +70,15 @@ class _Transaction:
             restore()
         for node in reversed(self.created):
             if node.GetScene() is not None:
-                self.scene.RemoveNode(node)
+                display_nodes = _display_nodes(node)  # the scene would keep them after the node is removed
+                for removed in [node] + display_nodes:
+                    self.scene.RemoveNode(removed)
+
+
+def _display_nodes(node) -> list:
+    if not node.IsA("vtkMRMLDisplayableNode"):
+        return []
+    return [node.GetNthDisplayNode(index) for index in range(node.GetNumberOfDisplayNodes())]
 
 
 class LegSegNetLogic:

@@ -65,6 +65,20 @@ def engine_status(choice: EngineChoice) -> EngineStatus:
                         "Download" if in_registry else None)
 
 
+def process_options(choice: EngineChoice, device: str = "auto", tta: bool = False, folds_text: str = "",
+                    axial_range_mm: Optional[tuple[float, float]] = None) -> dict:
+    """The keyword options for LegSegNetLogic.process from the widget's settings (model options only for a model;
+    raises ValueError with a message for the user when the folds text is not valid)."""
+    from .models.folds import parse_folds
+
+    options = {"engine": choice.engine, "device": device}
+    if choice.needs_model:
+        options.update(model=choice.model, folds=parse_folds(folds_text), tta=tta)
+    if axial_range_mm is not None:
+        options["range_mm"] = tuple(axial_range_mm)
+    return options
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(math.ceil(seconds)))
     if seconds < 60:

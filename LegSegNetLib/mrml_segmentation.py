@@ -14,12 +14,11 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from .segfile import terminology_entry
 from .tissues import TISSUE_BY_KEY, TISSUES, Tissue
 from .volume import Volume
 
 TISSUE_TAG = "LegSegNet.Tissue"
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-REGION_CONTEXT = "Anatomic codes - DICOM master list"
 
 
 def binary_labelmap_name() -> str:
@@ -31,38 +30,27 @@ def segment_id(tissue: Tissue) -> str:
     return tissue.key
 
 
-def terminology_entry(tissue: Tissue) -> str:
-    """The tissue's SNOMED CT codes as the terminology string Slicer stores on a segment."""
-    entry = slicer.vtkSlicerTerminologyEntry()
-    entry.SetTerminologyContextName(TERMINOLOGY_CONTEXT)
-    entry.SetRegionContextName(REGION_CONTEXT)
-    _set_code(entry.GetCategoryObject(), tissue.category)
-    _set_code(entry.GetTypeObject(), tissue.type)
-    if tissue.region is not None:
-        _set_code(entry.GetRegionObject(), tissue.region)
-    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(entry)
-
-
-def _set_code(term, coded) -> None:
-    scheme, value, meaning = coded
-    term.SetCodingSchemeDesignator(scheme)
-    term.SetCodeValue(value)
-    term.SetCodeMeaning(meaning)
-
-
 def oriented_image(volume: Volume, vtk_type=vtk.VTK_UNSIGNED_CHAR) -> "slicer.vtkOrientedImageData":
     """An oriented image holding `volume.array` with `volume`'s IJK-to-RAS geometry."""
-    image = slicer.vtkOrientedImageData()
     k, j, i = volume.array.shape
-    image.SetExtent(0, i - 1, 0, j - 1, 0, k - 1)
-    matrix = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            matrix.SetElement(row, column, volume.ijk_to_ras[row, column])
-    image.SetImageToWorldMatrix(matrix)
+    image = _geometry(slicer.util.vtkMatrixFromArray(volume.ijk_to_ras), (0, i - 1, 0, j - 1, 0, k - 1))
     image.AllocateScalars(vtk_type, 1)
     image_array(image)[:] = volume.array
     return image
+
+
+def _geometry(ijk_to_ras: vtk.vtkMatrix4x4, extent) -> "slicer.vtkOrientedImageData":
+    """An oriented image with a geometry and no voxels (a resampling reference costs no memory)."""
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(*extent)
+    image.SetImageToWorldMatrix(ijk_to_ras)
+    return image
+
+
+def _volume_geometry(volume_node) -> "slicer.vtkOrientedImageData":
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return _geometry(matrix, volume_node.GetImageData().GetExtent())
 
 
 def image_array(image) -> np.ndarray:
@@ -141,7 +129,7 @@ def labels_from_segmentation(segmentation_node, volume_node) -> np.ndarray:
     Works whatever Segment Editor did to the layers (split, merged, other label values). Where segments overlap
     (possible only when the user allowed overlap) the later tissue in TISSUES wins.
     """
-    reference = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
+    reference = _volume_geometry(volume_node)
     labels = np.zeros(tuple(reversed(reference.GetDimensions())), dtype=np.uint8)
     segment_ids = tissue_segment_ids(segmentation_node)
     for tissue in TISSUES:
@@ -150,13 +138,18 @@ def labels_from_segmentation(segmentation_node, volume_node) -> np.ndarray:
     return labels
 
 
+def segment_mask(segmentation_node, segment_id_: str, volume_node) -> np.ndarray:
+    """Any segment's voxels as a boolean [k, j, i] array on the volume's voxel grid."""
+    return _segment_mask(segmentation_node, segment_id_, _volume_geometry(volume_node))
+
+
 def _segment_mask(segmentation_node, segment_id_: str, reference) -> np.ndarray:
     binary = slicer.vtkOrientedImageData()
     if not segmentation_node.GetBinaryLabelmapRepresentation(segment_id_, binary):
         raise RuntimeError(f"segment {segment_id_!r} has no binary labelmap; convert it in Segment Editor first")
-    resampled = slicer.vtkOrientedImageData()
     if binary.IsEmpty():
         return np.zeros(tuple(reversed(reference.GetDimensions())), dtype=bool)
+    resampled = slicer.vtkOrientedImageData()
     if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
         binary, reference, resampled, False
     ):

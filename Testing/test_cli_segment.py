@@ -158,6 +158,12 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert len(read_csv(out / "measurements.csv")) == 2
 
 
+def test_measurement_tables_must_be_csv(tmp_path):
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    with pytest.raises(Exception, match="ending .csv"):
+        plan_jobs(args_for(tmp_path / "ct.nrrd", "--measurements", tmp_path / "m.json"))
+
+
 def test_several_inputs_need_an_output_folder(tmp_path):
     for name in ("a.nrrd", "b.nrrd"):
         write_volume(phantom_ct(), tmp_path / name)
@@ -229,6 +235,12 @@ def test_progress_bar_only_on_a_terminal():
     assert log_file.getvalue() == ""
     assert terminal.getvalue().count("\r") == 5
     assert terminal.getvalue().endswith("[" + "#" * 30 + "] 4/4 slices\n")
+    interrupted = Terminal()
+    bar = TerminalProgress("leg", interrupted)
+    bar(1, 4)
+    bar.close()
+    bar.close()
+    assert interrupted.getvalue().endswith("1/4 slices\n")
 
 
 def test_argument_parsers():
@@ -264,6 +276,15 @@ def test_broken_model_folder_is_reported(tmp_path, capsys):
                  "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
     assert "cannot load the legsegnet engine" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_uninstalled_model_name_says_how_to_install(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("LegSegNetLib.models.registry")
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path / "home"))
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    assert main(["segment", str(tmp_path / "ct.nrrd"), "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
+    error = capsys.readouterr().err
+    assert "model 'legsegnet' is not installed" in error and "legsegnet models download" in error
 
 
 def test_factory_refuses_unknown_engines():

@@ -65,6 +65,8 @@ def test_extension_cmake_has_complete_metadata_and_depends_on_pytorch():
     assert fields["EXTENSION_DEPENDS"] == "PyTorch"
     assert fields["EXTENSION_ICONURL"].endswith("/LegSegNet.png")
     assert "add_subdirectory(LegSegNet)" in text
+    assert fields["EXTENSION_HOMEPAGE"] in (MODULE_DIR / "LegSegNet.py").read_text(), "module help links elsewhere"
+    assert fields["EXTENSION_HOMEPAGE"] in json.loads((ROOT / "LegSegNet.json").read_text())["scm_url"]
 
 
 def test_extensions_index_description():

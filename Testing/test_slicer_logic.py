@@ -10,7 +10,7 @@ import vtk
 slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
 
-from slicer_scene import SlicerScene  # noqa: E402
+from slicer_scene import mrml_scene  # noqa: E402,F401 (pytest fixture)
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
 from LegSegNetLib.logic import InputVolumeError, LegSegNetLogic  # noqa: E402
@@ -57,10 +57,8 @@ class FailingEngine(AnteriorRightEngine):
 
 
 @pytest.fixture
-def scene():
-    mrml = SlicerScene()
-    yield mrml
-    mrml.close()
+def scene(mrml_scene):
+    return mrml_scene
 
 
 def phantom(seed=0, shape=(6, 20, 24), spacing_ijk=(0.9, 0.8, 2.0)):
@@ -244,7 +242,8 @@ def test_reuse_replaces_only_legsegnet_segments_and_keeps_the_users(scene):
     segmentation = segmentation_node.GetSegmentation()
     assert sorted(segmentation.GetSegmentIDs()) == sorted([user_id] + [mrml_segmentation.segment_id(t) for t in TISSUES])
     assert segmentation.GetSegment(user_id).GetName() == "Tumour"
-    np.testing.assert_array_equal(_segment_mask(segmentation_node, user_id, volume_node), user_mask.astype(bool))
+    np.testing.assert_array_equal(mrml_segmentation.segment_mask(segmentation_node, user_id, volume_node),
+                                  user_mask.astype(bool))
 
 
 def _write_segment(segmentation_node, segment_id, mask: Volume):
@@ -253,11 +252,6 @@ def _write_segment(segmentation_node, segment_id, mask: Volume):
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     segment.AddRepresentation(mrml_segmentation.binary_labelmap_name(), image)
     segment.SetLabelValue(1)
-
-
-def _segment_mask(segmentation_node, segment_id, volume_node):
-    reference = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
-    return mrml_segmentation._segment_mask(segmentation_node, segment_id, reference)
 
 
 def test_compute_measurements_reflects_an_edit(scene):
@@ -381,6 +375,8 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
 
     with pytest.raises(Exception):
         logic.process(volume_node, segmentation_node, foreign_table, engine=BoneEngine())
+    with pytest.raises(Exception):
+        logic.process(volume_node, None, foreign_table, engine=BoneEngine())
 
     assert scene_node_ids(scene) == nodes
     new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
@@ -493,3 +489,71 @@ def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
         assert tissue_volume(table_node, tissue.key) == pytest.approx(found.sum() * truth.voxel_volume_mm3 / 1000)
     summary = logic.summaryTable(table_node).GetTable()
     assert summary.GetColumnByName("separable_slice_count").GetValue(0) == 12  # two legs in every slice
+
+
+@pytest.mark.parametrize("tissue", TISSUES, ids=lambda tissue: tissue.key)
+def test_terminology_string_is_what_slicers_terminology_logic_writes(tissue):
+    """The segments (and the command line's .seg.nrrd) carry the string Slicer itself serializes for the codes."""
+    entry = slicer.vtkSlicerTerminologyEntry()
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic
+    assert terminologies.DeserializeTerminologyEntry(mrml_segmentation.terminology_entry(tissue), entry)
+    assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue(),
+            entry.GetTypeObject().GetCodeMeaning()) == tissue.type
+    assert entry.GetCategoryObject().GetCodeValue() == tissue.category[1]
+    assert (entry.GetRegionObject().GetCodeValue() or None) == (tissue.region[1] if tissue.region else None)
+    assert terminologies.SerializeTerminologyEntry(entry) == mrml_segmentation.terminology_entry(tissue)
+
+
+def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene, tmp_path):
+    """A .seg.nrrd written by `legsegnet segment` opens in Slicer with its four segments, and Update measurements
+    works on it (segments recognised by ID) with the same numbers as the labels it holds."""
+    from LegSegNetLib.measurements import compute_measurements
+    from LegSegNetLib.segfile import write_seg_nrrd
+
+    ct, truth = phantom()
+    stored_ct = ct.reoriented((0, 1, 2), (False, True, True))
+    labels = segment_volume(stored_ct, AnteriorRightEngine())
+    path = tmp_path / "cli.seg.nrrd"
+    write_seg_nrrd(labels, path)
+    volume_node = add_volume_node(stored_ct)
+    segmentation_node = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(segmentation_node)
+
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
+                                  labels.array)
+    table_node = LegSegNetLogic().computeMeasurements(segmentation_node, volume_node)
+    expected = compute_measurements(stored_ct, labels)
+    for row in expected.tissue_rows:
+        if row["side"] == "both":
+            assert tissue_volume(table_node, row["tissue"]) == pytest.approx(row["volume_cm3"])
+
+
+def test_threshold_engine_by_name_through_the_engine_factory(scene):
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    ct, truth = make_leg_phantom(seed=1, shape=(4, 96, 96), orientation="RAS")
+    volume_node = add_volume_node(ct)
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine="threshold")
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    assert np.mean(labels[truth.array > 0] == truth.array[truth.array > 0]) > 0.8
+
+
+def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
+    """The model path end to end: factory -> nnU-Net engine -> segmentation equal to the library's labels."""
+    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    from model_factory import make_model_folder
+
+    from LegSegNetLib.engines.factory import create_engine
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    model = make_model_folder(tmp_path / "model")
+    ct, _ = make_leg_phantom(seed=2, shape=(2, 80, 96), orientation="LPS")
+    volume_node = add_volume_node(ct)
+    options = dict(model=str(model), folds=(0,), device="cpu")
+    segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine="legsegnet", **options)
+    expected = segment_volume(ct, create_engine("legsegnet", **options))
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
+                                  expected.array)
+    assert len(table_rows(table_node)) >= len(TISSUES)

@@ -117,6 +117,9 @@ def plan_jobs(args) -> list:
         jobs = [Job(path, input_name(path), args.output_dir / f"{input_name(path)}.{args.format}",
                     args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}") for path in inputs]
         _refuse_duplicate_names(jobs)
+    for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
+        if path is not None and extension_of(path) != ".csv":
+            raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
     explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas]
     if args.measurements is not None:
         explicit.append(json_twin_path(args.measurements))
@@ -158,7 +161,11 @@ def process(job: Job, engine, args, label: str) -> dict:
         return _read_record(job.record)
     started = time.monotonic()
     ct = read_volume(job.input)
-    result = run_segmentation(ct, engine, args.range, args.range_mm, progress=TerminalProgress(label))
+    progress = TerminalProgress(label)
+    try:
+        result = run_segmentation(ct, engine, args.range, args.range_mm, progress=progress)
+    finally:
+        progress.close()
     record = measurement_record(str(job.input), engine.name, result.measurements)
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, args.overwrite)
@@ -178,15 +185,23 @@ class TerminalProgress:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
+        self.line_open = False
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total == 0:
             return
         filled = self.WIDTH * done // total
         self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} slices")
+        self.line_open = True
         if done == total:
-            self.stream.write("\n")
+            self.close()
         self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line, so that messages after a failure start on a line of their own."""
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
 
 
 def parse_folds(text: str) -> Optional[tuple]:

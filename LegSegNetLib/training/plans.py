@@ -7,7 +7,7 @@ leaky ReLU, patch 256x256, spacing [1, 1]. `width` scales the feature counts for
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -43,11 +43,16 @@ def legsegnet_plans(
     intensity_properties: Optional[dict] = None,
     batch_size: int = NNUNET_2D_BATCH_SIZE,
     dataset_name: str = "Dataset001_LegSegNet",
+    features: Optional[Sequence[int]] = None,
+    use_mask_for_norm: bool = False,
+    patch_size: Sequence[int] = PATCH_SIZE,
 ) -> dict:
     """A complete nnU-Net v2 plans dictionary (what plans.json holds) for LegSegNet's 2D configuration.
 
     `intensity_properties`: the CT channel's foreground statistics used by CTNormalization
-    (see `foreground_intensity_properties`); defaults to the full 8-bit range.
+    (see `foreground_intensity_properties`); defaults to the full 8-bit range. `features` (one count per
+    stage, for example (4, 8, 16, 32) for a shallow test network) replaces LegSegNet's 7 stages scaled by
+    `width`; `use_mask_for_norm` and `patch_size` vary the plans for tests of the inference code.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
@@ -59,7 +64,10 @@ def legsegnet_plans(
         "image_reader_writer": "NaturalImage2DIO",
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: _configuration(width, normalization, batch_size)},
+        "configurations": {CONFIGURATION: _configuration(
+            list(features) if features is not None else features_per_stage(width),
+            normalization, batch_size, use_mask_for_norm, patch_size,
+        )},
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
@@ -68,16 +76,18 @@ def legsegnet_plans(
     }
 
 
-def _configuration(width: float, normalization: str, batch_size: int) -> dict:
+def _configuration(features: list, normalization: str, batch_size: int, use_mask_for_norm: bool,
+                   patch_size: Sequence[int]) -> dict:
+    stages = len(features)
     return {
         "data_identifier": f"nnUNetPlans_{CONFIGURATION}",
         "preprocessor_name": "DefaultPreprocessor",
         "batch_size": int(batch_size),
-        "patch_size": list(PATCH_SIZE),
+        "patch_size": list(patch_size),
         "median_image_size_in_voxels": [float(size) for size in PATCH_SIZE],
         "spacing": [1.0, 1.0],
         "normalization_schemes": [normalization],
-        "use_mask_for_norm": [False],
+        "use_mask_for_norm": [use_mask_for_norm],
         "resampling_fn_data": "resample_data_or_seg_to_shape",
         "resampling_fn_seg": "resample_data_or_seg_to_shape",
         "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
@@ -87,13 +97,13 @@ def _configuration(width: float, normalization: str, batch_size: int) -> dict:
         "architecture": {
             "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
             "arch_kwargs": {
-                "n_stages": N_STAGES,
-                "features_per_stage": features_per_stage(width),
+                "n_stages": stages,
+                "features_per_stage": [int(count) for count in features],
                 "conv_op": "torch.nn.modules.conv.Conv2d",
-                "kernel_sizes": [[3, 3]] * N_STAGES,
-                "strides": [[1, 1]] + [[2, 2]] * (N_STAGES - 1),
-                "n_conv_per_stage": [2] * N_STAGES,
-                "n_conv_per_stage_decoder": [2] * (N_STAGES - 1),
+                "kernel_sizes": [[3, 3]] * stages,
+                "strides": [[1, 1]] + [[2, 2]] * (stages - 1),
+                "n_conv_per_stage": [2] * stages,
+                "n_conv_per_stage_decoder": [2] * (stages - 1),
                 "conv_bias": True,
                 "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
                 "norm_op_kwargs": {"eps": 1e-05, "affine": True},
@@ -122,14 +132,14 @@ def legsegnet_dataset_json(num_training: int = 0) -> dict:
 
 def foreground_intensity_properties(images, labels, samples_per_image: int = 10000, seed: int = 1234) -> dict:
     """Statistics of image values under foreground labels, as nnU-Net's dataset fingerprint computes
-    them (up to `samples_per_image` random foreground pixels per image), for CTNormalization."""
+    them: the same number of random foreground pixels (drawn with replacement) from every image, so
+    each image weighs the same whatever its size. Used by CTNormalization."""
     rng = np.random.default_rng(seed)
     samples = []
     for image, label in zip(images, labels):
         values = np.asarray(image)[np.asarray(label) > 0]
-        if values.size > samples_per_image:
-            values = rng.choice(values, samples_per_image, replace=True)
-        samples.append(values.astype(np.float64))
+        if values.size:
+            samples.append(rng.choice(values, samples_per_image, replace=True).astype(np.float64))
     values = np.concatenate(samples) if samples else np.empty(0)
     if values.size == 0:
         raise ValueError("no foreground pixels in the training labels: cannot compute intensity statistics")

@@ -75,6 +75,7 @@ class _Trainer:
         self.configuration = self.plans["configurations"][CONFIGURATION]
         self.patch_size = tuple(self.configuration["patch_size"])
         self.batch_size = options.batch_size or int(self.configuration["batch_size"])
+        torch.manual_seed(options.seed)  # the initial weights follow from the seed too
         self.network = build_network(self.plans, CONFIGURATION, dataset.dataset_json)
         if init_weights is not None:
             self.network.load_state_dict(init_weights)
