@@ -40,8 +40,9 @@ Where it is expected to be wrong:
   than `bone_closing_mm` loses its fatty marrow (it becomes IMAT).
 - Near the ankle, tendons thinner than the seed size do not shape the compartment, and fat around
   them (Kager's fat pad) may be labelled SAT. At the knee joint, cartilage, menisci, ligaments and the
-  patellar tendon (muscle-range HU) are labelled SM and the infrapatellar fat pad SAT; a joint space cut
-  obliquely can leave parts of the epiphyses unlabelled.
+  patellar tendon (muscle-range HU) are labelled SM and the infrapatellar fat pad IMAT or SAT (as the
+  tendon and capsule enclose it or not); a joint space cut obliquely can leave parts of the epiphyses
+  unlabelled.
 - Partial volume: IMAT in thin streaks and septa is under-counted (a voxel needs more than about 60 %
   fat to fall below -30 HU): on the leg phantom IMAT volume comes out 10-30 % low at Dice 0.8-0.9. With
   pixels coarser than about 1.5 mm the skin rim is resolved poorly and thin SAT may be over-counted by
@@ -70,7 +71,7 @@ class Thresholds:
     bone_min_hu: float = 200.0  # above muscle and blood, below trabecular bone and cortex
     skin_mm: float = 1.5  # skin of the leg (1-2 mm): never SAT, and bone lies deeper (skin markers are not bone)
     muscle_seed_depth_mm: float = 3.0  # muscle-range voxels this deep shape the fascia; skin never does
-    fascia_closing_mm: float = 6.0
+    fascia_closing_mm: float = 10.0  # bridges fat openings up to 20 mm; fascia curves far wider than this
     bone_closing_mm: float = 1.5
     min_leg_area_mm2: float = 400.0
     min_leg_depth_mm: float = 8.0
