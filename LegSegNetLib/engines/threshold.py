@@ -177,10 +177,11 @@ def _compartment(deep_muscle, bone, leg, spacing, thresholds):
 
 
 def _close(mask, radius_mm, spacing):
-    """Binary closing that treats the outside of the array as background (no border artefacts)."""
-    structure = _disk(radius_mm, spacing)
-    pad = max(structure.shape)
-    closed = ndimage.binary_closing(np.pad(mask, pad), structure)
+    """Closing with a disk of `radius_mm` (ellipse in pixels when anisotropic), by two distance transforms,
+    so its cost does not grow with the radius; the outside of the array counts as background."""
+    pad = int(np.ceil(radius_mm / min(spacing))) + 2
+    dilated = ndimage.distance_transform_edt(~np.pad(mask, pad), sampling=spacing) <= radius_mm
+    closed = ndimage.distance_transform_edt(dilated, sampling=spacing) > radius_mm
     return closed[pad:-pad, pad:-pad]
 
 
