@@ -50,8 +50,8 @@ def test_several_tiles_and_padding_are_bit_exact(small_patch_model):
     images[0, 20:230, 10:250] = rng.integers(1, 256, (210, 240))  # 210x240 crop: 3x3 tiles of 128
     images[1, 100:190, 30:250] = rng.integers(1, 256, (90, 220))  # 90 rows: padded to 128
     # Batch size 1: oneDNN may pick another convolution algorithm for a batch of 128x128 tiles.
-    ours = Predictor(load_model_folder(small_patch_model), device="cpu", tta=True, batch_size=1).predict(images)
-    reference = ReferencePredictor(small_patch_model, folds=(0,), tta=True)
+    ours = Predictor(load_model_folder(small_patch_model), device="cpu", batch_size=1).predict(images)
+    reference = ReferencePredictor(small_patch_model, folds=(0,))
     for result, image in zip(ours, images):
         logits, _, labels = reference.logits_and_labels(image)
         assert torch.equal(result.logits, logits)

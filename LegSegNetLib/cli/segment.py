@@ -55,6 +55,8 @@ def register(subparsers) -> None:
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
     engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    engine.add_argument("--batch-size", type=_positive_int, metavar="N",
+                        help="slices per network batch (default: chosen from the device's free memory)")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
@@ -230,6 +232,12 @@ def parse_mm_range(text: str) -> tuple:
     return start, stop
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def _split_range(text: str, number, message: str) -> tuple:
     parts = text.split(":")
     if len(parts) != 2:
@@ -243,7 +251,7 @@ def _split_range(text: str, number, message: str) -> tuple:
 def _engine(args):
     try:
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
-                             checkpoint=args.checkpoint)
+                             checkpoint=args.checkpoint, batch_size=args.batch_size)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
         raise UserError(f"cannot load the {args.engine} engine: {error}") from error
 

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from ..layout import RADIOLOGICAL
 from ..tissues import TISSUES
 from .model import ModelFolderError, NNUNetModel, load_model_folder
-from .predictor import Predictor, SliceLogits
+from .predictor import Predictor, SliceLogits, class_argmax
 from .preprocessing import MODEL_SIZE, legsegnet_image
 
+model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
 
 
@@ -74,4 +75,4 @@ def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.
     """Bilinear resampling of class probabilities (pixel centres aligned as in the bicubic stretch), argmax."""
     probabilities = torch.stack([result.probabilities() for result in results])
     resampled = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
-    return resampled.argmax(dim=1).to(torch.uint8).numpy()
+    return class_argmax(resampled, dim=1)
