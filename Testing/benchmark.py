@@ -49,6 +49,7 @@ class Clock:
 
     def __init__(self):
         self.seconds = {}
+        self.peak_mb_after = {}  # peak RSS so far when each phase last ended: shows which phase set the peak
 
     @contextmanager
     def phase(self, name: str):
@@ -57,6 +58,8 @@ class Clock:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            if name != "network":
+                self.peak_mb_after[name] = round(peak_rss_mb())
 
     def wrap(self, name: str, function):
         def timed(*args, **kwargs):
@@ -127,9 +130,9 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
 
     set_threads(config["threads"])
     with clock.phase("setup"):
-        engine = create_engine(config["engine"], model=config["model"] if config["engine"] != "threshold" else None,
-                               folds=config["folds"], tta=config["tta"], device=config["device"],
-                               checkpoint=config["checkpoint"], batch_size=config["batch_size"])
+        engine = create_engine("threshold") if config["engine"] == "threshold" else create_engine(
+            "legsegnet", model=config["model"], folds=config["folds"], tta=config["tta"], device=config["device"],
+            checkpoint=config["checkpoint"], batch_size=config["batch_size"], backend=config["backend"])
         model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
     model_rss = peak_rss_mb()
     run.compute_measurements = clock.wrap("measure", run.compute_measurements)
@@ -143,7 +146,7 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
         with clock.phase("segment"):
             result = run.run_segmentation(ct, engine, chosen, batch_size=config["batch_size"] or 8)
         with clock.phase("write"):
-            write_labelmap(result.labels, work / "ours.seg.nrrd")
+            write_labelmap(result.labels, work / "ours.seg.nrrd", overwrite=True)
     if config["keep_labels"]:
         np.save(work / "ours_native.npy", layout.display_view(result.labels.array)[indices])
         if model_grid is not None:
@@ -209,7 +212,7 @@ def worker(pipeline_name: str, config_path: str) -> None:
     clock.seconds["volume"] -= untimed
     if "segment" in clock.seconds:
         clock.seconds["segment"] -= untimed
-    facts.update(seconds=clock.seconds, peak_rss_mb=peak_rss_mb())
+    facts.update(seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), peak_mb_after=clock.peak_mb_after)
     (work / f"{pipeline_name}.json").write_text(json.dumps(facts))
 
 
@@ -225,6 +228,7 @@ def phantom_ct(slices: int, size: int = 512) -> Path:
     """A size x size x `slices` int16 calf phantom (a 40-slice phantom repeated along the leg), cached as NIfTI."""
     from LegSegNetLib.io import write_volume
     from LegSegNetLib.phantom import make_leg_phantom
+    from LegSegNetLib.volume import Volume
 
     import realct
 
@@ -236,7 +240,7 @@ def phantom_ct(slices: int, size: int = 512) -> Path:
         if tiled is None:
             raise RuntimeError("the phantom is expected to be stored slice-first")
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_volume(ct.with_array(np.ascontiguousarray(tiled, dtype=np.int16)), path)
+        write_volume(Volume(np.ascontiguousarray(tiled, dtype=np.int16), ct.ijk_to_ras), path)
     return path
 
 
@@ -288,6 +292,7 @@ def summarise(facts: dict) -> dict:
         "network_s": network, "outside_share": 1.0 - network / volume, "setup_s": seconds.get("setup", 0.0),
         "peak_rss_mb": facts["peak_rss_mb"], "model_rss_mb": facts["model_rss_mb"],
         "phases": {name: round(value, 3) for name, value in seconds.items()},
+        "peak_mb_after": facts["peak_mb_after"],
     }
     if done < total:
         scale = total / done
@@ -298,7 +303,8 @@ def summarise(facts: dict) -> dict:
 
 def print_report(results: dict, agree: dict, config: dict, stream=None) -> None:
     stream = stream or sys.stdout
-    print(f"CT: {config['ct']}   model: {config['model']}   engine: {config['engine']}   tta: {config['tta']}   "
+    print(f"CT: {config['ct']}   model: {config['model']}   engine: {config['engine']} ({config['backend']})   "
+          f"tta: {config['tta']}   "
           f"device: {config['device']}   threads: {config['threads'] or 'default'}   "
           f"batch: {config['batch_size'] or 'engine default'}", file=stream)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on "
@@ -315,6 +321,7 @@ def print_report(results: dict, agree: dict, config: dict, stream=None) -> None:
               file=stream)
     for name, summary in results.items():
         print(f"  {name} phases (s): {summary['phases']}", file=stream)
+        print(f"  {name} peak RSS (MB) when each phase ended: {summary['peak_mb_after']}", file=stream)
     if "reference" in results and "ours" in results:
         ratio = results["ours"]["wall_s"] / results["reference"]["wall_s"]
         line = f"ours/reference wall time: {ratio:.3f}"
@@ -362,6 +369,7 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="our network backend")
     parser.add_argument("--threads", type=int, help="torch threads in both pipelines (default: torch's choice)")
     parser.add_argument("--only", choices=PIPELINES, help="run one pipeline")
     parser.add_argument("--work", type=Path, help="folder for outputs (default: a temporary folder)")
@@ -384,7 +392,8 @@ def main(argv=None) -> dict:
             "ct": str(ct), "model": str(model) if model else None, "engine": args.engine,
             "folds": [int(fold) for fold in args.folds.split(",")], "checkpoint": args.checkpoint,
             "slices": args.slices, "tta": args.tta, "device": args.device, "batch_size": args.batch_size,
-            "threads": args.threads, "work": str(work), "keep_labels": args.engine == "legsegnet",
+            "threads": args.threads, "backend": args.backend, "work": str(work),
+            "keep_labels": args.engine == "legsegnet",
         }
         pipelines = ("ours",) if args.engine == "threshold" else ((args.only,) if args.only else PIPELINES)
         figures = benchmark(config, pipelines)

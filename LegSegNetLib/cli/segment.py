@@ -23,7 +23,7 @@ from . import UserError
 from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
 from ..models.folds import parse_folds
-from ..outputs import OutputExistsError, extension_of, refuse_existing, write_text
+from ..outputs import OutputExistsError, OutputWriteError, extension_of, refuse_existing, write_text
 from ..pipeline import SliceRange
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
 from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     engine.add_argument("--batch-size", type=_positive_int, metavar="N",
                         help="slices per network batch (default: chosen from the device's free memory)")
+    engine.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
+                             "labels may differ from nnU-Net's at near-ties")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
@@ -129,7 +132,7 @@ def plan_jobs(args) -> list:
     try:
         for path in filter(None, explicit):
             refuse_existing(path, args.overwrite)
-    except OutputExistsError as error:
+    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, a folder where a file goes
         raise UserError(str(error)) from None
     return jobs
 
@@ -246,7 +249,7 @@ def _split_range(text: str, number, message: str) -> tuple:
 def _engine(args):
     try:
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
-                             checkpoint=args.checkpoint, batch_size=args.batch_size)
+                             checkpoint=args.checkpoint, batch_size=args.batch_size, backend=args.backend)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
         raise UserError(f"cannot load the {args.engine} engine: {error}") from error
 
