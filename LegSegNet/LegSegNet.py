@@ -38,6 +38,7 @@ _addLibraryPath()
 from LegSegNetLib import dependencies, module_support  # noqa: E402
 from LegSegNetLib import logic as legsegnet_logic  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled  # noqa: E402
+from LegSegNetLib.validation import InputError  # noqa: E402
 
 
 class LegSegNet(ScriptedLoadableModule):
@@ -396,6 +397,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         choice = self._currentChoice()
         try:
             options = self._processOptions(choice)
+            self.logic.checkInput(self._parameterNode.inputVolume)  # before any install or download is offered
+        except InputError as error:  # the message says what is wrong with the volume and what to do
+            slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
+            return
         except ValueError as error:
             slicer.util.errorDisplay(str(error))
             return
@@ -434,8 +439,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setRunning(False)
         node.outputSegmentation = segmentation
         node.outputTable = table
-        self._showStatus(f"Done in {module_support.format_duration(time.monotonic() - started)}. "
-                         "Edit the segments in Segment Editor, then click 'Update measurements'.")
+        self._showStatus(module_support.segmentation_done_text(time.monotonic() - started, self.logic.lastWarnings))
         self._showResults(table)
 
     def _setRunning(self, running):

@@ -37,17 +37,18 @@ class Requirement:
 
 
 TORCH = Requirement("torch", "torch", ">=2.1", "runs the LegSegNet network", via_pytorch_utils=True)
+SCIPY = Requirement("scipy", "scipy", ">=1.9", "image filters of the threshold engine and the self-test phantom")
 
 # Everything the LegSegNet (nnU-Net) engine needs beyond what Slicer bundles, in install order.
 MODEL_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (
     TORCH,
-    Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.3", "builds the nnU-Net network from the model's plans",
-                no_deps=True),
-    Requirement("scipy", "scipy", ">=1.9", "image filters used by the engines and measurements"),
+    Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.3",
+                "builds the nnU-Net network from the model's plans", no_deps=True),
+    SCIPY,
 )
 
 # The threshold engine and the measurements need only these.
-THRESHOLD_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (MODEL_ENGINE_REQUIREMENTS[2],)
+THRESHOLD_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (SCIPY,)
 
 VersionLookup = Callable[[str], Optional[str]]
 

@@ -100,6 +100,13 @@ def segmentation_progress_text(done: int, total: int, elapsed_s: float) -> str:
     return text
 
 
+def segmentation_done_text(elapsed_s: float, warnings=()) -> str:
+    """The status line after a run, with the warnings about a suspicious input (validation.validate_ct)."""
+    warning = f" Warning: {'; '.join(warnings)}." if warnings else ""
+    return (f"Done in {format_duration(elapsed_s)}.{warning} "
+            "Edit the segments in Segment Editor, then click 'Update measurements'.")
+
+
 def download_progress_text(progress) -> str:
     """A models.download.DownloadProgress as 'fold_0/checkpoint_best.pth (3/3): 120.0 of 250.0 MB, 5.2 MB/s'."""
     megabytes = 1e6

@@ -42,7 +42,8 @@ FASCIA_MM = 0.8
 TEXTURE_HU = 6.0  # amplitude of the slowly varying tissue texture (muscle groups differ a little)
 TEXTURE_SIGMA_MM = 5.0
 
-ORIENTATIONS_HELP = "a 3-letter storage code such as LPS, RAS, LAS, PIR (i, j, k axis directions), or 'oblique'"
+ORIENTATIONS_HELP = ("a 3-letter storage code such as LPS, RAS, LAS, PIR (directions of the i, j, k axes), "
+                     "'permuted' (ILP) or 'oblique' (LPS tilted 12 and 5 degrees)")
 
 
 @dataclass(frozen=True)
@@ -407,7 +408,7 @@ def _render_hu(hu, materials, spacing, rng, noise, blur):
 
 def _store(canonical, ct, truth, orientation):
     """Both arrays as one storage orientation: a 3-letter code, or 'oblique' (LPS tilted 12 and 5 deg)."""
-    code = str(orientation).upper()
+    code = _ORIENTATION_ALIASES.get(str(orientation).upper(), str(orientation).upper())
     if code == "OBLIQUE":
         rotation = _rotation([1, 0, 0], 12.0) @ _rotation([0, 0, 1], 5.0)
         matrix = canonical.ijk_to_ras.copy()
@@ -418,6 +419,7 @@ def _store(canonical, ct, truth, orientation):
             Volume(truth, canonical.ijk_to_ras).reoriented(axis_order, flips))
 
 
+_ORIENTATION_ALIASES = {"PERMUTED": "ILP"}  # slices along i, the last array axis
 _CANONICAL_AXIS = {"L": (2, False), "R": (2, True), "P": (1, False), "A": (1, True), "S": (0, False), "I": (0, True)}
 
 

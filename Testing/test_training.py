@@ -20,7 +20,7 @@ from LegSegNetLib.phantom import make_leg_phantom
 from LegSegNetLib.pipeline import SliceRange, segment_volume
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import TrainingOptions
-from LegSegNetLib.training.plans import features_per_stage, legsegnet_plans
+from LegSegNetLib.training.plans import features_per_stage, foreground_intensity_properties, legsegnet_plans
 from LegSegNetLib.training.trainer import TrainingError, train
 
 TINY = dict(width=0.125, batch_size=4, iterations_per_epoch=8, max_validation_slices=8)
@@ -152,14 +152,24 @@ def test_export_command_line(tmp_path):
 
 # --- plans and training -------------------------------------------------------------------------------------
 
-def test_plans_scale_nnunet_features_and_match_nnunet_planner_for_256_slices():
-    assert features_per_stage(1.0) == [32, 64, 128, 256, 512, 512, 512]
+def test_plans_scale_legsegnet_features_and_share_one_layout():
+    assert features_per_stage(1.0) == [32, 64, 128, 256, 512, 512, 512]  # nnU-Net's plan for 256x256 slices
     assert features_per_stage(0.125) == [4, 8, 16, 32, 64, 64, 64]
-    configuration = legsegnet_plans()["configurations"]["2d"]
-    assert configuration["patch_size"] == [256, 256] and configuration["spacing"] == [1.0, 1.0]
-    assert configuration["architecture"]["arch_kwargs"]["strides"] == [[1, 1]] + [[2, 2]] * 6
+    small = legsegnet_plans(features=(4, 8, 16, 32), patch_size=(128, 128))["configurations"]["2d"]
+    assert small["architecture"]["arch_kwargs"]["strides"] == [[1, 1], [2, 2], [2, 2], [2, 2]]
+    assert len(small["architecture"]["arch_kwargs"]["n_conv_per_stage_decoder"]) == 3
+    assert small["patch_size"] == [128, 128]
     with pytest.raises(ValueError, match="normalization"):
         legsegnet_plans(normalization="MinMax")
+
+
+def test_foreground_statistics_weigh_every_slice_equally():
+    bright, dim = np.full((4, 4), 200, np.uint8), np.full((4, 4), 100, np.uint8)
+    many, few = np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8)
+    few[0, 0] = 1
+    statistics = foreground_intensity_properties([bright, dim], [many, few])
+    assert statistics["mean"] == pytest.approx(150, abs=3)  # 16 bright and 1 dim pixel, one slice each
+    assert statistics["min"] == 100 and statistics["max"] == 200
 
 
 def test_export_train_segment_end_to_end(trained_model):

@@ -13,7 +13,8 @@ from ..outputs import OutputExistsError, refuse_existing
 from ..overlay import write_overlay_png
 from ..phantom import make_leg_phantom
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
-from ..sample_data import SampleDataUnavailable, default_cache_dir, load_visible_human_leg_ct
+from ..sample_data import (SampleDataUnavailable, default_cache_dir, load_visible_human_leg_ct,
+                           visible_human_dicom_dir)
 from ..segfile import write_labelmap
 from ..tissues import TISSUES
 from . import UserError
@@ -51,11 +52,11 @@ def run(args) -> int:
         raise UserError(f"{args.output} is a file; give a folder for the demo results")
     args.output.mkdir(parents=True, exist_ok=True)
 
-    ct, source = _demo_ct(args.offline, args.cache, args.output, args.overwrite)
+    ct, source, input_path = _demo_ct(args.offline, args.cache, args.output)
     engine = create_engine("threshold")
     log.info("segmenting %s (%d x %d x %d voxels) with the %s engine", source, *ct.array.shape, engine.name)
     result = run_segmentation(ct, engine, progress=TerminalProgress("demo"))
-    record = measurement_record(source, engine.name, result.measurements)
+    record = measurement_record(str(input_path), engine.name, result.measurements)
     write_labelmap(result.labels, paths["segmentation"], args.overwrite)
     write_labelmap(result.labels, paths["labelmap"], args.overwrite)
     write_summary_table([record], paths["measurements"], args.overwrite)
@@ -73,17 +74,19 @@ def _refuse_existing(paths, overwrite: bool) -> None:
         raise UserError(f"{error} (earlier demo results)") from None
 
 
-def _demo_ct(offline: bool, cache, output: Path, overwrite: bool):
-    """The sample CT, or the phantom (written to OUTDIR) when offline or the download fails."""
+def _demo_ct(offline: bool, cache, output: Path):
+    """(CT, description, where it is stored): the sample CT, or the phantom (written to OUTDIR) when
+    offline or the download fails."""
     if not offline:
         try:
-            return load_visible_human_leg_ct(cache), SAMPLE_NAME
+            return load_visible_human_leg_ct(cache), SAMPLE_NAME, visible_human_dicom_dir(cache)
         except SampleDataUnavailable as error:
             log.warning("%s", error)
             log.warning("continuing OFFLINE with a synthetic leg phantom instead of the real CT")
     ct, _ = make_leg_phantom(seed=0, region="calf")
-    write_volume(ct, output / PHANTOM_CT_NAME)
-    return ct, f"a synthetic calf phantom (saved as {output / PHANTOM_CT_NAME})"
+    path = output / PHANTOM_CT_NAME
+    write_volume(ct, path)
+    return ct, f"a synthetic calf phantom (saved as {path})", path
 
 
 def _print_summary(source: str, summary: dict, paths: dict) -> None:

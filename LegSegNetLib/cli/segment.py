@@ -22,6 +22,7 @@ from typing import Optional
 from . import UserError
 from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
+from ..models.folds import parse_folds
 from ..outputs import OutputExistsError, OutputWriteError, extension_of, refuse_existing, write_text
 from ..pipeline import SliceRange
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=ENGINES, default="legsegnet")
     engine.add_argument("--model", help="nnU-Net model folder or installed model name (default: legsegnet)")
-    engine.add_argument("--folds", type=parse_folds, help="folds to ensemble, e.g. 0,1,2,3,4 (default: all present)")
+    engine.add_argument("--folds", type=folds_argument, help="folds to ensemble, e.g. 0,1,2,3,4 (default: all present)")
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
     engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
@@ -209,18 +210,12 @@ class TerminalProgress:
             self.line_open = False
 
 
-def parse_folds(text: str) -> Optional[tuple]:
-    """'0,1,2' -> (0, 1, 2); 'all' -> None (every fold the model has)."""
-    if text.strip().lower() == "all":
-        return None
+def folds_argument(text: str) -> Optional[tuple]:
+    """models.folds.parse_folds for argparse, which shows an ArgumentTypeError's own message."""
     try:
-        folds = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        folds = ()
-    if not folds or min(folds) < 0:
-        raise argparse.ArgumentTypeError(
-            f"--folds takes fold numbers separated by commas (e.g. 0,1,2) or 'all', not {text!r}")
-    return folds
+        return parse_folds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_index_range(text: str) -> SliceRange:
