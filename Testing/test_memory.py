@@ -11,6 +11,7 @@ from LegSegNetLib.io import read_volume
 from LegSegNetLib.measurements import compute_measurements
 from LegSegNetLib.phantom import make_leg_phantom
 from LegSegNetLib.pipeline import segment_volume
+from LegSegNetLib.segfile import label_extents
 from LegSegNetLib.volume import Volume
 
 
@@ -54,3 +55,20 @@ def test_values_that_do_not_fit_int16_are_kept(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "wide.nrrd"))
     volume = read_volume(tmp_path / "wide.nrrd")
     assert volume.array.dtype == np.int32 and volume.array[0, 0, 0] == 40000
+
+
+def test_segment_extents_equal_itk_label_statistics():
+    """The slice-wise extents written into .seg.nrrd headers are ITK's bounding boxes, without its memory."""
+    array = np.zeros((7, 30, 40), np.uint8)
+    rng = np.random.default_rng(1)
+    for value in (1, 2, 4):  # label 3 absent
+        k, j, i = rng.integers(0, 5, 3)
+        array[k:k + rng.integers(1, 3), j:j + rng.integers(1, 20), i:i + rng.integers(1, 30)] = value
+    image = sitk.GetImageFromArray(array)
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.Execute(image)
+    expected = {}
+    for value in statistics.GetLabels():
+        box = statistics.GetBoundingBox(value)
+        expected[value] = " ".join(f"{first} {first + size - 1}" for first, size in zip(box[:3], box[3:]))
+    assert label_extents(image) == expected and 3 not in expected
