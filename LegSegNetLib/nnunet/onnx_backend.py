@@ -108,6 +108,8 @@ def _session_options(runtime):
     options.intra_op_num_threads = _available_cores()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle threads must not spin: the resampling and the next batch's preparation need the cores between runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
