@@ -21,6 +21,9 @@ from .volume import Volume
 # A slice whose brightest voxel is below this holds only air (and maybe noise): no body to segment.
 BODY_MIN_HU = -300.0
 
+# Slices handed to an engine at a time when it states no preference of its own.
+DEFAULT_BATCH_SIZE = 8
+
 ProgressCallback = Callable[[int, int], Optional[bool]]
 """Called as progress(slices_done, slices_total); returning False requests cancel."""
 
@@ -80,9 +83,14 @@ def segment_volume(
     engine: SliceEngine,
     slice_range: Optional[SliceRange] = None,
     progress: Optional[ProgressCallback] = None,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
 ) -> Volume:
-    """Label every axial slice of `volume` with `engine`; slices outside `slice_range` stay 0."""
+    """Label every axial slice of `volume` with `engine`; slices outside `slice_range` stay 0.
+
+    `batch_size` None takes the engine's own network batch (`preferred_batch_size`), so progress is reported
+    and a cancel request is honoured after every network pass, not after several.
+    """
+    batch_size = batch_size or getattr(engine, "preferred_batch_size", DEFAULT_BATCH_SIZE)
     layout = slice_layout(volume, engine.in_plane_orientation)
     hu = layout.display_view(volume.array)
     labels = np.zeros(volume.array.shape, dtype=np.uint8)

@@ -73,3 +73,21 @@ def test_cancel_stops_the_background_preparation():
     # Batches 1-2 segmented, batch 3 prepared ahead; nothing after, and no thread left working.
     assert len(engine.prepared_batches) == 3
     assert not any(thread.name.startswith("legsegnet-prepare") for thread in threading.enumerate())
+
+
+def test_legsegnet_engine_cancel_waits_for_one_network_pass_at_most(tmp_path):
+    from model_factory import make_model_folder
+
+    from LegSegNetLib.nnunet.engine import LegSegNetEngine
+
+    engine = LegSegNetEngine.from_model_folder(make_model_folder(tmp_path / "model"), device="cpu", batch_size=2)
+    volume = _volume(slices=6)
+    reports = []
+
+    def cancel_after_first_pass(done, total):
+        reports.append(done)
+        return done == 0
+
+    with pytest.raises(Cancelled):
+        segment_volume(volume, engine, progress=cancel_after_first_pass)
+    assert reports == [0, engine.preferred_batch_size]

@@ -59,6 +59,11 @@ class LegSegNetEngine:
     def device(self) -> torch.device:
         return self.predictor.device
 
+    @property
+    def preferred_batch_size(self) -> int:
+        """Slices per network pass: the pipeline hands over this many, so cancel waits for one pass at most."""
+        return self.predictor.batch_size
+
     def segment_slices(self, hu_slices: np.ndarray, pixel_spacing_mm=(1.0, 1.0)) -> np.ndarray:
         """[n, rows, cols] HU in display orientation -> uint8 labels on the same grid.
 
