@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Annotated
 
 import qt
 import slicer
@@ -19,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
 
@@ -65,6 +66,9 @@ class LegSegNet(ScriptedLoadableModule):
         )
 
 
+AXIAL_POSITION_LIMIT_MM = 100000.0
+
+
 @parameterNodeWrapper
 class LegSegNetParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
@@ -75,8 +79,9 @@ class LegSegNetParameterNode:
     tta: bool = False
     folds: str = ""
     useAxialRange: bool = False
-    rangeFromMm: float = 0.0
-    rangeToMm: float = 0.0
+    # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
+    rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    rangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -182,9 +187,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except ValueError as error:  # a broken site registry file: still offer the threshold engine
             slicer.util.errorDisplay(f"LegSegNet model registry: {error}")
             self._engineChoices = [module_support.EngineChoice(module_support.THRESHOLD_ENGINE, None, "HU thresholds")]
-        self.ui.engineComboBox.clear()
+        combo = self.ui.engineComboBox
+        wasBlocked = combo.blockSignals(True)  # refilling must not overwrite the saved choice; the caller selects
+        combo.clear()
         for choice in self._engineChoices:
-            self.ui.engineComboBox.addItem(choice.label)
+            combo.addItem(choice.label)
+        combo.blockSignals(wasBlocked)
 
     def _selectEngineFromParameterNode(self):
         keys = [self._choiceKey(choice) for choice in self._engineChoices]
@@ -236,7 +244,9 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.blockSignals(wasBlocked)
         self.ui.deviceInfoLabel.text = self._deviceReport.summary
 
-    def onDeviceChanged(self, index):
+    def onDeviceChanged(self, index=None):
+        # The index is read from the combo box: Qt 5's currentIndexChanged also has a QString overload.
+        index = self.ui.deviceComboBox.currentIndex
         if self._parameterNode and index >= 0 and self._deviceReport is not None:
             self._parameterNode.device = self._deviceReport.choices[index][0]
 
@@ -264,6 +274,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updateModelSection()
         self._showStatus("Python packages installed.")
+        self._deviceReport = None  # torch may be new: detect the devices again
+        self._populateDevices()
         if dependencies.restart_needed(missing, sys.modules):
             if slicer.util.confirmYesNoDisplay("Slicer must restart to use the newly installed packages. "
                                                "Restart now?"):
