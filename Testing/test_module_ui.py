@@ -4,9 +4,12 @@ classes Slicer provides (an unknown class makes Slicer's UI loader silently drop
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_SOURCE = ROOT / "LegSegNet" / "LegSegNet.py"
@@ -220,3 +223,26 @@ def test_nothing_is_installed_on_module_load():
     for code in [setup] + module_level:
         text = ast.unparse(code)
         assert "pip_install" not in text and "installTorch" not in text
+
+
+def test_slicer_util_calls_match_the_functions_in_slicer_util():
+    """Every slicer.util function the module calls exists, with the keywords it is given, in Slicer's own
+    Base/Python/slicer/util.py (the copy PyPI slicer-core ships; read as source, it needs Qt to import)."""
+    spec = importlib.util.find_spec("slicer")
+    if spec is None or spec.submodule_search_locations is None:
+        pytest.skip("slicer-core is not installed")
+    util_source = Path(next(iter(spec.submodule_search_locations))) / "util.py"
+    definitions = {node.name: node for node in ast.parse(util_source.read_text()).body
+                   if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    calls = [node for node in ast.walk(ast.parse(MODULE_SOURCE.read_text()))
+             if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("slicer.util.")]
+    assert len(calls) > 10
+    for call in calls:
+        name = ast.unparse(call.func).removeprefix("slicer.util.")
+        assert name in definitions, f"slicer.util has no {name}"
+        function = definitions[name]
+        if isinstance(function, ast.ClassDef):
+            function = next(node for node in function.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+        parameters = {argument.arg for argument in function.args.args + function.args.kwonlyargs}
+        for keyword in call.keywords:
+            assert keyword.arg in parameters or function.args.kwarg is not None, f"slicer.util.{name}({keyword.arg}=)"
