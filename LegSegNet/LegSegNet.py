@@ -258,6 +258,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = dependencies.missing_requirements(self._requirements(choice))
         if not missing:
             return True
+        # Decided before installing: PyTorchUtils imports torch once it has installed it, and that import is usable.
+        restartNeeded = dependencies.restart_needed(missing, sys.modules)
         pyTorchUtils = self._pyTorchUtilsLogic()
         if not slicer.util.confirmOkCancelDisplay(dependencies.consent_message(missing, pyTorchUtils is not None),
                                                   windowTitle="LegSegNet: install Python packages"):
@@ -276,7 +278,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showStatus("Python packages installed.")
         self._deviceReport = None  # torch may be new: detect the devices again
         self._populateDevices()
-        if dependencies.restart_needed(missing, sys.modules):
+        if restartNeeded:
             if slicer.util.confirmYesNoDisplay("Slicer must restart to use the newly installed packages. "
                                                "Restart now?"):
                 slicer.util.restart()
