@@ -158,6 +158,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._selectEngineFromParameterNode()
+            self._selectDeviceFromParameterNode()
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None):
@@ -236,13 +237,20 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.deviceComboBox
         wasBlocked = combo.blockSignals(True)  # filling the list must not overwrite the saved choice
         combo.clear()
-        for value, label in self._deviceReport.choices:
-            combo.addItem(label, value)
-        values = [value for value, _ in self._deviceReport.choices]
-        saved = self._parameterNode.device if self._parameterNode else "auto"
-        combo.currentIndex = values.index(saved) if saved in values else 0
+        for _, label in self._deviceReport.choices:
+            combo.addItem(label)
         combo.blockSignals(wasBlocked)
         self.ui.deviceInfoLabel.text = self._deviceReport.summary
+        self._selectDeviceFromParameterNode()
+
+    def _selectDeviceFromParameterNode(self):
+        """Show the parameter node's device; one this machine lacks (a scene saved elsewhere) becomes Auto."""
+        if self._deviceReport is None or not self._parameterNode:
+            return
+        values = [value for value, _ in self._deviceReport.choices]
+        device = self._parameterNode.device
+        self.ui.deviceComboBox.currentIndex = values.index(device) if device in values else 0
+        self.onDeviceChanged()
 
     def onDeviceChanged(self, index=None):
         # The index is read from the combo box: Qt 5's currentIndexChanged also has a QString overload.
