@@ -127,6 +127,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.removeObservers()
 
+    def onReload(self):
+        """Developer mode's Reload re-reads only this file: drop LegSegNetLib so that edits to it are loaded too."""
+        for name in [name for name in sys.modules if name.split(".")[0] == "LegSegNetLib"]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self):
         self.initializeParameterNode()
         self._populateDevices()
