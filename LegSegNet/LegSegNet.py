@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Annotated
 
 import qt
 import slicer
@@ -19,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
 
@@ -65,6 +66,9 @@ class LegSegNet(ScriptedLoadableModule):
         )
 
 
+AXIAL_POSITION_LIMIT_MM = 100000.0
+
+
 @parameterNodeWrapper
 class LegSegNetParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
@@ -75,8 +79,9 @@ class LegSegNetParameterNode:
     tta: bool = False
     folds: str = ""
     useAxialRange: bool = False
-    rangeFromMm: float = 0.0
-    rangeToMm: float = 0.0
+    # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
+    rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    rangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -122,6 +127,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.removeObservers()
 
+    def onReload(self):
+        """Developer mode's Reload re-reads only this file: drop LegSegNetLib so that edits to it are loaded too."""
+        for name in [name for name in sys.modules if name.split(".")[0] == "LegSegNetLib"]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self):
         self.initializeParameterNode()
         self._populateDevices()
@@ -153,6 +164,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._selectEngineFromParameterNode()
+            self._selectDeviceFromParameterNode()
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None):
@@ -182,9 +194,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except ValueError as error:  # a broken site registry file: still offer the threshold engine
             slicer.util.errorDisplay(f"LegSegNet model registry: {error}")
             self._engineChoices = [module_support.EngineChoice(module_support.THRESHOLD_ENGINE, None, "HU thresholds")]
-        self.ui.engineComboBox.clear()
+        combo = self.ui.engineComboBox
+        wasBlocked = combo.blockSignals(True)  # refilling must not overwrite the saved choice; the caller selects
+        combo.clear()
         for choice in self._engineChoices:
-            self.ui.engineComboBox.addItem(choice.label)
+            combo.addItem(choice.label)
+        combo.blockSignals(wasBlocked)
 
     def _selectEngineFromParameterNode(self):
         keys = [self._choiceKey(choice) for choice in self._engineChoices]
@@ -228,15 +243,24 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.deviceComboBox
         wasBlocked = combo.blockSignals(True)  # filling the list must not overwrite the saved choice
         combo.clear()
-        for value, label in self._deviceReport.choices:
-            combo.addItem(label, value)
-        values = [value for value, _ in self._deviceReport.choices]
-        saved = self._parameterNode.device if self._parameterNode else "auto"
-        combo.currentIndex = values.index(saved) if saved in values else 0
+        for _, label in self._deviceReport.choices:
+            combo.addItem(label)
         combo.blockSignals(wasBlocked)
         self.ui.deviceInfoLabel.text = self._deviceReport.summary
+        self._selectDeviceFromParameterNode()
 
-    def onDeviceChanged(self, index):
+    def _selectDeviceFromParameterNode(self):
+        """Show the parameter node's device; one this machine lacks (a scene saved elsewhere) becomes Auto."""
+        if self._deviceReport is None or not self._parameterNode:
+            return
+        values = [value for value, _ in self._deviceReport.choices]
+        device = self._parameterNode.device
+        self.ui.deviceComboBox.currentIndex = values.index(device) if device in values else 0
+        self.onDeviceChanged()
+
+    def onDeviceChanged(self, index=None):
+        # The index is read from the combo box: Qt 5's currentIndexChanged also has a QString overload.
+        index = self.ui.deviceComboBox.currentIndex
         if self._parameterNode and index >= 0 and self._deviceReport is not None:
             self._parameterNode.device = self._deviceReport.choices[index][0]
 
@@ -248,6 +272,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = dependencies.missing_requirements(self._requirements(choice))
         if not missing:
             return True
+        # Decided before installing: PyTorchUtils imports torch once it has installed it, and that import is usable.
+        restartNeeded = dependencies.restart_needed(missing, sys.modules)
         pyTorchUtils = self._pyTorchUtilsLogic()
         if not slicer.util.confirmOkCancelDisplay(dependencies.consent_message(missing, pyTorchUtils is not None),
                                                   windowTitle="LegSegNet: install Python packages"):
@@ -264,7 +290,9 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updateModelSection()
         self._showStatus("Python packages installed.")
-        if dependencies.restart_needed(missing, sys.modules):
+        self._deviceReport = None  # torch may be new: detect the devices again
+        self._populateDevices()
+        if restartNeeded:
             if slicer.util.confirmYesNoDisplay("Slicer must restart to use the newly installed packages. "
                                                "Restart now?"):
                 slicer.util.restart()

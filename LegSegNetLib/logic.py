@@ -68,17 +68,9 @@ class _Transaction:
     def rollback(self) -> None:
         for restore in reversed(self.undo_steps):
             restore()
-        for node in reversed(self.created):
+        for node in reversed(self.created):  # none has a display node yet: those are added after the commit
             if node.GetScene() is not None:
-                display_nodes = _display_nodes(node)  # the scene would keep them after the node is removed
-                for removed in [node] + display_nodes:
-                    self.scene.RemoveNode(removed)
-
-
-def _display_nodes(node) -> list:
-    if not node.IsA("vtkMRMLDisplayableNode"):
-        return []
-    return [node.GetNthDisplayNode(index) for index in range(node.GetNumberOfDisplayNodes())]
+                self.scene.RemoveNode(node)
 
 
 class LegSegNetLogic:
@@ -113,6 +105,7 @@ class LegSegNetLogic:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
             transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
             table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume)
+        self._make_displayable(segmentation_node, inputVolume)
         self.lastWarnings = result.warnings
         return segmentation_node, table_node
 
@@ -131,11 +124,18 @@ class LegSegNetLogic:
 
     def _new_segmentation(self, transaction: _Transaction, volume_node):
         node = transaction.add_node("vtkMRMLSegmentationNode", f"{volume_node.GetName()} LegSegNet")
-        node.CreateDefaultDisplayNodes()
-        node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
         self._place_beside(node, volume_node)
         return node
+
+    @staticmethod
+    def _make_displayable(segmentation_node, volume_node) -> None:
+        """Give the segmentation a display node and the input's geometry as its reference geometry, where it has
+        none: a segmentation made by a node selector ("Create new Segmentation") comes without either."""
+        segmentation_node.CreateDefaultDisplayNodes()  # keeps an existing display node
+        geometry = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        if not segmentation_node.GetSegmentation().GetConversionParameter(geometry):
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
 
     def showSurface(self, segmentationNode, on: bool = True) -> None:
         """Show the segments as 3D surfaces (built from the labelmaps), or hide them and free the surfaces."""

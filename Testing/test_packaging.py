@@ -81,3 +81,14 @@ def test_icons_are_128_pixel_rgba_and_reproducible():
         image = sitk.ReadImage(str(path))
         assert image.GetSize() == (128, 128) and image.GetNumberOfComponentsPerPixel() == 4
         np.testing.assert_array_equal(sitk.GetArrayFromImage(image), draw_icon())
+
+
+def test_extensions_index_description_fits_the_catalog_entry_schema():
+    """Fields of Slicer's Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json (no others are allowed)."""
+    entry = json.loads((ROOT / "LegSegNet.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "build_subdirectory", "enabled", "tier"}
+    assert set(entry) <= allowed
+    assert {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["$schema"].endswith("/slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5

@@ -248,6 +248,24 @@ def test_reuse_replaces_only_legsegnet_segments_and_keeps_the_users(scene):
                                   user_mask.astype(bool))
 
 
+def test_a_segmentation_made_by_the_node_selector_gets_display_and_reference_geometry(scene):
+    """qMRMLNodeComboBox's "Create new Segmentation" adds a bare node: no display node, no reference geometry."""
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    bare = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "made by the selector")
+    assert bare.GetDisplayNode() is None
+
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, bare, engine=AnteriorRightEngine())
+
+    assert segmentation_node is bare
+    assert bare.GetDisplayNode() is not None and bare.GetDisplayNode().GetVisibility()
+    reference = slicer.vtkMRMLSegmentationNode()
+    reference.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    geometry = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    assert bare.GetSegmentation().GetConversionParameter(geometry) == \
+        reference.GetSegmentation().GetConversionParameter(geometry) != ""
+
+
 def _write_segment(segmentation_node, segment_id, mask: Volume):
     """Give a segment its own labelmap layer holding `mask` (as Segment Editor's import would)."""
     image = mrml_segmentation.oriented_image(mask)
