@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Annotated
 
 import qt
 import slicer
@@ -19,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
 
@@ -38,6 +39,7 @@ _addLibraryPath()
 from LegSegNetLib import dependencies, module_support  # noqa: E402
 from LegSegNetLib import logic as legsegnet_logic  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled  # noqa: E402
+from LegSegNetLib.validation import InputError  # noqa: E402
 
 
 class LegSegNet(ScriptedLoadableModule):
@@ -54,7 +56,7 @@ class LegSegNet(ScriptedLoadableModule):
             "Pick the CT, click <b>Segment leg</b>, correct the result in Segment Editor if needed, then click "
             "<b>Update measurements</b>. The model weights are downloaded once (or installed offline from a "
             "folder or .zip); PyTorch is installed only after you agree.<br>"
-            'See the <a href="https://github.com/legsegnet/SlicerLegSegNet">project page</a>.'
+            'See the <a href="https://github.com/legsegnet-slicer/SlicerLegSegNet">project page</a>.'
         )
         self.parent.acknowledgementText = (
             "LegSegNet: Chen Y, Chen Y, Colglazier R, Dong H, Gu H, Mazurowski M, Southerland K. LegSegNet: A Public "
@@ -62,6 +64,9 @@ class LegSegNet(ScriptedLoadableModule):
             "Model weights are the authors' (GogoChen/LegSegNet on Hugging Face); check their licence before use. "
             "Network architecture: nnU-Net (Isensee et al., Nature Methods 2021)."
         )
+
+
+AXIAL_POSITION_LIMIT_MM = 100000.0
 
 
 @parameterNodeWrapper
@@ -74,8 +79,9 @@ class LegSegNetParameterNode:
     tta: bool = False
     folds: str = ""
     useAxialRange: bool = False
-    rangeFromMm: float = 0.0
-    rangeToMm: float = 0.0
+    # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
+    rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    rangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -121,6 +127,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         self.removeObservers()
 
+    def onReload(self):
+        """Developer mode's Reload re-reads only this file: drop LegSegNetLib so that edits to it are loaded too."""
+        for name in [name for name in sys.modules if name.split(".")[0] == "LegSegNetLib"]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self):
         self.initializeParameterNode()
         self._populateDevices()
@@ -152,6 +164,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._selectEngineFromParameterNode()
+            self._selectDeviceFromParameterNode()
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None):
@@ -181,9 +194,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except ValueError as error:  # a broken site registry file: still offer the threshold engine
             slicer.util.errorDisplay(f"LegSegNet model registry: {error}")
             self._engineChoices = [module_support.EngineChoice(module_support.THRESHOLD_ENGINE, None, "HU thresholds")]
-        self.ui.engineComboBox.clear()
+        combo = self.ui.engineComboBox
+        wasBlocked = combo.blockSignals(True)  # refilling must not overwrite the saved choice; the caller selects
+        combo.clear()
         for choice in self._engineChoices:
-            self.ui.engineComboBox.addItem(choice.label)
+            combo.addItem(choice.label)
+        combo.blockSignals(wasBlocked)
 
     def _selectEngineFromParameterNode(self):
         keys = [self._choiceKey(choice) for choice in self._engineChoices]
@@ -227,15 +243,24 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.deviceComboBox
         wasBlocked = combo.blockSignals(True)  # filling the list must not overwrite the saved choice
         combo.clear()
-        for value, label in self._deviceReport.choices:
-            combo.addItem(label, value)
-        values = [value for value, _ in self._deviceReport.choices]
-        saved = self._parameterNode.device if self._parameterNode else "auto"
-        combo.currentIndex = values.index(saved) if saved in values else 0
+        for _, label in self._deviceReport.choices:
+            combo.addItem(label)
         combo.blockSignals(wasBlocked)
         self.ui.deviceInfoLabel.text = self._deviceReport.summary
+        self._selectDeviceFromParameterNode()
 
-    def onDeviceChanged(self, index):
+    def _selectDeviceFromParameterNode(self):
+        """Show the parameter node's device; one this machine lacks (a scene saved elsewhere) becomes Auto."""
+        if self._deviceReport is None or not self._parameterNode:
+            return
+        values = [value for value, _ in self._deviceReport.choices]
+        device = self._parameterNode.device
+        self.ui.deviceComboBox.currentIndex = values.index(device) if device in values else 0
+        self.onDeviceChanged()
+
+    def onDeviceChanged(self, index=None):
+        # The index is read from the combo box: Qt 5's currentIndexChanged also has a QString overload.
+        index = self.ui.deviceComboBox.currentIndex
         if self._parameterNode and index >= 0 and self._deviceReport is not None:
             self._parameterNode.device = self._deviceReport.choices[index][0]
 
@@ -247,6 +272,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = dependencies.missing_requirements(self._requirements(choice))
         if not missing:
             return True
+        # Decided before installing: PyTorchUtils imports torch once it has installed it, and that import is usable.
+        restartNeeded = dependencies.restart_needed(missing, sys.modules)
         pyTorchUtils = self._pyTorchUtilsLogic()
         if not slicer.util.confirmOkCancelDisplay(dependencies.consent_message(missing, pyTorchUtils is not None),
                                                   windowTitle="LegSegNet: install Python packages"):
@@ -263,7 +290,9 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updateModelSection()
         self._showStatus("Python packages installed.")
-        if dependencies.restart_needed(missing, sys.modules):
+        self._deviceReport = None  # torch may be new: detect the devices again
+        self._populateDevices()
+        if restartNeeded:
             if slicer.util.confirmYesNoDisplay("Slicer must restart to use the newly installed packages. "
                                                "Restart now?"):
                 slicer.util.restart()
@@ -379,6 +408,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSetRangeFromSliceView(self, parameterName):
         """Take the superior-inferior position of the axial (red) slice view."""
         sliceWidget = slicer.app.layoutManager().sliceWidget("Red")
+        if sliceWidget is None or sliceWidget.mrmlSliceNode().GetOrientation() != "Axial":
+            slicer.util.errorDisplay("Show an axial view in the red slice view, scroll it to the end of the range, "
+                                     "then click again (or type the S position in mm).")
+            return
         setattr(self._parameterNode, parameterName, sliceWidget.sliceLogic().GetSliceOffset())
         self._parameterNode.useAxialRange = True
 
@@ -392,6 +425,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         choice = self._currentChoice()
         try:
             options = self._processOptions(choice)
+            self.logic.checkInput(self._parameterNode.inputVolume)  # before any install or download is offered
+        except InputError as error:  # the message says what is wrong with the volume and what to do
+            slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
+            return
         except ValueError as error:
             slicer.util.errorDisplay(str(error))
             return
@@ -401,12 +438,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _processOptions(self, choice):
         node = self._parameterNode
-        options = {"engine": choice.engine, "device": node.device}
-        if choice.needs_model:
-            options.update(model=choice.model, folds=self._folds(), tta=node.tta)
-        if node.useAxialRange:
-            options["range_mm"] = (node.rangeFromMm, node.rangeToMm)
-        return options
+        axialRange = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
+        return module_support.process_options(choice, node.device, node.tta, node.folds, axialRange)
 
     def _run(self, options):
         node = self._parameterNode
@@ -434,8 +467,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setRunning(False)
         node.outputSegmentation = segmentation
         node.outputTable = table
-        self._showStatus(f"Done in {module_support.format_duration(time.monotonic() - started)}. "
-                         "Edit the segments in Segment Editor, then click 'Update measurements'.")
+        self._showStatus(module_support.segmentation_done_text(time.monotonic() - started, self.logic.lastWarnings))
         self._showResults(table)
 
     def _setRunning(self, running):

@@ -37,17 +37,18 @@ class Requirement:
 
 
 TORCH = Requirement("torch", "torch", ">=2.1", "runs the LegSegNet network", via_pytorch_utils=True)
+SCIPY = Requirement("scipy", "scipy", ">=1.9", "image filters of the threshold engine and the self-test phantom")
 
 # Everything the LegSegNet (nnU-Net) engine needs beyond what Slicer bundles, in install order.
 MODEL_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (
     TORCH,
-    Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.3", "builds the nnU-Net network from the model's plans",
-                no_deps=True),
-    Requirement("scipy", "scipy", ">=1.9", "image filters used by the engines and measurements"),
+    Requirement("dynamic-network-architectures", "dynamic_network_architectures", ">=0.3",
+                "builds the nnU-Net network from the model's plans", no_deps=True),
+    SCIPY,
 )
 
 # The threshold engine and the measurements need only these.
-THRESHOLD_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (MODEL_ENGINE_REQUIREMENTS[2],)
+THRESHOLD_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (SCIPY,)
 
 VersionLookup = Callable[[str], Optional[str]]
 
@@ -100,11 +101,18 @@ class DeviceReport:
     summary: str  # what was detected, one line
 
 
+_NO_DETECTION_CHOICES = (("auto", "Auto"), ("cpu", "CPU"))
+
+
 def detect_devices(torch_module=None) -> DeviceReport:
     """The compute devices torch can use here; without torch only the choices that need no detection."""
-    torch = torch_module if torch_module is not None else _import_torch_if_installed()
+    try:
+        torch = torch_module if torch_module is not None else _import_torch_if_installed()
+    except (ImportError, OSError) as error:  # a broken install (a missing CUDA DLL, a half-removed package)
+        return DeviceReport(_NO_DETECTION_CHOICES, f"PyTorch is installed but cannot be loaded ({error}): reinstall "
+                                                   "it (PyTorch Utils module, or pip) and restart Slicer")
     if torch is None:
-        return DeviceReport((("auto", "Auto"), ("cpu", "CPU")), "PyTorch is not installed yet")
+        return DeviceReport(_NO_DETECTION_CHOICES, "PyTorch is not installed yet")
     choices = [("auto", "Auto (GPU if available)"), ("cpu", "CPU")]
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]

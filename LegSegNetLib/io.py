@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -61,47 +63,132 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise VolumeReadError(
             f"folder {folder} holds {len(series_ids)} DICOM series; put each series in its own folder"
         )
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    _refuse_damaged_dicom_files(folder, files)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
-    return reader.Execute()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    _refuse_missing_slices(folder, reader, image)
+    return image
+
+
+def _refuse_damaged_dicom_files(folder: Path, series_files) -> None:
+    """GDCM leaves a damaged file (say, pixel data cut short) out of the series without a word, which would
+    silently drop that slice: a file that looks like DICOM but is not in the series is an error."""
+    in_series = {Path(name).resolve() for name in series_files}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.resolve() not in in_series and _is_dicom(path):
+            raise VolumeReadError(
+                f"cannot read {folder}: the DICOM file {path.name} is damaged or truncated (copy the series again, "
+                "or move that file out of the folder to segment the other slices)"
+            )
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(132)[128:] == b"DICM"
+
+
+def _refuse_missing_slices(folder: Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
+    """ITK assumes evenly spaced slices; a gap (missing files) would misplace every slice after it."""
+    if image.GetDepth() < 3 or not reader.HasMetaDataKey(0, "0020|0032"):
+        return
+    normal = np.array(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+    try:
+        positions = [float(np.dot(normal, [float(value) for value in
+                                           reader.GetMetaData(index, "0020|0032").split("\\")]))
+                     for index in range(image.GetDepth())]
+    except (RuntimeError, ValueError):
+        return  # no usable positions: nothing to compare
+    steps = np.abs(np.diff(positions))
+    if steps.max() > 1.5 * np.median(steps) + 1e-3:
+        where = int(np.argmax(steps))
+        raise VolumeReadError(
+            f"cannot read {folder}: slices are missing from the series (a {steps[where]:.3g} mm gap after slice "
+            f"{where + 1} where the others are {np.median(steps):.3g} mm apart); copy the whole series"
+        )
 
 
 def _check_nifti_complete(path: Path) -> None:
-    """ITK fills the missing part of a truncated NIfTI file with zeros and says nothing: compare the data
-    length the header announces with what the file holds."""
+    """ITK fills the missing part of a truncated NIfTI file with zeros and says nothing, and reads NaN and
+    infinite voxels as 0 (which looks like water): compare the data length the header announces with what the
+    file holds, and look for non-finite values in float data."""
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         return
     opener = gzip.open if name.endswith(".gz") else open
     try:
         with opener(path, "rb") as stream:
-            expected = _nifti_byte_count(stream.read(540))
-            available = 540 + sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
+            header = stream.read(540)
+            layout = _nifti_layout(header)
+            chunks = _chunks_after(header, stream, layout.offset if layout else len(header))
+            data_bytes, non_finite = _scan_data(chunks, layout.float_dtype if layout else None)
     except (OSError, EOFError, zlib.error) as error:
         raise VolumeReadError(f"cannot read {path}: the file is damaged or truncated ({error})") from error
-    if expected is not None and available < expected:
+    if layout is not None and layout.offset + data_bytes < layout.byte_count:
+        raise VolumeReadError(f"cannot read {path}: the file is truncated ({layout.offset + data_bytes} of "
+                              f"{layout.byte_count} bytes); copy it again")
+    if non_finite:
         raise VolumeReadError(
-            f"cannot read {path}: the file is truncated ({available} of {expected} bytes); copy it again"
+            f"{path} has {non_finite} NaN or infinite voxels (often outside a resampled field of view); "
+            "replace them, for example with -1000 HU, and save it again"
         )
 
 
-def _nifti_byte_count(header: bytes):
-    """Header plus voxel data length announced by a NIfTI-1 or NIfTI-2 header; None if unrecognised."""
+@dataclass(frozen=True)
+class _NiftiLayout:
+    offset: int  # where the voxel data start
+    byte_count: int  # header plus voxel data, as announced
+    float_dtype: Optional[np.dtype]  # the voxel type when it is floating point
+
+
+def _nifti_layout(header: bytes) -> Optional[_NiftiLayout]:
+    """What a NIfTI-1 or NIfTI-2 header announces; None if unrecognised."""
     for order in "<>":
         size = struct.unpack_from(order + "i", header)[0] if len(header) >= 4 else None
         if size == 348 and len(header) >= 348:
             dims = struct.unpack_from(order + "8h", header, 40)
-            bitpix = struct.unpack_from(order + "h", header, 72)[0]
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 70)
             offset = int(struct.unpack_from(order + "f", header, 108)[0])
         elif size == 540 and len(header) >= 540:
-            bitpix = struct.unpack_from(order + "h", header, 14)[0]
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 12)
             dims = struct.unpack_from(order + "8q", header, 16)
             offset = struct.unpack_from(order + "q", header, 168)[0]
         else:
             continue
         voxels = int(np.prod([max(int(d), 1) for d in dims[1:1 + max(int(dims[0]), 0)]]))
-        return max(offset, size) + voxels * bitpix // 8
+        offset = max(offset, size)
+        float_type = {16: "f4", 64: "f8"}.get(datatype)
+        return _NiftiLayout(offset, offset + voxels * bitpix // 8,
+                            np.dtype(order + float_type) if float_type else None)
     return None
+
+
+def _chunks_after(header: bytes, stream, offset: int):
+    """The file's bytes from `offset` on, in chunks, given its first bytes already read into `header`."""
+    if offset < len(header):
+        yield header[offset:]
+    skip = max(offset - len(header), 0)
+    for chunk in iter(lambda: stream.read(1 << 22), b""):
+        if skip:
+            skip, chunk = max(skip - len(chunk), 0), chunk[skip:]
+        yield chunk
+
+
+def _scan_data(chunks, float_dtype: Optional[np.dtype]) -> tuple:
+    """(byte count, non-finite value count) of the voxel data; values are only looked at for float data."""
+    count, non_finite, pending = 0, 0, b""
+    for chunk in chunks:
+        count += len(chunk)
+        if float_dtype is None:
+            continue
+        pending += chunk
+        usable = len(pending) - len(pending) % float_dtype.itemsize
+        values = np.frombuffer(pending[:usable], float_dtype)
+        non_finite += values.size - int(np.count_nonzero(np.isfinite(values)))
+        pending = pending[usable:]
+    return count, non_finite
 
 
 def volume_from_sitk(image: sitk.Image) -> Volume:
@@ -109,7 +196,17 @@ def volume_from_sitk(image: sitk.Image) -> Volume:
     direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
     ijk_to_lps[:3, :3] = direction @ np.diag(image.GetSpacing())
     ijk_to_lps[:3, 3] = image.GetOrigin()
-    return Volume(sitk.GetArrayFromImage(image), LPS_TO_RAS @ ijk_to_lps)
+    return Volume(_compact_array(image), LPS_TO_RAS @ ijk_to_lps)
+
+
+def _compact_array(image: sitk.Image) -> np.ndarray:
+    """The voxel array, as int16 where wider integers fit in it: DICOM series of 12-bit CT come back as
+    int32 after the rescale, which would double the memory of the volume and of every slice read from it."""
+    view = sitk.GetArrayViewFromImage(image)
+    if view.dtype.kind in "iu" and view.dtype.itemsize > 2 and view.size and \
+            view.min() >= np.iinfo(np.int16).min and view.max() <= np.iinfo(np.int16).max:
+        return view.astype(np.int16)
+    return np.array(view)  # a copy: the view is only valid while the image lives
 
 
 def sitk_from_volume(volume: Volume) -> sitk.Image:

@@ -11,15 +11,15 @@ or a failure leaves the scene exactly as it was.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Optional
 
 import slicer
 import vtk
 
 from . import mrml_segmentation, mrml_tables
-from .layout import slice_layout
 from .measurements import compute_measurements
-from .pipeline import SliceRange, segment_volume, slice_range_from_mm
+from .pipeline import SliceRange
+from .run import run_segmentation
+from .validation import InputError, validate_ct
 from .volume import Volume
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
@@ -27,7 +27,7 @@ SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
 SLICE_AREA_CHART_ROLE = "LegSegNetSliceAreaChart"
 
 
-class InputVolumeError(ValueError):
+class InputVolumeError(InputError):
     """The input node cannot be segmented; the message says what to pick instead."""
 
 
@@ -68,7 +68,7 @@ class _Transaction:
     def rollback(self) -> None:
         for restore in reversed(self.undo_steps):
             restore()
-        for node in reversed(self.created):
+        for node in reversed(self.created):  # none has a display node yet: those are added after the commit
             if node.GetScene() is not None:
                 self.scene.RemoveNode(node)
 
@@ -78,6 +78,7 @@ class LegSegNetLogic:
 
     def __init__(self, scene=None):
         self.scene = scene if scene is not None else slicer.mrmlScene
+        self.lastWarnings = ()  # messages about a suspicious input from the last process() (validation.validate_ct)
 
     # ---- segmentation -----------------------------------------------------------------------------------------
 
@@ -91,18 +92,27 @@ class LegSegNetLogic:
         positions (mm); give at most one, none means the whole volume. progress(done, total) is called after
         each batch of slices; returning False cancels (pipeline.Cancelled is raised, the scene is untouched).
         Given output nodes are reused: only their LegSegNet segments / table contents are replaced.
+        The input is checked first (validation.InputError for a volume that is not a CT in HU); warnings about
+        a merely suspicious input are in `lastWarnings` afterwards.
         """
+        self.lastWarnings = ()
         volume = volume_from_node(inputVolume)
         slice_engine = self._engine(engine, model=model, folds=folds, tta=tta, device=device, checkpoint=checkpoint)
-        axial_range = self._axial_range(volume, slice_engine, slice_range, range_mm)
-        labels = segment_volume(volume, slice_engine, axial_range, progress)
-        measurements = compute_measurements(volume, labels)
-        new_segments = mrml_segmentation.tissue_segments(labels)
+        indices = SliceRange(*slice_range) if slice_range is not None else None
+        result = run_segmentation(volume, slice_engine, indices, range_mm, progress)
+        new_segments = mrml_segmentation.tissue_segments(result.labels)
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
             transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
-            table_node = self._write_tables(transaction, measurements, outputTable, inputVolume)
+            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume)
+        self._make_displayable(segmentation_node, inputVolume)
+        self.lastWarnings = result.warnings
         return segmentation_node, table_node
+
+    def checkInput(self, inputVolume) -> tuple:
+        """Raise validation.InputError for a volume that cannot be segmented, before any model is loaded;
+        return the warnings about a suspicious one (process() checks again)."""
+        return tuple(validate_ct(volume_from_node(inputVolume)))
 
     @staticmethod
     def _engine(engine, **options):
@@ -112,23 +122,20 @@ class LegSegNetLogic:
 
         return create_engine(engine, **options)
 
-    @staticmethod
-    def _axial_range(volume: Volume, engine, slice_range, range_mm) -> Optional[SliceRange]:
-        if slice_range is not None and range_mm is not None:
-            raise ValueError("give the axial range either as slice indices or in millimetres, not both")
-        if slice_range is not None:
-            return SliceRange(*slice_range)
-        if range_mm is not None:
-            return slice_range_from_mm(volume, slice_layout(volume, engine.in_plane_orientation), *range_mm)
-        return None
-
     def _new_segmentation(self, transaction: _Transaction, volume_node):
         node = transaction.add_node("vtkMRMLSegmentationNode", f"{volume_node.GetName()} LegSegNet")
-        node.CreateDefaultDisplayNodes()
-        node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
         self._place_beside(node, volume_node)
         return node
+
+    @staticmethod
+    def _make_displayable(segmentation_node, volume_node) -> None:
+        """Give the segmentation a display node and the input's geometry as its reference geometry, where it has
+        none: a segmentation made by a node selector ("Create new Segmentation") comes without either."""
+        segmentation_node.CreateDefaultDisplayNodes()  # keeps an existing display node
+        geometry = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        if not segmentation_node.GetSegmentation().GetConversionParameter(geometry):
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
 
     def showSurface(self, segmentationNode, on: bool = True) -> None:
         """Show the segments as 3D surfaces (built from the labelmaps), or hide them and free the surfaces."""

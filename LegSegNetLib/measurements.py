@@ -55,6 +55,8 @@ from .volume import Volume
 
 SIDES = ("both", "right", "left")
 SIDE_PREFIX = {"both": "", "right": "right_", "left": "left_"}
+SIDE_SCOPE = {"both": "both legs", "right": "patient's right leg, separable slices only",
+              "left": "patient's left leg, separable slices only"}  # what a side's columns cover, for descriptions
 
 # Attenuation bands of skeletal muscle (HU); half-open at 30 so float HU leave no gap between them.
 LOW_ATTENUATION_HU = (-29.0, 30.0)
@@ -83,9 +85,7 @@ class Measurements:
 
 
 def _side_summary_columns(side: str) -> list[ColumnInfo]:
-    prefix = SIDE_PREFIX[side]
-    where = {"both": "both legs", "right": "patient's right leg, separable slices only",
-             "left": "patient's left leg, separable slices only"}[side]
+    prefix, where = SIDE_PREFIX[side], SIDE_SCOPE[side]
     columns = []
     for tissue in TISSUES:
         columns += [
@@ -117,9 +117,12 @@ SUMMARY_COLUMNS: tuple[ColumnInfo, ...] = tuple(
     ]
 )
 
+_SIDE_COLUMN = ColumnInfo("side", "", "both, right or left (right/left: separable slices only)")
+_TISSUE_COLUMN = ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone")
+
 TISSUE_COLUMNS: tuple[ColumnInfo, ...] = (
-    ColumnInfo("side", "", "both, right or left (right/left: separable slices only)"),
-    ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone"),
+    _SIDE_COLUMN,
+    _TISSUE_COLUMN,
     ColumnInfo("name", "", "tissue name"),
     ColumnInfo("label_value", "", "label value in the label map"),
     ColumnInfo("voxel_count", "1", "number of voxels"),
@@ -128,11 +131,14 @@ TISSUE_COLUMNS: tuple[ColumnInfo, ...] = (
     ColumnInfo("sd_HU", "HU", "attenuation standard deviation (population)"),
 )
 
-SLICE_COLUMNS: tuple[ColumnInfo, ...] = (
+SLICE_POSITION_COLUMNS: tuple[ColumnInfo, ...] = (
     ColumnInfo("slice_index", "", "index of the slice along the volume's slice axis"),
     ColumnInfo("S_mm", "mm", "superior-inferior (RAS S) position of the slice centre"),
-    ColumnInfo("side", "", "both, right or left (right/left only where the legs are separable)"),
-    ColumnInfo("tissue", "", "tissue key: SAT, SM, IMAT or Bone"),
+)
+
+SLICE_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + (
+    _SIDE_COLUMN,
+    _TISSUE_COLUMN,
     ColumnInfo("area_cm2", "cm2", "cross-sectional area of the tissue in the slice"),
 )
 
@@ -166,11 +172,13 @@ def compute_measurements(ct: Volume, labels: Volume) -> Measurements:
     voxel_cm3 = labels.voxel_volume_mm3 / 1000.0
     summary = {}
     for side in SIDES:
-        summary.update(_side_summary(totals[side], voxel_cm3, SIDE_PREFIX[side]))
+        summary.update(_side_summary(side, totals[side], voxel_cm3))
     summary["slice_count"] = len(labelled)
     summary["separable_slice_count"] = int(separable)
     summary["axial_extent_mm"] = (labelled[-1] - labelled[0] + 1) * layout.spacing_slice_mm if labelled else 0.0
-    return Measurements(summary, _tissue_rows(totals, voxel_cm3), slice_rows)
+    tissue_rows = [_tissue_row(side, tissue, totals[side][tissue.value], voxel_cm3)
+                   for side in SIDES for tissue in TISSUES]
+    return Measurements(summary, tissue_rows, slice_rows)
 
 
 def _check_same_grid(ct: Volume, labels: Volume) -> None:
@@ -230,13 +238,13 @@ def _mean_sd(stats_row: np.ndarray) -> tuple[float, float]:
     return mean, math.sqrt(max(variance, 0.0)) if count else math.nan
 
 
-def _side_summary(stats: np.ndarray, voxel_cm3: float, prefix: str) -> dict:
+def _side_summary(side: str, stats: np.ndarray, voxel_cm3: float) -> dict:
+    prefix = SIDE_PREFIX[side]
     summary = {}
     for tissue in TISSUES:
-        mean, sd = _mean_sd(stats[tissue.value])
-        summary[f"{prefix}{tissue.key}_volume_cm3"] = float(stats[tissue.value, _COUNT] * voxel_cm3)
-        summary[f"{prefix}{tissue.key}_mean_HU"] = mean
-        summary[f"{prefix}{tissue.key}_sd_HU"] = sd
+        row = _tissue_row(side, tissue, stats[tissue.value], voxel_cm3)
+        for measure in ("volume_cm3", "mean_HU", "sd_HU"):
+            summary[f"{prefix}{tissue.key}_{measure}"] = row[measure]
     sat, sm, imat = (stats[TISSUE_BY_KEY[key].value] for key in ("SAT", "SM", "IMAT"))
     fat = sat + imat
     summary[f"{prefix}Fat_volume_cm3"] = float(fat[_COUNT] * voxel_cm3)
@@ -250,13 +258,8 @@ def _side_summary(stats: np.ndarray, voxel_cm3: float, prefix: str) -> dict:
     return summary
 
 
-def _tissue_rows(totals: dict, voxel_cm3: float) -> list:
-    rows = []
-    for side in SIDES:
-        for tissue in TISSUES:
-            stats = totals[side][tissue.value]
-            mean, sd = _mean_sd(stats)
-            rows.append({"side": side, "tissue": tissue.key, "name": tissue.name, "label_value": tissue.value,
-                         "voxel_count": int(stats[_COUNT]), "volume_cm3": float(stats[_COUNT] * voxel_cm3),
-                         "mean_HU": mean, "sd_HU": sd})
-    return rows
+def _tissue_row(side: str, tissue, stats_row: np.ndarray, voxel_cm3: float) -> dict:
+    mean, sd = _mean_sd(stats_row)
+    return {"side": side, "tissue": tissue.key, "name": tissue.name, "label_value": tissue.value,
+            "voxel_count": int(stats_row[_COUNT]), "volume_cm3": float(stats_row[_COUNT] * voxel_cm3),
+            "mean_HU": mean, "sd_HU": sd}

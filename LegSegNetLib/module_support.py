@@ -65,6 +65,20 @@ def engine_status(choice: EngineChoice) -> EngineStatus:
                         "Download" if in_registry else None)
 
 
+def process_options(choice: EngineChoice, device: str = "auto", tta: bool = False, folds_text: str = "",
+                    axial_range_mm: Optional[tuple[float, float]] = None) -> dict:
+    """The keyword options for LegSegNetLogic.process from the widget's settings (model options only for a model;
+    raises ValueError with a message for the user when the folds text is not valid)."""
+    from .models.folds import parse_folds
+
+    options = {"engine": choice.engine, "device": device}
+    if choice.needs_model:
+        options.update(model=choice.model, folds=parse_folds(folds_text), tta=tta)
+    if axial_range_mm is not None:
+        options["range_mm"] = tuple(axial_range_mm)
+    return options
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(math.ceil(seconds)))
     if seconds < 60:
@@ -84,6 +98,13 @@ def segmentation_progress_text(done: int, total: int, elapsed_s: float) -> str:
     if 0 < done < total:
         text += f", about {format_duration(elapsed_s / done * (total - done))} left"
     return text
+
+
+def segmentation_done_text(elapsed_s: float, warnings=()) -> str:
+    """The status line after a run, with the warnings about a suspicious input (validation.validate_ct)."""
+    warning = f" Warning: {'; '.join(warnings)}." if warnings else ""
+    return (f"Done in {format_duration(elapsed_s)}.{warning} "
+            "Edit the segments in Segment Editor, then click 'Update measurements'.")
 
 
 def download_progress_text(progress) -> str:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import slicer
 import vtk
 
-from .measurements import SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements
+from .measurements import (
+    SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
+)
 from .tissues import TISSUES
-
-SIDES = ("both", "right", "left")
 
 
 @dataclass
@@ -63,21 +63,14 @@ def summary_table_content(measurements: Measurements) -> TableContent:
 
 
 def area_column_name(side: str, tissue_key: str) -> str:
-    return f"{'' if side == 'both' else side + '_'}{tissue_key}_area_cm2"
+    return f"{SIDE_PREFIX[side]}{tissue_key}_area_cm2"
 
 
-def slice_area_columns() -> tuple[ColumnInfo, ...]:
-    columns = [
-        ColumnInfo("slice_index", "", "index of the slice along the volume's slice axis"),
-        ColumnInfo("S_mm", "mm", "superior-inferior (RAS S) position of the slice centre"),
-    ]
-    for side in SIDES:
-        where = "both legs" if side == "both" else f"patient's {side} leg; empty where the legs are not separable"
-        columns += [
-            ColumnInfo(area_column_name(side, tissue.key), "cm2", f"{tissue.name} cross-sectional area ({where})")
-            for tissue in TISSUES
-        ]
-    return tuple(columns)
+# The slice-area table: one row per slice, one area column per side and tissue (wide, for plotting).
+SLICE_AREA_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + tuple(
+    ColumnInfo(area_column_name(side, tissue.key), "cm2", f"{tissue.name} cross-sectional area ({SIDE_SCOPE[side]})")
+    for side in SIDES for tissue in TISSUES
+)
 
 
 def slice_area_table_content(measurements: Measurements) -> TableContent:
@@ -86,11 +79,11 @@ def slice_area_table_content(measurements: Measurements) -> TableContent:
     for entry in measurements.slice_rows:
         row = rows.setdefault(entry["slice_index"], _empty_area_row(entry))
         row[area_column_name(entry["side"], entry["tissue"])] = entry["area_cm2"]
-    return table_content(slice_area_columns(), list(rows.values()))
+    return table_content(SLICE_AREA_COLUMNS, list(rows.values()))
 
 
 def _empty_area_row(entry: dict) -> dict:
-    row = {column.name: math.nan for column in slice_area_columns()}
+    row = {column.name: math.nan for column in SLICE_AREA_COLUMNS}
     row["slice_index"] = int(entry["slice_index"])
     row["S_mm"] = float(entry["S_mm"])
     return row

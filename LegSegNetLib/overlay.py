@@ -19,8 +19,9 @@ from .volume import Volume
 
 WINDOW_HU = (-160.0, 240.0)  # soft-tissue window: level 40, width 400
 LABEL_OPACITY = 0.45
-PANEL_HEIGHT = 256  # pixels
+PANEL_HEIGHT = 320  # pixels
 GAP = 4  # pixels between panels
+CROP_MARGIN_MM = 15.0
 
 
 def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4) -> Path:
@@ -28,7 +29,7 @@ def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4) ->
     if ct.array.shape != labels.array.shape:
         raise ValueError(f"CT {ct.array.shape} and labels {labels.array.shape} are not on the same grid")
     layout = slice_layout(ct)
-    hu, lab = layout.display_view(ct.array), layout.display_view(labels.array)
+    hu, lab = _crop_to_labels(layout.display_view(ct.array), layout.display_view(labels.array), layout)
     pixel_mm = (layout.spacing_row_mm, layout.spacing_column_mm)
     panels = [_render(hu[index], lab[index], pixel_mm) for index in _axial_indices(lab, axial_count)]
     panels.append(_render(*_coronal(hu, lab, layout), (layout.spacing_slice_mm, layout.spacing_column_mm)))
@@ -37,6 +38,18 @@ def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(sitk.GetImageFromArray(picture, isVector=True), str(path))
     return path
+
+
+def _crop_to_labels(hu_display, labels_display, layout):
+    """Both arrays cut to the labelled rows and columns plus a margin (whole slices when nothing is labelled)."""
+    if not labels_display.any():
+        return hu_display, labels_display
+    window = [slice(None)]
+    for axis, spacing in ((1, layout.spacing_row_mm), (2, layout.spacing_column_mm)):
+        used = np.flatnonzero(labels_display.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = int(np.ceil(CROP_MARGIN_MM / spacing))
+        window.append(slice(max(used[0] - margin, 0), used[-1] + margin + 1))
+    return hu_display[tuple(window)], labels_display[tuple(window)]
 
 
 def _axial_indices(labels_display: np.ndarray, count: int) -> list[int]:

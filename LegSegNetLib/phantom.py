@@ -2,14 +2,17 @@
 
 `make_leg_phantom` draws two legs (thigh: femur; calf: tibia and fibula) resting on a scanner cushion
 and table: skin, subcutaneous fat of varying thickness, the deep fascia, muscle groups separated by
-fatty septa, intermuscular fat islands and streaks, neurovascular bundles in their fat sheaths,
+fatty septa, intermuscular fat islands and streaks, fibrous strands in the subcutaneous fat,
+neurovascular bundles in their fat sheaths,
 superficial veins, bone with cortex and fatty marrow that turns trabecular towards the knee. The
 shape changes smoothly from slice to slice, and everything follows from the seed.
 
-The picture is painted as materials at voxel centres (the truth), turned into HU with a slowly
-varying texture, blurred (partial volume) and given noise. Truth labels follow the HU-threshold
+Each shape is painted with partial volume: it covers a voxel by the fraction of the voxel inside it
+(from the signed distance to its edge), which mixes the HU of edge voxels as a scanner does; the
+truth is the shape holding the voxel's centre. Then comes a slowly varying tissue texture, the
+scanner's blur (Gaussian PSF) and correlated noise. Truth labels follow the HU-threshold
 convention the four-tissue task uses (see tissues.TISSUES):
-  1 SAT: fat between skin and deep fascia (superficial veins and skin are background 0);
+  1 SAT: fat between skin and deep fascia (skin, superficial veins and fibrous strands are background 0);
   2 SM: muscle inside the fascia, with the fascia itself and the deep vessels (muscle-range HU);
   3 IMAT: fat inside the fascia (septa, islands, streaks, vessel sheaths);
   4 Bone: cortex and the marrow it encloses, fatty or trabecular.
@@ -29,15 +32,18 @@ from scipy import ndimage
 from .volume import Volume
 
 # Materials: (HU, truth label). Painted in this numbering, looked up at the end.
-AIR, CUSHION, TABLE_SHELL, TABLE_CORE, SKIN, SAT, SAT_VEIN, FASCIA, MUSCLE, IMAT, VESSEL, CORTEX, MARROW = range(13)
-_MATERIAL_HU = np.array([-1000, -780, 250, -900, 35, -102, 40, 55, 50, -88, 40, 1300, -60], dtype=np.float32)
-_MATERIAL_LABEL = np.array([0, 0, 0, 0, 0, 1, 0, 2, 2, 3, 2, 4, 4], dtype=np.uint8)
+(AIR, CUSHION, TABLE_SHELL, TABLE_CORE, SKIN, SAT, SAT_VEIN, SAT_STRAND, FASCIA, MUSCLE, IMAT, VESSEL, CORTEX,
+ MARROW) = range(14)
+_MATERIAL_HU = np.array([-1000, -780, 250, -900, 35, -102, 40, 30, 55, 50, -88, 40, 1300, -60], dtype=np.float32)
+_MATERIAL_LABEL = np.array([0, 0, 0, 0, 0, 1, 0, 0, 2, 2, 3, 2, 4, 4], dtype=np.uint8)
+STRAND_MM = 0.7  # fibrous strands (retinacula cutis) crossing the subcutaneous fat
 TRABECULAR_HU = 230.0  # marrow HU at the knee end, where the shaft opens into cancellous bone
 FASCIA_MM = 0.8
 TEXTURE_HU = 6.0  # amplitude of the slowly varying tissue texture (muscle groups differ a little)
 TEXTURE_SIGMA_MM = 5.0
 
-ORIENTATIONS_HELP = "a 3-letter storage code such as LPS, RAS, LAS, PIR (i, j, k axis directions), or 'oblique'"
+ORIENTATIONS_HELP = ("a 3-letter storage code such as LPS, RAS, LAS, PIR (directions of the i, j, k axes), "
+                     "'permuted' (ILP) or 'oblique' (LPS tilted 12 and 5 degrees)")
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,7 @@ class _Leg:
     def paint(self, canvas, grid, cushion_top, rng):
         """Paint this leg on the canvas."""
         columns = self._column_window(grid)
+        self._frame = (grid, columns, cushion_top)
         canvas = canvas.window(np.s_[:, :, columns])
         s = _per_slice(grid.s)
         u = self.side * (grid.x[None, None, columns] - self.centre_x(s))
@@ -231,7 +238,8 @@ class _Leg:
         skin = self.skin_radius(theta, s)
         canvas.fill(skin - r, SKIN)
         sat_inner = skin - self.p["skin"]
-        canvas.fill(sat_inner - r, SAT)
+        subcutaneous = canvas.fill(sat_inner - r, SAT)
+        self._paint_fibrous_strands(canvas, u, v, subcutaneous, rng)
         fascia = sat_inner - self.sat_thickness(theta, s)
         canvas.fill(fascia - r, FASCIA)
         compartment = canvas.fill(fascia - FASCIA_MM - r, MUSCLE)
@@ -244,6 +252,17 @@ class _Leg:
         self._paint_bones(canvas, u, v, scale, grid)
         self._paint_superficial_veins(canvas, u, v, s)
 
+    def _box(self, cu, cv, half, slices=slice(None)):
+        """Index of the part of the leg window within `half` mm of local point (cu, cv) (scalars or per slice)."""
+        grid, columns, cushion_top = self._frame
+        s = grid.s[slices]
+        x = self.centre_x(s) + self.side * np.ravel(cu)[slices] if np.ndim(cu) else self.centre_x(s) + self.side * cu
+        y = self.centre_y(s, cushion_top) + (np.ravel(cv)[slices] if np.ndim(cv) else cv)
+        x0 = grid.x[columns.start]
+        c0, c1 = _index_span(x.min() - half - x0, x.max() + half - x0, grid.spacing[2], columns.stop - columns.start)
+        r0, r1 = _index_span(y.min() - half - grid.y[0], y.max() + half - grid.y[0], grid.spacing[1], len(grid.y))
+        return slices, slice(r0, r1), slice(c0, c1)
+
     def _column_window(self, grid):
         reach = self.max_extent() * 1.4 + 5
         centre = self.centre_x(0.0)
@@ -254,6 +273,16 @@ class _Leg:
         for ((u0, v0), (u1, v1)), width in zip(self.anatomy.septa, self.p["septum_width"]):
             distance = _segment_distance(u, v, u0 * scale, v0 * scale, u1 * scale, v1 * scale)
             canvas.fill(width / 2 - distance, IMAT, within=compartment)
+
+    def _paint_fibrous_strands(self, canvas, u, v, subcutaneous, rng):
+        """Thin connective-tissue strands from the skin inwards (cut off at the fascia by later paint)."""
+        for angle in rng.uniform(0, 2 * np.pi, size=int(rng.integers(6, 12))):
+            bend = rng.uniform(-0.25, 0.25)
+            u0, v0 = 1.15 * self.radius * np.cos(angle), 1.15 * self.radius * np.sin(angle)
+            u1, v1 = 0.75 * self.radius * np.cos(angle + bend), 0.75 * self.radius * np.sin(angle + bend)
+            box = self._box((u0 + u1) / 2, (v0 + v1) / 2, 0.3 * self.radius + 2)
+            distance = _segment_distance(u[box], v[box], u0, v0, u1, v1)
+            canvas.window(box).fill(STRAND_MM / 2 - distance, SAT_STRAND, within=subcutaneous[box])
 
     def _paint_fat_islands(self, canvas, u, v, grid, compartment, rng):
         """Ellipsoidal fat islands (round) and streaks (long, thin), each spanning some slices."""
@@ -270,19 +299,21 @@ class _Leg:
             rows = np.flatnonzero(np.abs(grid.s - s_centre) < s_half)
             if rows.size == 0:
                 continue
-            rows = slice(rows[0], rows[-1] + 1)
-            du, dv = u[rows] - cu, v[rows] - cv
+            reach_mm = length * (1 + canvas.pixel_mm / (2 * width)) + 1  # where the coverage ramp ends
+            box = self._box(cu, cv, reach_mm, slice(rows[0], rows[-1] + 1))
+            du, dv = u[box] - cu, v[box] - cv
             along = du * np.cos(direction) + dv * np.sin(direction)
             across = -du * np.sin(direction) + dv * np.cos(direction)
-            along_s = ((grid.s[rows] - s_centre) / s_half)[:, None, None]
+            along_s = ((grid.s[box[0]] - s_centre) / s_half)[:, None, None]
             rho = np.sqrt((along / length) ** 2 + (across / width) ** 2 + along_s ** 2)
-            canvas.window(rows).fill((1 - rho) * width, IMAT, within=compartment[rows])
+            canvas.window(box).fill((1 - rho) * width, IMAT, within=compartment[box])
 
     def _paint_bundles(self, canvas, u, v, scale, compartment):
         for bu, bv, vessel_radius in self.anatomy.bundles:
-            r = np.hypot(u - bu * scale, v - bv * scale)
-            canvas.fill(vessel_radius * 2.2 - r, IMAT, within=compartment)
-            canvas.fill(vessel_radius - r, VESSEL, within=compartment)
+            box = self._box(bu * scale, bv * scale, vessel_radius * 2.2 + 2)
+            r = np.hypot(u[box] - bu * scale, v[box] - bv * scale)
+            canvas.window(box).fill(vessel_radius * 2.2 - r, IMAT, within=compartment[box])
+            canvas.window(box).fill(vessel_radius - r, VESSEL, within=compartment[box])
 
     def _paint_bones(self, canvas, u, v, scale, grid):
         knee = grid.knee_fraction if self.anatomy.knee_end == "superior" else 1 - grid.knee_fraction
@@ -291,19 +322,22 @@ class _Leg:
         for bone in self.anatomy.bones:
             grow = _per_slice(1 + 0.35 * flare) if bone.flares else 1.0
             cortex = _per_slice(bone.cortex - (bone.cortex - 1.3) * flare) if bone.flares else bone.cortex
-            du, dv = u - bone.centre[0] * scale, v - bone.centre[1] * scale
+            cu, cv = bone.centre[0] * scale, bone.centre[1] * scale
+            box = self._box(cu, cv, bone.radius * np.max(scale * grow) * (1 + bone.lobes) + 2)
+            du, dv = u[box] - cu, v[box] - cv
             theta = np.arctan2(dv, du)
             outline = bone.radius * scale * grow * (1 + bone.lobes * np.cos(3 * (theta - bone.lobe_angle)))
             depth = outline - np.hypot(du, dv)
-            canvas.fill(depth, CORTEX)
-            canvas.fill(depth - cortex, MARROW, hu=marrow_hu)
+            canvas.window(box).fill(depth, CORTEX)
+            canvas.window(box).fill(depth - cortex, MARROW, hu=marrow_hu)
 
     def _paint_superficial_veins(self, canvas, u, v, s):
         for angle, vein_radius in self.anatomy.superficial_veins:
             sat = self.sat_thickness(np.float32(angle), s)
             depth = self.skin_radius(np.float32(angle), s) - self.p["skin"] - sat / 2
             cu, cv = depth * np.cos(angle), depth * np.sin(angle)
-            canvas.fill(np.minimum(vein_radius, sat / 3) - np.hypot(u - cu, v - cv), SAT_VEIN)
+            box = self._box(cu, cv, vein_radius + 2)
+            canvas.window(box).fill(np.minimum(vein_radius, sat / 3) - np.hypot(u[box] - cu, v[box] - cv), SAT_VEIN)
 
 
 class _Canvas:
@@ -329,6 +363,12 @@ class _Canvas:
         value = _MATERIAL_HU[material] if hu is None else hu
         self.hu += coverage * (value - self.hu)
         return coverage
+
+
+def _index_span(low_mm, high_mm, step_mm, size):
+    """Index range [start, stop) of grid points from low_mm to high_mm (offsets from point 0), within the grid."""
+    start = int(np.clip(np.floor(low_mm / step_mm), 0, size))
+    return start, int(np.clip(np.ceil(high_mm / step_mm) + 1, start, size))
 
 
 def _segment_distance(u, v, u0, v0, u1, v1):
@@ -368,7 +408,7 @@ def _render_hu(hu, materials, spacing, rng, noise, blur):
 
 def _store(canonical, ct, truth, orientation):
     """Both arrays as one storage orientation: a 3-letter code, or 'oblique' (LPS tilted 12 and 5 deg)."""
-    code = str(orientation).upper()
+    code = _ORIENTATION_ALIASES.get(str(orientation).upper(), str(orientation).upper())
     if code == "OBLIQUE":
         rotation = _rotation([1, 0, 0], 12.0) @ _rotation([0, 0, 1], 5.0)
         matrix = canonical.ijk_to_ras.copy()
@@ -379,6 +419,7 @@ def _store(canonical, ct, truth, orientation):
             Volume(truth, canonical.ijk_to_ras).reoriented(axis_order, flips))
 
 
+_ORIENTATION_ALIASES = {"PERMUTED": "ILP"}  # slices along i, the last array axis
 _CANONICAL_AXIS = {"L": (2, False), "R": (2, True), "P": (1, False), "A": (1, True), "S": (0, False), "I": (0, True)}
 
 

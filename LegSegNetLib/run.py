@@ -47,7 +47,7 @@ def run_segmentation(
     slice_range: Optional[SliceRange] = None,
     range_mm: Optional[tuple] = None,
     progress: Optional[ProgressCallback] = None,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
 ) -> SegmentationResult:
     """Validate `ct`, label its axial slices (only those in `slice_range`, or between the S positions
     `range_mm` = (start, stop) in mm) and measure the result. Raises validation.InputError for a volume

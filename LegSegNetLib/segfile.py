@@ -45,10 +45,8 @@ def write_seg_nrrd(labels: Volume, path, overwrite: bool = False) -> None:
 
 def seg_nrrd_fields(image: sitk.Image) -> dict[str, str]:
     """Slicer's segmentation header fields for a uint8 label image holding tissue values."""
-    statistics = sitk.LabelShapeStatisticsImageFilter()
-    statistics.Execute(image)
-    present = set(statistics.GetLabels())
-    unknown = sorted(present - {tissue.value for tissue in TISSUES})
+    boxes = label_extents(image)
+    unknown = sorted(set(boxes) - {tissue.value for tissue in TISSUES})
     if unknown:
         raise ValueError(f"label values {unknown} are not LegSegNet tissues (1..{len(TISSUES)}); cannot name them")
     fields = {
@@ -57,7 +55,7 @@ def seg_nrrd_fields(image: sitk.Image) -> dict[str, str]:
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
     }
     for index, tissue in enumerate(TISSUES):
-        extent = _extent(statistics.GetBoundingBox(tissue.value)) if tissue.value in present else "0 -1 0 -1 0 -1"
+        extent = boxes.get(tissue.value, "0 -1 0 -1 0 -1")
         fields.update({
             f"Segment{index}_ID": tissue.key,
             f"Segment{index}_Name": tissue.name,
@@ -84,10 +82,20 @@ def _code(term: CodedTerm) -> str:
     return "^".join(term)
 
 
-def _extent(bounding_box) -> str:
-    """ITK bounding box (start i, j, k, size i, j, k) as Slicer's inclusive extent 'i0 i1 j0 j1 k0 k1'."""
-    start, size = bounding_box[:3], bounding_box[3:]
-    return " ".join(f"{first} {first + length - 1}" for first, length in zip(start, size))
+def label_extents(image: sitk.Image) -> dict[int, str]:
+    """Slicer's inclusive extent 'i0 i1 j0 j1 k0 k1' of each nonzero label value, found one slice at a time:
+    ITK's label statistics would need several hundred MB for a 512x512x1000 label map."""
+    array = sitk.GetArrayViewFromImage(image)  # [k, j, i]; valid while `image` lives
+    low, high = {}, {}
+    for k, plane in enumerate(array):
+        for value in np.flatnonzero(np.bincount(plane.ravel()))[1:] if plane.any() else ():
+            mask = plane == value
+            rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            box_low, box_high = (columns[0], rows[0], k), (columns[-1], rows[-1], k)
+            low[value] = np.minimum(low.get(value, box_low), box_low)
+            high[value] = np.maximum(high.get(value, box_high), box_high)
+    return {int(value): " ".join(f"{first} {last}" for first, last in zip(low[value], high[value]))
+            for value in sorted(low)}
 
 
 def _label_image(labels: Volume) -> sitk.Image:

@@ -43,14 +43,17 @@ class ReferencePredictor:
         )
 
     def logits_and_labels(self, image_uint8: np.ndarray):
-        """Cropped fp16 logits [classes, rows, cols], the crop bbox and labels on the 256 grid."""
-        preprocessor = self.predictor.configuration_manager.preprocessor_class(verbose=False)
+        """Cropped fp16 logits [classes, rows, cols], the crop bbox and nnU-Net's labels on the 256 grid."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        predictor = self.predictor
+        preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
         data, _, properties = preprocessor.run_case_npy(
             image_uint8.astype(np.float32)[None, None], None, {"spacing": LEGSEGNET_SPACING},
-            self.predictor.plans_manager, self.predictor.configuration_manager, self.predictor.dataset_json,
+            predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json,
         )
-        logits = self.predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data).float()).cpu()
-        labels = self.predictor.predict_single_npy_array(
-            image_uint8.astype(np.float32)[None, None], {"spacing": LEGSEGNET_SPACING}
-        )[0]
-        return logits[:, 0], properties["bbox_used_for_cropping"][1:], labels
+        logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data).float()).cpu()
+        labels = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, properties
+        )
+        return logits[:, 0], properties["bbox_used_for_cropping"][1:], labels[0]

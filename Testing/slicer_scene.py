@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 import slicer
 
 MODULE_LOGICS = {
@@ -56,3 +57,11 @@ class SlicerScene:
         if getattr(slicer, "mrmlScene", None) is self.scene:
             del slicer.mrmlScene
         self._empty_dir.cleanup()
+
+
+@pytest.fixture
+def mrml_scene():
+    """pytest fixture: a fresh SlicerScene for one test (import it into a test module to use it)."""
+    scene = SlicerScene()
+    yield scene
+    scene.close()

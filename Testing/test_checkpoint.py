@@ -45,3 +45,25 @@ def test_truncated_and_foreign_files_are_reported(tmp_path):
         load_checkpoint(foreign)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pth")
+
+
+def _as_saved_by_numpy_1(path):
+    """Rewrite a checkpoint's pickle so its numpy classes carry numpy 1.x module names (numpy.core...),
+    as in checkpoints saved before numpy 2, such as many published nnU-Net models."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as source:
+        entries = {name: source.read(name) for name in source.namelist()}
+    pickle_name = next(name for name in entries if name.endswith("data.pkl"))
+    assert b"numpy._core" in entries[pickle_name]
+    entries[pickle_name] = entries[pickle_name].replace(b"numpy._core", b"numpy.core")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for name, data in entries.items():
+            target.writestr(name, data)
+
+
+def test_a_checkpoint_saved_under_numpy_1_loads(tmp_path):
+    path = tmp_path / "checkpoint_best.pth"
+    torch.save({"network_weights": {"w": torch.ones(2)}, "_best_ema": np.float64(0.75)}, path)
+    _as_saved_by_numpy_1(path)
+    assert load_checkpoint(path)["_best_ema"] == pytest.approx(0.75)

@@ -4,6 +4,7 @@ The engine here labels by HU bands (a stand-in with a known answer on box phanto
 exercised through its error paths.
 """
 
+import argparse
 import csv
 import io
 import json
@@ -13,10 +14,11 @@ import os
 import numpy as np
 import pytest
 import slicerio
+from hu_band_engine import HUBandEngine
 
 from LegSegNetLib.cli import build_parser, main
 from LegSegNetLib.cli.segment import (
-    TerminalProgress, expand_inputs, parse_folds, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
+    TerminalProgress, expand_inputs, folds_argument, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
 )
 from LegSegNetLib.engines.factory import EngineError, create_engine
 from LegSegNetLib.io import read_volume, write_volume
@@ -26,20 +28,6 @@ from LegSegNetLib.volume import LPS_TO_RAS, Volume
 SPACING = (0.9, 0.8, 3.0)
 VOXEL_CM3 = 0.9 * 0.8 * 3.0 / 1000
 FAT_HU, MUSCLE_HU, BONE_HU = -100, 40, 700
-
-
-class HUBandEngine:
-    """Labels fat, muscle and bone by HU band; no IMAT."""
-
-    name = "hu-bands"
-    in_plane_orientation = "PL"
-
-    def segment_slices(self, hu_slices, pixel_spacing_mm):
-        labels = np.zeros(hu_slices.shape, np.uint8)
-        labels[(hu_slices >= -190) & (hu_slices <= -30)] = 1
-        labels[(hu_slices >= -29) & (hu_slices <= 150)] = 2
-        labels[hu_slices > 150] = 4
-        return labels
 
 
 def phantom_ct(slices=6):
@@ -158,6 +146,12 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert len(read_csv(out / "measurements.csv")) == 2
 
 
+def test_measurement_tables_must_be_csv(tmp_path):
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    with pytest.raises(Exception, match="ending .csv"):
+        plan_jobs(args_for(tmp_path / "ct.nrrd", "--measurements", tmp_path / "m.json"))
+
+
 def test_several_inputs_need_an_output_folder(tmp_path):
     for name in ("a.nrrd", "b.nrrd"):
         write_volume(phantom_ct(), tmp_path / name)
@@ -229,18 +223,30 @@ def test_progress_bar_only_on_a_terminal():
     assert log_file.getvalue() == ""
     assert terminal.getvalue().count("\r") == 5
     assert terminal.getvalue().endswith("[" + "#" * 30 + "] 4/4 slices\n")
+    interrupted = Terminal()
+    bar = TerminalProgress("leg", interrupted)
+    bar(1, 4)
+    bar.close()
+    bar.close()
+    assert interrupted.getvalue().endswith("1/4 slices\n")
 
 
 def test_argument_parsers():
-    assert parse_folds("0,1,2,3,4") == (0, 1, 2, 3, 4)
-    assert parse_folds("all") is None
+    assert folds_argument("0,1,2,3,4") == (0, 1, 2, 3, 4)
+    assert folds_argument("all") is None
     assert parse_index_range("40:") == parse_index_range("40:").__class__(40, None)
     assert parse_mm_range("-120.5:-40") == (-120.5, -40.0)
     for bad in ("x", "1:2:3"):
         with pytest.raises(Exception):
             parse_index_range(bad)
-    with pytest.raises(Exception, match="fold numbers"):
-        parse_folds("one")
+    with pytest.raises(argparse.ArgumentTypeError, match="fold numbers"):
+        folds_argument("one")
+
+
+def test_bad_folds_are_refused_by_the_parser_with_the_reason(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "ct.nrrd", "--folds", "0,x"])
+    assert "--folds takes fold numbers separated by commas" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -264,6 +270,15 @@ def test_broken_model_folder_is_reported(tmp_path, capsys):
                  "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
     assert "cannot load the legsegnet engine" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_uninstalled_model_name_says_how_to_install(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("LegSegNetLib.models.registry")
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path / "home"))
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    assert main(["segment", str(tmp_path / "ct.nrrd"), "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
+    error = capsys.readouterr().err
+    assert "model 'legsegnet' is not installed" in error and "legsegnet models download" in error
 
 
 def test_factory_refuses_unknown_engines():
@@ -295,7 +310,7 @@ def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
     model = model_factory.make_model_folder(tmp_path / "model")
     out = tmp_path / "out"
     assert main(["segment", str(visible_human_dicom_dir), "--model", str(model), "--device", "cpu",
-                 "--range", "150:153", "--labelmap", str(out / "legs.seg.nrrd"),
+                 "--batch-size", "2", "--range", "150:153", "--labelmap", str(out / "legs.seg.nrrd"),
                  "--measurements", str(out / "m.csv"), "--slice-areas", str(out / "areas.csv")]) == 0
     ct = read_volume(visible_human_dicom_dir)
     segmentation = slicerio.read_segmentation(str(out / "legs.seg.nrrd"))
@@ -305,7 +320,7 @@ def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
     outside = np.ones(len(labels), bool)
     outside[150:153] = False
     assert not labels[outside].any()
-    assert read_csv(out / "m.csv")[0]["engine"]
+    assert read_csv(out / "m.csv")[0]["engine"] == "legsegnet"
     assert {int(row["slice_index"]) for row in read_csv(out / "areas.csv")} <= {150, 151, 152}
 
 

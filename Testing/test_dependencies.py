@@ -1,5 +1,6 @@
 """Dependency checks and device detection for the Slicer module (pure Python, no Slicer needed)."""
 
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -87,4 +88,16 @@ def test_without_torch_offers_auto_and_cpu(monkeypatch):
     monkeypatch.setattr(dependencies.importlib.util, "find_spec", lambda name: None)
     report = detect_devices()
     assert report.summary == "PyTorch is not installed yet"
+    assert [value for value, _ in report.choices] == ["auto", "cpu"]
+
+
+def test_a_torch_that_fails_to_load_is_reported_not_raised(monkeypatch, tmp_path):
+    """As on a machine where torch's CUDA libraries are missing: importing it raises OSError."""
+    broken = tmp_path / "torch"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise OSError('libcudart.so.12: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    report = detect_devices()
+    assert "cannot be loaded" in report.summary and "libcudart" in report.summary
     assert [value for value, _ in report.choices] == ["auto", "cpu"]

@@ -231,3 +231,19 @@ def test_mismatched_grids_and_bad_labels_are_refused():
     bad[0, 0, 0] = 9
     with pytest.raises(ValueError, match="label values"):
         compute_measurements(ct, labels.with_array(bad))
+
+
+@pytest.mark.parametrize("region", ["calf", "thigh"])
+def test_leg_phantom_measures_the_same_in_any_storage(region):
+    """The two-leg phantom (realistic shapes, noise) stored LPS and PIR: identical measurements, two legs found."""
+    phantom = pytest.importorskip("LegSegNetLib.phantom")
+    results = []
+    for orientation in ("LPS", "PIR"):
+        ct, truth = phantom.make_leg_phantom(seed=3, region=region, shape=(6, 96, 96), orientation=orientation)
+        results.append(compute_measurements(ct, truth).summary)
+    assert_summary(results[1], results[0])
+    assert results[0]["separable_slice_count"] == results[0]["slice_count"] == 6
+    for key in ("SAT", "SM", "Bone"):
+        both = results[0][f"{key}_volume_cm3"]
+        assert both > 0
+        assert results[0][f"right_{key}_volume_cm3"] + results[0][f"left_{key}_volume_cm3"] == pytest.approx(both)

@@ -6,7 +6,7 @@ import pytest
 
 from LegSegNetLib.module_support import (
     MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, engine_status,
-    format_duration, segmentation_progress_text,
+    format_duration, process_options, segmentation_done_text, segmentation_progress_text,
 )
 
 
@@ -33,6 +33,23 @@ def test_missing_model_offers_download_and_offline_install(empty_home):
     assert "Not installed" in status.text and ".zip" in status.text
 
 
+def test_installed_model_is_ready_and_removable_then_a_damaged_one_offers_repair(empty_home, tmp_path):
+    from model_factory import make_model_folder
+
+    from LegSegNetLib.models.install import install_model_from
+
+    folder = install_model_from(make_model_folder(tmp_path / "model", checkpoint_name="checkpoint_best.pth"))
+    choice = EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet")
+    status = engine_status(choice)
+    assert status.ready and status.removable and status.download_action is None
+    assert "folds 0" in status.text
+
+    (folder / "fold_0" / "checkpoint_best.pth").unlink()
+    status = engine_status(choice)
+    assert not status.ready and status.removable and status.download_action == "Repair"
+    assert "checkpoint_best.pth" in status.text
+
+
 def test_models_installed_under_their_own_name_are_offered(empty_home):
     (empty_home / "models" / "my-leg-model").mkdir(parents=True)
     names = [choice.model for choice in engine_choices()]
@@ -51,9 +68,29 @@ def test_segmentation_progress_estimates_time_left_from_the_pace_so_far():
     assert "No slice" in segmentation_progress_text(0, 0, 0.0)
 
 
+def test_done_text_shows_the_warnings_about_the_input():
+    plain = segmentation_done_text(65.0)
+    assert plain.startswith("Done in 1 min 05 s.") and "Warning" not in plain
+    warned = segmentation_done_text(65.0, ("no voxel is below -500", "the volume holds a single axial slice"))
+    assert "Warning: no voxel is below -500; the volume holds a single axial slice." in warned
+    assert "Update measurements" in warned
+
+
 def test_download_progress_shows_file_bytes_and_speed():
     progress = SimpleNamespace(file="fold_0/checkpoint_best.pth", file_index=3, file_count=3, file_done=0,
                                file_total=None, done=120_000_000, total=250_000_000, bytes_per_second=5_200_000)
     assert download_progress_text(progress) == "fold_0/checkpoint_best.pth (3/3): 120.0 of 250.0 MB, 5.2 MB/s"
     unknown_total = SimpleNamespace(**{**vars(progress), "total": None})
     assert "120.0 MB" in download_progress_text(unknown_total)
+
+
+def test_process_options_carry_model_settings_only_for_a_model():
+    model = EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet")
+    assert process_options(model, "cuda:0", True, "0, 2", (10.0, -5.0)) == {
+        "engine": "legsegnet", "device": "cuda:0", "model": "legsegnet", "folds": (0, 2), "tta": True,
+        "range_mm": (10.0, -5.0)}
+    assert process_options(model)["folds"] is None  # empty: every installed fold
+    threshold = EngineChoice(THRESHOLD_ENGINE, None, "thresholds")
+    assert process_options(threshold, "cpu", True, "1") == {"engine": "threshold", "device": "cpu"}
+    with pytest.raises(ValueError, match="fold numbers"):
+        process_options(model, folds_text="zero")

@@ -117,3 +117,9 @@ def test_invalid_json(model_dir, tmp_path):
     (folder / "dataset.json").write_text("{not json")
     with pytest.raises(ModelFolderError, match="not valid JSON"):
         load_model_folder(folder)
+
+
+def test_fold_all_is_used_only_when_asked_for(tmp_path):
+    folder = make_model_folder(tmp_path, folds=(1, "all"))
+    assert load_model_folder(folder).folds == (1,)
+    assert load_model_folder(folder, folds=["all"]).folds == ("all",)

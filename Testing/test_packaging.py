@@ -65,6 +65,8 @@ def test_extension_cmake_has_complete_metadata_and_depends_on_pytorch():
     assert fields["EXTENSION_DEPENDS"] == "PyTorch"
     assert fields["EXTENSION_ICONURL"].endswith("/LegSegNet.png")
     assert "add_subdirectory(LegSegNet)" in text
+    assert fields["EXTENSION_HOMEPAGE"] in (MODULE_DIR / "LegSegNet.py").read_text(), "module help links elsewhere"
+    assert fields["EXTENSION_HOMEPAGE"] in json.loads((ROOT / "LegSegNet.json").read_text())["scm_url"]
 
 
 def test_extensions_index_description():
@@ -79,3 +81,14 @@ def test_icons_are_128_pixel_rgba_and_reproducible():
         image = sitk.ReadImage(str(path))
         assert image.GetSize() == (128, 128) and image.GetNumberOfComponentsPerPixel() == 4
         np.testing.assert_array_equal(sitk.GetArrayFromImage(image), draw_icon())
+
+
+def test_extensions_index_description_fits_the_catalog_entry_schema():
+    """Fields of Slicer's Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json (no others are allowed)."""
+    entry = json.loads((ROOT / "LegSegNet.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "build_subdirectory", "enabled", "tier"}
+    assert set(entry) <= allowed
+    assert {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["$schema"].endswith("/slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5

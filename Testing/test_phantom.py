@@ -22,7 +22,7 @@ def test_same_seed_same_phantom_other_seed_differs():
     assert np.array_equal(ct_a.ijk_to_ras, truth_a.ijk_to_ras)
 
 
-@pytest.mark.parametrize("orientation", ["RAS", "PIR", "LAS"])
+@pytest.mark.parametrize("orientation", ["RAS", "PIR", "LAS", "permuted"])
 def test_storage_orientations_hold_the_same_physical_image(orientation):
     reference_ct, reference_truth = make_leg_phantom(seed=1, **SMALL)
     ct, truth = make_leg_phantom(seed=1, orientation=orientation, **SMALL)
@@ -32,6 +32,8 @@ def test_storage_orientations_hold_the_same_physical_image(orientation):
     other = np.rint(ct.index_of_ras(ras)).astype(int)
     assert np.array_equal(ct.array[tuple(other.T)], reference_ct.array[tuple(kji.T)])
     assert np.array_equal(truth.array[tuple(other.T)], reference_truth.array[tuple(kji.T)])
+    if orientation == "permuted":
+        assert slice_layout(ct).slice_axis == 2
 
 
 def test_oblique_phantom_is_tilted_but_still_axial():

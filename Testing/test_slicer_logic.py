@@ -10,7 +10,8 @@ import vtk
 slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
 
-from slicer_scene import SlicerScene  # noqa: E402
+from hu_band_engine import HUBandEngine  # noqa: E402
+from slicer_scene import mrml_scene  # noqa: E402,F401 (pytest fixture)
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
 from LegSegNetLib.logic import InputVolumeError, LegSegNetLogic  # noqa: E402
@@ -18,6 +19,7 @@ from LegSegNetLib.io import read_volume  # noqa: E402
 from LegSegNetLib.layout import slice_layout  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
+from LegSegNetLib.validation import InputError  # noqa: E402
 from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
 
 # Each tissue is drawn with its own HU; the test engine maps each HU back to its label.
@@ -57,10 +59,8 @@ class FailingEngine(AnteriorRightEngine):
 
 
 @pytest.fixture
-def scene():
-    mrml = SlicerScene()
-    yield mrml
-    mrml.close()
+def scene(mrml_scene):
+    return mrml_scene
 
 
 def phantom(seed=0, shape=(6, 20, 24), spacing_ijk=(0.9, 0.8, 2.0)):
@@ -244,7 +244,26 @@ def test_reuse_replaces_only_legsegnet_segments_and_keeps_the_users(scene):
     segmentation = segmentation_node.GetSegmentation()
     assert sorted(segmentation.GetSegmentIDs()) == sorted([user_id] + [mrml_segmentation.segment_id(t) for t in TISSUES])
     assert segmentation.GetSegment(user_id).GetName() == "Tumour"
-    np.testing.assert_array_equal(_segment_mask(segmentation_node, user_id, volume_node), user_mask.astype(bool))
+    np.testing.assert_array_equal(mrml_segmentation.segment_mask(segmentation_node, user_id, volume_node),
+                                  user_mask.astype(bool))
+
+
+def test_a_segmentation_made_by_the_node_selector_gets_display_and_reference_geometry(scene):
+    """qMRMLNodeComboBox's "Create new Segmentation" adds a bare node: no display node, no reference geometry."""
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    bare = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "made by the selector")
+    assert bare.GetDisplayNode() is None
+
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, bare, engine=AnteriorRightEngine())
+
+    assert segmentation_node is bare
+    assert bare.GetDisplayNode() is not None and bare.GetDisplayNode().GetVisibility()
+    reference = slicer.vtkMRMLSegmentationNode()
+    reference.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    geometry = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    assert bare.GetSegmentation().GetConversionParameter(geometry) == \
+        reference.GetSegmentation().GetConversionParameter(geometry) != ""
 
 
 def _write_segment(segmentation_node, segment_id, mask: Volume):
@@ -253,11 +272,6 @@ def _write_segment(segmentation_node, segment_id, mask: Volume):
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     segment.AddRepresentation(mrml_segmentation.binary_labelmap_name(), image)
     segment.SetLabelValue(1)
-
-
-def _segment_mask(segmentation_node, segment_id, volume_node):
-    reference = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
-    return mrml_segmentation._segment_mask(segmentation_node, segment_id, reference)
 
 
 def test_compute_measurements_reflects_an_edit(scene):
@@ -359,13 +373,27 @@ def test_cancel_leaves_the_scene_unchanged(scene):
     assert table_text(table_node) == rows
 
 
-def test_engine_error_leaves_the_scene_unchanged(scene):
+@pytest.mark.parametrize("hu_shift, engine, error, message", [
+    (0, FailingEngine(), RuntimeError, "engine failure"),
+    (1000, AnteriorRightEngine(), InputError, "not CT in Hounsfield units"),  # no negative value: MR-like, not HU
+], ids=["engine error", "not CT"])
+def test_an_engine_or_input_error_leaves_the_scene_unchanged(scene, hu_shift, engine, error, message):
     ct, _ = phantom()
-    volume_node = add_volume_node(ct)
+    volume_node = add_volume_node(ct.with_array(ct.array + hu_shift))
     nodes = scene_node_ids(scene)
-    with pytest.raises(RuntimeError, match="engine failure"):
-        LegSegNetLogic().process(volume_node, engine=FailingEngine())
+    with pytest.raises(error, match=message):
+        LegSegNetLogic().process(volume_node, engine=engine)
     assert scene_node_ids(scene) == nodes
+
+
+def test_check_input_refuses_what_process_refuses_and_returns_its_warnings(scene):
+    ct, _ = phantom()
+    logic = LegSegNetLogic()
+    with pytest.raises(InputError, match="not CT in Hounsfield units"):
+        logic.checkInput(add_volume_node(ct.with_array(ct.array + 1000)))
+    with pytest.raises(InputError, match="select a CT volume"):
+        logic.checkInput(None)
+    assert logic.checkInput(add_volume_node(ct)) == ()
 
 
 def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
@@ -381,6 +409,8 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
 
     with pytest.raises(Exception):
         logic.process(volume_node, segmentation_node, foreign_table, engine=BoneEngine())
+    with pytest.raises(Exception):
+        logic.process(volume_node, None, foreign_table, engine=BoneEngine())
 
     assert scene_node_ids(scene) == nodes
     new_names, new_labels = _segmentation_state(segmentation_node, volume_node)
@@ -434,18 +464,17 @@ def test_bad_inputs_get_clear_errors(scene):
         logic.process(add_volume_node(ct), engine=AnteriorRightEngine(), slice_range=(0, 1), range_mm=(0, 1))
 
 
-class HounsfieldBandEngine:
-    """The field's fixed HU bands (fat -190..-30 as SAT, muscle -29..150, bone above), slice by slice."""
+def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
+    ct, _ = phantom()
+    no_air = add_volume_node(ct.with_array(np.maximum(ct.array, -400).astype(np.int16)), "no air")
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(no_air, engine=AnteriorRightEngine())
+    assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
+    assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
+    assert logic.checkInput(no_air) == logic.lastWarnings
 
-    name = "HU band test engine"
-    in_plane_orientation = "PL"
-
-    def segment_slices(self, hu_slices, pixel_spacing_mm):
-        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
-        labels[(hu_slices >= -190) & (hu_slices <= -30)] = TISSUE_BY_KEY["SAT"].value
-        labels[(hu_slices >= -29) & (hu_slices <= 150)] = TISSUE_BY_KEY["SM"].value
-        labels[hu_slices > 150] = TISSUE_BY_KEY["Bone"].value
-        return labels
+    logic.process(add_volume_node(ct), segmentation_node, engine=AnteriorRightEngine())
+    assert logic.lastWarnings == ()
 
 
 def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
@@ -454,12 +483,12 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
     assert volume_node is not None and slicer.util.arrayFromVolume(volume_node).shape == (350, 512, 512)
     mid_calf_mm = (390.0, 401.0)  # twelve 1 mm slices of the calves (the series spans S = 150..499)
     logic = LegSegNetLogic()
-    segmentation_node, table_node = logic.process(volume_node, engine=HounsfieldBandEngine(), range_mm=mid_calf_mm)
+    segmentation_node, table_node = logic.process(volume_node, engine=HUBandEngine(), range_mm=mid_calf_mm)
 
     # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
     reference = read_volume(visible_human_dicom_dir)
     reference_range = slice_range_from_mm(reference, slice_layout(reference), *mid_calf_mm)
-    reference_labels = segment_volume(reference, HounsfieldBandEngine(), reference_range)
+    reference_labels = segment_volume(reference, HUBandEngine(), reference_range)
     rng = np.random.default_rng(1)
     labelled = np.argwhere(reference_labels.array > 0)
     kji = labelled[rng.choice(len(labelled), 2000, replace=False)]
@@ -493,3 +522,71 @@ def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
         assert tissue_volume(table_node, tissue.key) == pytest.approx(found.sum() * truth.voxel_volume_mm3 / 1000)
     summary = logic.summaryTable(table_node).GetTable()
     assert summary.GetColumnByName("separable_slice_count").GetValue(0) == 12  # two legs in every slice
+
+
+@pytest.mark.parametrize("tissue", TISSUES, ids=lambda tissue: tissue.key)
+def test_terminology_string_is_what_slicers_terminology_logic_writes(tissue):
+    """The segments (and the command line's .seg.nrrd) carry the string Slicer itself serializes for the codes."""
+    entry = slicer.vtkSlicerTerminologyEntry()
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic
+    assert terminologies.DeserializeTerminologyEntry(mrml_segmentation.terminology_entry(tissue), entry)
+    assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue(),
+            entry.GetTypeObject().GetCodeMeaning()) == tissue.type
+    assert entry.GetCategoryObject().GetCodeValue() == tissue.category[1]
+    assert (entry.GetRegionObject().GetCodeValue() or None) == (tissue.region[1] if tissue.region else None)
+    assert terminologies.SerializeTerminologyEntry(entry) == mrml_segmentation.terminology_entry(tissue)
+
+
+def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene, tmp_path):
+    """A .seg.nrrd written by `legsegnet segment` opens in Slicer with its four segments, and Update measurements
+    works on it (segments recognised by ID) with the same numbers as the labels it holds."""
+    from LegSegNetLib.measurements import compute_measurements
+    from LegSegNetLib.segfile import write_seg_nrrd
+
+    ct, truth = phantom()
+    stored_ct = ct.reoriented((0, 1, 2), (False, True, True))
+    labels = segment_volume(stored_ct, AnteriorRightEngine())
+    path = tmp_path / "cli.seg.nrrd"
+    write_seg_nrrd(labels, path)
+    volume_node = add_volume_node(stored_ct)
+    segmentation_node = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(segmentation_node)
+
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
+                                  labels.array)
+    table_node = LegSegNetLogic().computeMeasurements(segmentation_node, volume_node)
+    expected = compute_measurements(stored_ct, labels)
+    for row in expected.tissue_rows:
+        if row["side"] == "both":
+            assert tissue_volume(table_node, row["tissue"]) == pytest.approx(row["volume_cm3"])
+
+
+def test_threshold_engine_by_name_through_the_engine_factory(scene):
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    ct, truth = make_leg_phantom(seed=1, shape=(4, 96, 96), orientation="RAS")
+    volume_node = add_volume_node(ct)
+    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine="threshold")
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    assert np.mean(labels[truth.array > 0] == truth.array[truth.array > 0]) > 0.8
+
+
+def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
+    """The model path end to end: factory -> nnU-Net engine -> segmentation equal to the library's labels."""
+    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    from model_factory import make_model_folder
+
+    from LegSegNetLib.engines.factory import create_engine
+    from LegSegNetLib.phantom import make_leg_phantom
+
+    model = make_model_folder(tmp_path / "model")
+    ct, _ = make_leg_phantom(seed=2, shape=(2, 80, 96), orientation="LPS")
+    volume_node = add_volume_node(ct)
+    options = dict(model=str(model), folds=(0,), device="cpu")
+    segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine="legsegnet", **options)
+    expected = segment_volume(ct, create_engine("legsegnet", **options))
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
+                                  expected.array)
+    assert len(table_rows(table_node)) >= len(TISSUES)

@@ -11,6 +11,7 @@ import sys
 SUBCOMMAND_MODULES = (
     "segment",
     "models",
+    "demo",
     "phantom",
     "export",
     "train",

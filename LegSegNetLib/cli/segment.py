@@ -22,7 +22,8 @@ from typing import Optional
 from . import UserError
 from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
-from ..outputs import OutputExistsError, extension_of, refuse_existing, write_text
+from ..models.folds import parse_folds
+from ..outputs import OutputExistsError, OutputWriteError, extension_of, refuse_existing, write_text
 from ..pipeline import SliceRange
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
 from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
@@ -51,10 +52,15 @@ def register(subparsers) -> None:
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=ENGINES, default="legsegnet")
     engine.add_argument("--model", help="nnU-Net model folder or installed model name (default: legsegnet)")
-    engine.add_argument("--folds", type=parse_folds, help="folds to ensemble, e.g. 0,1,2,3,4 (default: all present)")
+    engine.add_argument("--folds", type=folds_argument, help="folds to ensemble, e.g. 0,1,2,3,4 (default: all present)")
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
     engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    engine.add_argument("--batch-size", type=_positive_int, metavar="N",
+                        help="slices per network batch (default: chosen from the device's free memory)")
+    engine.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
+                             "labels may differ from nnU-Net's at near-ties")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
@@ -117,13 +123,16 @@ def plan_jobs(args) -> list:
         jobs = [Job(path, input_name(path), args.output_dir / f"{input_name(path)}.{args.format}",
                     args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}") for path in inputs]
         _refuse_duplicate_names(jobs)
+    for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
+        if path is not None and extension_of(path) != ".csv":
+            raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
     explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas]
     if args.measurements is not None:
         explicit.append(json_twin_path(args.measurements))
     try:
         for path in filter(None, explicit):
             refuse_existing(path, args.overwrite)
-    except OutputExistsError as error:
+    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, a folder where a file goes
         raise UserError(str(error)) from None
     return jobs
 
@@ -158,7 +167,11 @@ def process(job: Job, engine, args, label: str) -> dict:
         return _read_record(job.record)
     started = time.monotonic()
     ct = read_volume(job.input)
-    result = run_segmentation(ct, engine, args.range, args.range_mm, progress=TerminalProgress(label))
+    progress = TerminalProgress(label)
+    try:
+        result = run_segmentation(ct, engine, args.range, args.range_mm, progress=progress)
+    finally:
+        progress.close()
     record = measurement_record(str(job.input), engine.name, result.measurements)
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, args.overwrite)
@@ -178,29 +191,31 @@ class TerminalProgress:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
+        self.line_open = False
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total == 0:
             return
         filled = self.WIDTH * done // total
         self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} slices")
+        self.line_open = True
         if done == total:
-            self.stream.write("\n")
+            self.close()
         self.stream.flush()
 
+    def close(self) -> None:
+        """End the bar's line, so that messages after a failure start on a line of their own."""
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
 
-def parse_folds(text: str) -> Optional[tuple]:
-    """'0,1,2' -> (0, 1, 2); 'all' -> None (every fold the model has)."""
-    if text.strip().lower() == "all":
-        return None
+
+def folds_argument(text: str) -> Optional[tuple]:
+    """models.folds.parse_folds for argparse, which shows an ArgumentTypeError's own message."""
     try:
-        folds = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        folds = ()
-    if not folds or min(folds) < 0:
-        raise argparse.ArgumentTypeError(
-            f"--folds takes fold numbers separated by commas (e.g. 0,1,2) or 'all', not {text!r}")
-    return folds
+        return parse_folds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_index_range(text: str) -> SliceRange:
@@ -213,6 +228,12 @@ def parse_mm_range(text: str) -> tuple:
     if start is None or stop is None:
         raise argparse.ArgumentTypeError("--range-mm needs both ends, e.g. -120:-40")
     return start, stop
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def _split_range(text: str, number, message: str) -> tuple:
@@ -228,7 +249,7 @@ def _split_range(text: str, number, message: str) -> tuple:
 def _engine(args):
     try:
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
-                             checkpoint=args.checkpoint)
+                             checkpoint=args.checkpoint, batch_size=args.batch_size, backend=args.backend)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
         raise UserError(f"cannot load the {args.engine} engine: {error}") from error
 

@@ -30,12 +30,15 @@ def create_engine(
     device: str = "auto",
     checkpoint: Optional[str] = None,
     batch_size: Optional[int] = None,
+    backend: str = "torch",
 ) -> SliceEngine:
     """Build an engine. legsegnet: `model` is a model folder or registry name (default "legsegnet"),
     `folds` None means all the model has, `checkpoint` a file name inside fold_N (default: final, else best),
-    `batch_size` None lets the engine choose. threshold: takes none of the model options."""
+    `batch_size` None lets the engine choose, `backend` "torch" (exact) or "onnx" (ONNX Runtime on the CPU,
+    optional packages). threshold: takes none of the model options."""
     if engine == "threshold":
-        _refuse_model_options(model=model, folds=folds, tta=tta, checkpoint=checkpoint)
+        _refuse_model_options(model=model, folds=folds, tta=tta, checkpoint=checkpoint, batch_size=batch_size,
+                              backend=None if backend == "torch" else backend)
         threshold = _import_engine_module("threshold", "LegSegNetLib.engines.threshold")
         return threshold.ThresholdEngine()
     if engine == "legsegnet":
@@ -43,9 +46,8 @@ def create_engine(
             raise EngineError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
         folder = resolve_model_folder(model)
         nnunet_engine = _import_engine_module("legsegnet", "LegSegNetLib.nnunet.engine")
-        options = {} if batch_size is None else {"batch_size": batch_size}
         return nnunet_engine.LegSegNetEngine.from_model_folder(
-            folder, folds=folds, checkpoint=checkpoint, tta=tta, device=device, **options
+            folder, folds=folds, checkpoint=checkpoint, tta=tta, device=device, batch_size=batch_size, backend=backend
         )
     raise EngineError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
 

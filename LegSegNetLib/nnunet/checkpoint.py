@@ -24,9 +24,15 @@ class CheckpointReadError(ValueError):
 
 
 def _numpy_safe_globals() -> list:
-    scalar = getattr(np, "_core", np.core).multiarray.scalar
+    # numpy 2 renamed numpy.core to numpy._core: checkpoints pickle the scalar class under the name of the numpy
+    # that saved them, so allow it under both whichever numpy loads them.
+    try:
+        from numpy._core.multiarray import scalar  # numpy 2, and numpy 1.26's forward-compatible name
+    except ImportError:
+        from numpy.core.multiarray import scalar
     dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [scalar, np.dtype, *dtype_classes]
+    return [(scalar, f"{module}.multiarray.scalar") for module in ("numpy.core", "numpy._core")] + [
+        np.dtype, *dtype_classes]
 
 
 def load_checkpoint(path) -> dict:

@@ -135,15 +135,15 @@ def _read_json(folder: Path, name: str) -> dict:
 
 
 def _resolve_folds(folder: Path, folds: Optional[Sequence], checkpoint: Optional[str]) -> list:
-    if folds is None:
+    if folds is None:  # as nnU-Net: every numbered fold with a checkpoint; fold_all only when asked for
         found = sorted(
-            (path.name[len("fold_"):] for path in folder.glob("fold_*") if _find_checkpoint(path, checkpoint)),
-            key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name),
+            int(path.name[len("fold_"):]) for path in folder.glob("fold_*")
+            if path.name[len("fold_"):].isdigit() and _find_checkpoint(path, checkpoint)
         )
         if not found:
             wanted = checkpoint or " or ".join(CHECKPOINT_NAMES)
             raise ModelFolderError(f"{folder} has no fold_N folder holding {wanted}")
-        return [int(name) if name.isdigit() else name for name in found]
+        return found
     if isinstance(folds, (int, str)):
         folds = [folds]
     names = [int(fold) if str(fold).isdigit() else str(fold) for fold in folds]

@@ -37,7 +37,7 @@ class DeviceUnavailableError(RuntimeError):
 
 @dataclass
 class SliceLogits:
-    """Logits [classes, rows, cols] (fp16, CPU) on the nonzero crop `bbox` of a model-grid slice."""
+    """Logits [classes, rows, cols] (fp16, on the compute device) on the nonzero crop `bbox` of a model-grid slice."""
 
     logits: torch.Tensor
     bbox: tuple
@@ -46,15 +46,25 @@ class SliceLogits:
     def labels(self) -> np.ndarray:
         """nnU-Net's segmentation: argmax of the fp16 logits inside the crop, background outside."""
         labels = np.zeros(self.shape, dtype=np.uint8)
-        labels[self.bbox] = self.logits.numpy().argmax(0)
+        labels[self.bbox] = class_argmax(self.logits, dim=0)
         return labels
 
     def probabilities(self) -> torch.Tensor:
         """Softmax [classes, rows, cols] float32 over the whole slice; certain background outside the crop."""
-        probabilities = torch.zeros((self.logits.shape[0], *self.shape), dtype=torch.float32)
+        probabilities = torch.zeros((self.logits.shape[0], *self.shape), dtype=torch.float32, device=self.logits.device)
         probabilities[0] = 1.0
         probabilities[(slice(None), *self.bbox)] = torch.softmax(self.logits.float(), dim=0)
         return probabilities
+
+
+def class_argmax(scores: torch.Tensor, dim: int) -> np.ndarray:
+    """uint8 index of the largest score along `dim` (the first on ties), as a numpy array on the CPU.
+
+    On the CPU numpy's argmax is used: torch's is several times slower across a non-innermost dimension.
+    """
+    if scores.device.type == "cpu":
+        return scores.numpy().argmax(dim).astype(np.uint8)
+    return scores.argmax(dim).to(torch.uint8).cpu().numpy()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -140,6 +150,10 @@ class _Slice:
     tiles: list  # tile slicers (rows, cols) in nnU-Net's order
 
 
+class _MovedToCpu(Exception):
+    """Work already done on the GPU must be redone on the CPU."""
+
+
 class Predictor:
     """Runs one NNUNetModel on batches of model-grid slices."""
 
@@ -151,6 +165,8 @@ class Predictor:
         batch_size: Optional[int] = None,
         tile_step_size: float = 0.5,
     ):
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.model = model
         self.device = resolve_device(device)
         self.tta = tta
@@ -159,29 +175,37 @@ class Predictor:
         self.mirror_axes = _mirror_combinations(model.inference_allowed_mirroring_axes) if tta else []
         self.batch_size = batch_size or self._default_batch_size()
         if self.device.type == "cpu":
-            _use_available_cores()
-        self._gaussian_cpu = gaussian_importance_map(self.patch_size)
+            _cap_threads_to_available_cores()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as nnU-Net: fastest kernels for the fixed patch size
         self._move_to(self.device)
 
     # ---- public -------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> List[SliceLogits]:
-        """images: [n, rows, cols] model-grid slices (LegSegNet's uint8). Returns per-slice cropped logits."""
+        """images: [n, rows, cols] model-grid slices (LegSegNet's uint8). Returns per-slice cropped logits,
+        left on the compute device so that resampling and argmax need no transfer."""
         slices = [self._prepare(index, image) for index, image in enumerate(images)]
-        fold_sums = None
-        for fold in range(len(self.networks)):
-            logits = self._sliding_window(fold, slices)
-            if fold_sums is None:
-                fold_sums = logits
-            else:
-                for total, fold in zip(fold_sums, logits):
-                    total += fold
-        if len(self.networks) > 1:
-            for total in fold_sums:
-                total /= len(self.networks)
+        while True:
+            try:
+                logits = self._average_folds(slices)
+                break
+            except _MovedToCpu:
+                continue  # the GPU ran out of memory even one slice at a time: start over on the CPU
         shape = tuple(images.shape[1:])
-        return [SliceLogits(logits, item.bbox, shape) for logits, item in zip(fold_sums, slices)]
+        return [SliceLogits(total, item.bbox, shape) for total, item in zip(logits, slices)]
+
+    def _average_folds(self, slices: List[_Slice]) -> List[torch.Tensor]:
+        """Sum of the folds' fp16 logits divided by the fold count, in fp16, as nnU-Net averages them."""
+        totals = self._sliding_window(0, slices)
+        for fold in range(1, len(self.networks)):
+            for total, logits in zip(totals, self._sliding_window(fold, slices)):
+                total += logits
+        if len(self.networks) > 1:
+            for total in totals:
+                total /= len(self.networks)
+        return totals
 
     # ---- preprocessing and tiling -------------------------------------------------------------------------
 
@@ -202,11 +226,11 @@ class Predictor:
 
     # ---- the network --------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def _sliding_window(self, fold: int, slices: List[_Slice]) -> List[torch.Tensor]:
         classes = len(self.model.label_values)
-        logits = [torch.zeros((classes, *item.padded.shape[1:]), dtype=torch.float16) for item in slices]
-        weights = [torch.zeros(item.padded.shape[1:], dtype=torch.float16) for item in slices]
+        logits = [torch.zeros((classes, *item.padded.shape[1:]), dtype=torch.float16, device=self.device)
+                  for item in slices]
+        weights = [torch.zeros(item.padded.shape[1:], dtype=torch.float16, device=self.device) for item in slices]
         work = [(item, tile) for item in slices for tile in item.tiles]
         start = 0
         while start < len(work):
@@ -220,14 +244,14 @@ class Predictor:
                 continue
             for (item, tile), prediction in zip(chunk, predictions):
                 logits[item.index][(slice(None), *tile)] += prediction
-                weights[item.index][tile] += self._gaussian_cpu
+                weights[item.index][tile] += self._gaussian
             start += len(chunk)
         for total, weight in zip(logits, weights):
             torch.div(total, weight, out=total)
         return [self._unpad(total, item.pads) for total, item in zip(logits, slices)]
 
     def _weighted_network_output(self, fold: int, tiles: List[torch.Tensor]) -> torch.Tensor:
-        """Gaussian-weighted network output [n, classes, rows, cols] on the CPU, mirrorings averaged like nnU-Net."""
+        """Gaussian-weighted network output [n, classes, rows, cols], mirrorings averaged like nnU-Net."""
         network = self.networks[fold]
         batch = torch.stack(tiles).to(self.device, non_blocking=True)
         with torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext():
@@ -236,8 +260,8 @@ class Predictor:
                 prediction += torch.flip(network(torch.flip(batch, axes)), axes)
             if self.mirror_axes:
                 prediction /= len(self.mirror_axes) + 1
-        prediction *= self._gaussian_device
-        return prediction.cpu()
+        prediction *= self._gaussian
+        return prediction
 
     @staticmethod
     def _unpad(logits: torch.Tensor, pads: list) -> torch.Tensor:
@@ -248,7 +272,7 @@ class Predictor:
 
     def _move_to(self, device: torch.device) -> None:
         self.networks = [network.to(device).eval() for network in self.model.networks]
-        self._gaussian_device = self._gaussian_cpu.to(device)
+        self._gaussian = gaussian_importance_map(self.patch_size).to(device)
 
     def _shrink_after_out_of_memory(self) -> None:
         """Halve the batch after a GPU out-of-memory error; at batch 1 continue on the CPU."""
@@ -262,8 +286,9 @@ class Predictor:
         log.warning("GPU out of memory even one slice at a time: continuing on the CPU (slower)")
         self.device = torch.device("cpu")
         self.batch_size = DEFAULT_CPU_BATCH
-        _use_available_cores()
+        _cap_threads_to_available_cores()
         self._move_to(self.device)
+        raise _MovedToCpu()
 
     def _default_batch_size(self) -> int:
         if self.device.type != "cuda":
@@ -282,16 +307,19 @@ def _mirror_combinations(axes: Sequence[int]) -> list:
 def _activation_bytes_per_tile(model: NNUNetModel, patch_size: Sequence[int]) -> int:
     """Rough fp16 activation memory of one tile: features x pixels per stage, encoder and decoder, with slack."""
     kwargs = model.configuration["architecture"]["arch_kwargs"]
+    features_per_stage = kwargs["features_per_stage"]
+    if isinstance(features_per_stage, int):
+        features_per_stage = [features_per_stage] * kwargs["n_stages"]
     pixels = math.prod(patch_size)
     total = 0
-    for features, stride in zip(kwargs["features_per_stage"], kwargs["strides"]):
+    for features, stride in zip(features_per_stage, kwargs["strides"]):
         pixels //= math.prod(stride) if isinstance(stride, (list, tuple)) else stride ** len(patch_size)
         total += features * pixels
     return total * 2 * 8  # 2 bytes, x8 for decoder, skips, norm temporaries and cuDNN workspaces
 
 
-def _use_available_cores() -> None:
-    """Use every core this process may run on (torch may see more cores than a container grants)."""
+def _cap_threads_to_available_cores() -> None:
+    """No more threads than cores this process may run on (torch counts the machine's, not a container's)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)

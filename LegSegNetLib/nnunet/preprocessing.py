@@ -78,10 +78,10 @@ def _cubic_coefficients(x: np.ndarray) -> np.ndarray:
     return np.stack([w0, w1, w2, w3], axis=1).astype(np.float32)
 
 
-def legsegnet_image(hu_slice: np.ndarray) -> np.ndarray:
-    """One native HU slice -> LegSegNet's 256x256 uint8 model input."""
-    image = hu_to_uint8(hu_slice)
-    return image if image.shape == MODEL_SIZE else resize_cubic_uint8(image)
+def legsegnet_image(hu_slices: np.ndarray) -> np.ndarray:
+    """Native HU slice(s) [..., rows, cols] -> LegSegNet's 256x256 uint8 model input(s)."""
+    images = hu_to_uint8(hu_slices)
+    return images if images.shape[-2:] == MODEL_SIZE else resize_cubic_uint8(images)
 
 
 def nonzero_bbox(image: np.ndarray) -> tuple:

@@ -1,0 +1,107 @@
+"""LegSegNet as a SliceEngine: native HU slices in, tissue labels on the same native grid out.
+
+Each slice goes through LegSegNet's own preprocessing (8-bit window, bicubic stretch to 256x256) and nnU-Net
+inference; the class probabilities are then resampled bilinearly back to the slice's rows x columns and the
+most probable class wins. A slice that is already 256x256 keeps nnU-Net's own argmax, so its labels equal
+the reference pipeline's exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..layout import RADIOLOGICAL
+from ..tissues import TISSUES
+from .model import ModelFolderError, NNUNetModel, load_model_folder
+from .onnx_backend import BackendUnavailableError, onnx_networks
+from .predictor import Predictor, SliceLogits, class_argmax, resolve_device
+from .preprocessing import MODEL_SIZE, legsegnet_image
+
+model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
+ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
+
+
+class LegSegNetEngine:
+    name = "legsegnet"
+
+    def __init__(self, model: NNUNetModel, tta: bool = False, device: str = "auto", batch_size: Optional[int] = None,
+                 backend: str = "torch"):
+        expected = tuple(range(len(TISSUES) + 1))
+        if model.label_values != expected:
+            raise ModelFolderError(
+                f"{model.folder} predicts labels {model.label_values}; LegSegNet models predict {expected} "
+                "(background, " + ", ".join(tissue.key for tissue in TISSUES) + ")"
+            )
+        self.model = _with_backend(model, backend, device)  # the torch weights are let go with onnx
+        self.in_plane_orientation = model.extra.get(ORIENTATION_KEY, RADIOLOGICAL)
+        self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
+
+    @classmethod
+    def from_model_folder(
+        cls,
+        folder,
+        folds: Optional[Sequence] = None,
+        checkpoint: Optional[str] = None,
+        tta: bool = False,
+        device: str = "auto",
+        batch_size: Optional[int] = None,
+        backend: str = "torch",
+    ) -> "LegSegNetEngine":
+        return cls(load_model_folder(folder, folds=folds, checkpoint=checkpoint), tta=tta, device=device,
+                   batch_size=batch_size, backend=backend)
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    @property
+    def preferred_batch_size(self) -> int:
+        """Slices per network pass: the pipeline hands over this many, so cancel waits for one pass at most."""
+        return self.predictor.batch_size
+
+    def segment_slices(self, hu_slices: np.ndarray, pixel_spacing_mm=(1.0, 1.0)) -> np.ndarray:
+        """[n, rows, cols] HU in display orientation -> uint8 labels on the same grid.
+
+        LegSegNet stretches every slice to 256x256 whatever its pixel spacing, so the spacing is not used.
+        """
+        return self.segment_prepared(self.prepare_slices(hu_slices, pixel_spacing_mm))
+
+    def prepare_slices(self, hu_slices: np.ndarray, pixel_spacing_mm=(1.0, 1.0)) -> tuple:
+        """The CPU half of segment_slices (the pipeline runs it for the next batch in a background thread):
+        LegSegNet's 8-bit window and bicubic stretch to 256x256."""
+        return legsegnet_image(hu_slices), tuple(hu_slices.shape[1:])
+
+    def segment_prepared(self, prepared: tuple) -> np.ndarray:
+        """The network half of segment_slices: nnU-Net inference, back to the native grid."""
+        images, native = prepared
+        results = self.predictor.predict(images)
+        if native == MODEL_SIZE:
+            return np.stack([result.labels() for result in results])
+        return _labels_on_native_grid(results, native)
+
+    def segment_model_grid(self, hu_slices: np.ndarray) -> np.ndarray:
+        """Labels on LegSegNet's 256x256 grid, as its own app returns them (for parity checks)."""
+        return np.stack([result.labels() for result in self.predictor.predict(legsegnet_image(hu_slices))])
+
+
+def _with_backend(model: NNUNetModel, backend: str, device: str) -> NNUNetModel:
+    """The model with its networks run by `backend`: "torch" (default, exact) or "onnx" (ONNX Runtime, CPU)."""
+    if backend == "torch":
+        return model
+    if backend != "onnx":
+        raise ValueError(f"unknown backend {backend!r}: choose torch or onnx")
+    if resolve_device(device).type != "cpu":
+        raise BackendUnavailableError("the ONNX backend runs on the CPU: add --device cpu, or use the torch backend")
+    return dataclasses.replace(model, networks=onnx_networks(model))
+
+
+def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.ndarray:
+    """Bilinear resampling of class probabilities (pixel centres aligned as in the bicubic stretch), argmax."""
+    probabilities = torch.stack([result.probabilities() for result in results])
+    resampled = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
+    return class_argmax(resampled, dim=1)

@@ -1,0 +1,77 @@
+"""Speed paths of the LegSegNet engine: background preparation and the optional ONNX Runtime backend."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from LegSegNetLib.engines.base import PreparingSliceEngine
+from LegSegNetLib.engines.factory import EngineError, create_engine
+from LegSegNetLib.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.nnunet.onnx_backend import BackendUnavailableError
+from LegSegNetLib.phantom import make_leg_phantom
+from LegSegNetLib.pipeline import segment_volume
+from model_factory import make_model_folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model_folder(tmp_path_factory.mktemp("model"), folds=(0,), seed=5)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    ct, _ = make_leg_phantom(seed=4, shape=(3, 120, 160))
+    return ct
+
+
+def test_engine_splits_preparation_from_the_network(model_dir, phantom):
+    engine = LegSegNetEngine.from_model_folder(model_dir, device="cpu", batch_size=2)
+    assert isinstance(engine, PreparingSliceEngine)
+    hu = phantom.array[:2]
+    np.testing.assert_array_equal(engine.segment_prepared(engine.prepare_slices(hu, (1.0, 1.0))),
+                                  engine.segment_slices(hu, (1.0, 1.0)))
+
+
+def test_overlapped_volume_equals_slice_by_slice(model_dir, phantom):
+    engine = LegSegNetEngine.from_model_folder(model_dir, device="cpu")
+    overlapped = segment_volume(phantom, engine, batch_size=2).array
+
+    class OneAtATime:  # the same engine without the split: the plain sequential path
+        name, in_plane_orientation = engine.name, engine.in_plane_orientation
+        segment_slices = staticmethod(engine.segment_slices)
+
+    np.testing.assert_array_equal(overlapped, segment_volume(phantom, OneAtATime(), batch_size=1).array)
+
+
+def test_onnx_backend_agrees_and_caches_its_export(model_dir, phantom, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
+    exact = create_engine("legsegnet", model=str(model_dir), device="cpu")
+    fast = create_engine("legsegnet", model=str(model_dir), device="cpu", backend="onnx")
+
+    exported = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert len(exported) == 1  # one per fold
+    reference = segment_volume(phantom, exact).array
+    labels = segment_volume(phantom, fast).array
+    # Random weights put near-ties everywhere; float differences in the last bits flip only a few of them.
+    assert np.mean(labels == reference) > 0.999
+
+    stamps = [path.stat().st_mtime_ns for path in exported]
+    create_engine("legsegnet", model=str(model_dir), device="cpu", backend="onnx")
+    assert [path.stat().st_mtime_ns for path in sorted((tmp_path / "onnx").glob("*.onnx"))] == stamps
+    assert not list((tmp_path / "onnx").glob(".*partial"))
+
+
+def test_onnx_backend_without_onnxruntime_says_what_to_install(model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(BackendUnavailableError, match="pip install onnxruntime onnx"):
+        create_engine("legsegnet", model=str(model_dir), device="cpu", backend="onnx")
+
+
+def test_backend_choice_is_checked(model_dir):
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_engine("legsegnet", model=str(model_dir), device="cpu", backend="tensorrt")
+    with pytest.raises(EngineError, match="threshold engine takes no backend"):
+        create_engine("threshold", backend="onnx")
