@@ -13,7 +13,7 @@ from LegSegNetLib.training.phantoms import phantom_dice
 BOOTSTRAP = resources_dir() / "Models" / "legsegnet-bootstrap"
 FILES = ("plans.json", "dataset.json", "legsegnet.json", "fold_0/checkpoint_final.pth", "MODEL_CARD.md")
 # Unseen phantom Dice, measured (see MODEL_CARD.md) minus a margin for other CPUs' float arithmetic.
-MINIMUM_DICE = {"SAT": 0.90, "SM": 0.93, "IMAT": 0.50, "Bone": 0.88}
+MINIMUM_DICE = {"SAT": 0.92, "SM": 0.95, "IMAT": 0.70, "Bone": 0.92}
 
 
 def test_bootstrap_model_is_complete_and_small_enough_for_the_repository():
