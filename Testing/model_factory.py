@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from LegSegNetLib.nnunet.model import build_network
+from LegSegNetLib.training import plans as legsegnet_training_plans
+from LegSegNetLib.training.plans import legsegnet_dataset_json, legsegnet_plans
 
 SMALL_FEATURES = (4, 8, 16, 32)
-LEGSEGNET_FEATURES = (32, 64, 128, 256, 512, 512, 512)  # nnU-Net's default 2D plan for 256x256 slices
-LABELS = {"background": 0, "SAT": 1, "SM": 2, "IMAT": 3, "Bone": 4}
+LEGSEGNET_FEATURES = tuple(legsegnet_training_plans.features_per_stage(width=1.0))  # the published network: 32..512 over 7 stages
 # Foreground statistics of LegSegNet-like 8-bit slices: (HU + 200) / 400 * 255 inside the leg.
 UINT8_INTENSITY_PROPERTIES = {
     "max": 255.0, "mean": 120.0, "median": 128.0, "min": 0.0,
@@ -40,8 +41,10 @@ def make_model_folder(
     """Write plans.json, dataset.json and one random-weight checkpoint per fold into `path`; returns it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    plans = make_plans(normalization, features_per_stage, use_mask_for_norm, patch_size)
-    dataset_json = make_dataset_json()
+    plans = legsegnet_plans(normalization=normalization, features=features_per_stage, use_mask_for_norm=use_mask_for_norm,
+                            patch_size=patch_size, intensity_properties=UINT8_INTENSITY_PROPERTIES,
+                            dataset_name="Dataset001_LegCT")
+    dataset_json = legsegnet_dataset_json(num_training=900)
     _write_json(path / "plans.json", plans)
     _write_json(path / "dataset.json", dataset_json)
     if in_plane_orientation is not None:
@@ -51,68 +54,6 @@ def make_model_folder(
         (path / f"fold_{fold}").mkdir(exist_ok=True)
         torch.save(_checkpoint(network, plans, dataset_json, fold), path / f"fold_{fold}" / checkpoint_name)
     return path
-
-
-def make_plans(normalization="CTNormalization", features_per_stage=SMALL_FEATURES, use_mask_for_norm=False,
-               patch_size=(256, 256)) -> dict:
-    stages = len(features_per_stage)
-    return {
-        "dataset_name": "Dataset001_LegCT",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [999.0, 1.0, 1.0],
-        "original_median_shape_after_transp": [1, 256, 256],
-        "image_reader_writer": "NaturalImage2DIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {
-            "2d": {
-                "data_identifier": "nnUNetPlans_2d",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": 12,
-                "patch_size": list(patch_size),
-                "median_image_size_in_voxels": [256.0, 256.0],
-                "spacing": [1.0, 1.0],
-                "normalization_schemes": [normalization],
-                "use_mask_for_norm": [use_mask_for_norm],
-                "resampling_fn_data": "resample_data_or_seg_to_shape",
-                "resampling_fn_seg": "resample_data_or_seg_to_shape",
-                "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-                "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-                "resampling_fn_probabilities_kwargs": {
-                    "is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None,
-                },
-                "architecture": {
-                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                    "arch_kwargs": {
-                        "n_stages": stages,
-                        "features_per_stage": list(features_per_stage),
-                        "conv_op": "torch.nn.modules.conv.Conv2d",
-                        "kernel_sizes": [[3, 3]] * stages,
-                        "strides": [[1, 1]] + [[2, 2]] * (stages - 1),
-                        "n_conv_per_stage": [2] * stages,
-                        "n_conv_per_stage_decoder": [2] * (stages - 1),
-                        "conv_bias": True,
-                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-                        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                        "dropout_op": None,
-                        "dropout_op_kwargs": None,
-                        "nonlin": "torch.nn.LeakyReLU",
-                        "nonlin_kwargs": {"inplace": True},
-                    },
-                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-                },
-                "batch_dice": True,
-            }
-        },
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": dict(UINT8_INTENSITY_PROPERTIES)},
-    }
-
-
-def make_dataset_json() -> dict:
-    return {"channel_names": {"0": "CT"}, "labels": dict(LABELS), "numTraining": 900, "file_ending": ".png"}
 
 
 def _random_network(plans: dict, dataset_json: dict, seed: int) -> torch.nn.Module:
