@@ -16,12 +16,17 @@ def reference_uint8(hu_slice: np.ndarray, use_ipp: bool = False) -> np.ndarray:
     OpenCV routes 8-bit bicubic resizes to Intel IPP on x86 unless told not to; IPP rounds differently from
     OpenCV's own (documented, portable) arithmetic for scale factors other than powers of two.
     """
-    import cv2
-
     x = np.clip(hu_slice.astype(np.float32), -200.0, 200.0)
     image = ((x - -200.0) / 400.0 * 255.0).astype(np.uint8)
     if image.shape == (256, 256):
         return image
+    return opencv_resize(image, use_ipp)
+
+
+def opencv_resize(image, use_ipp):
+    """cv2.resize to 256x256 bicubic, with Intel IPP on or off."""
+    import cv2
+
     previous = cv2.ipp.useIPP()
     cv2.ipp.setUseIPP(use_ipp)
     try:

@@ -6,7 +6,7 @@ import pytest
 
 from LegSegNetLib.nnunet.model import IntensityProperties
 from LegSegNetLib.nnunet.preprocessing import hu_to_uint8, nonzero_bbox, normalize, resize_cubic_uint8
-from nnunet_reference import reference_uint8
+from nnunet_reference import opencv_resize, reference_uint8
 
 cv2 = pytest.importorskip("cv2")
 
@@ -18,15 +18,6 @@ def images_of(shape, seed=0):
     rows, cols = np.mgrid[:shape[0], :shape[1]]
     smooth = (127 + 127 * np.sin(cols / 7.0) * np.cos(rows / 11.0)).astype(np.uint8)
     return [rng.integers(0, 256, shape, dtype=np.uint8), smooth, (rng.random(shape) > 0.5).astype(np.uint8) * 255]
-
-
-def opencv_resize(image, use_ipp):
-    previous = cv2.ipp.useIPP()
-    cv2.ipp.setUseIPP(use_ipp)
-    try:
-        return cv2.resize(image, (256, 256), interpolation=cv2.INTER_CUBIC)
-    finally:
-        cv2.ipp.setUseIPP(previous)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
