@@ -75,3 +75,17 @@ def test_backend_choice_is_checked(model_dir):
         create_engine("legsegnet", model=str(model_dir), device="cpu", backend="tensorrt")
     with pytest.raises(EngineError, match="threshold engine takes no backend"):
         create_engine("threshold", backend="onnx")
+
+
+def test_onnx_backend_agrees_with_the_exact_path_on_a_trained_model(phantom, tmp_path, monkeypatch):
+    """Random weights tie classes everywhere; the trained bootstrap model shows the agreement users get."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from LegSegNetLib.resources import resources_dir
+
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
+    bootstrap = str(resources_dir() / "Models" / "legsegnet-bootstrap")
+    reference = segment_volume(phantom, create_engine("legsegnet", model=bootstrap, device="cpu")).array
+    labels = segment_volume(phantom, create_engine("legsegnet", model=bootstrap, device="cpu", backend="onnx")).array
+    assert np.count_nonzero(reference) > 0.2 * reference.size  # the model really labels tissue here
+    assert np.mean(labels == reference) > 0.9999
