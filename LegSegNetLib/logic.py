@@ -6,10 +6,14 @@ It holds no Qt code; the Slicer module's widget only collects settings and calls
 All computing (segmentation, measurements, new segments and table contents) happens before the scene is
 touched. Output nodes are then created or updated in one step that is rolled back on any error, so a cancel
 or a failure leaves the scene exactly as it was.
+
+Each segmentation keeps the labels LegSegNet wrote into it (a hidden labelmap node it references), so that the
+slices a user corrected in Segment Editor can be exported as training pairs on their own.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import slicer
@@ -18,13 +22,16 @@ import vtk
 from . import mrml_segmentation, mrml_tables
 from .measurements import compute_measurements
 from .pipeline import SliceRange
-from .run import run_segmentation
+from .run import run_segmentation, selected_slices
 from .validation import InputError, validate_ct
 from .volume import Volume
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
 SLICE_AREA_CHART_ROLE = "LegSegNetSliceAreaChart"
+# A hidden labelmap node referenced from the segmentation: the labels as LegSegNet made them, before any edit.
+ORIGINAL_LABELS_ROLE = "LegSegNetOriginalLabels"
+EXPORT_SLICES = ("all", "range", "edited")
 
 
 class InputVolumeError(InputError):
@@ -42,9 +49,18 @@ def volume_from_node(volume_node) -> Volume:
         raise InputVolumeError(f"'{volume_node.GetName()}' holds no image data: load the CT again")
     if image.GetNumberOfScalarComponents() != 1:
         raise InputVolumeError(f"'{volume_node.GetName()}' has several components per voxel: select a grey-level CT")
+    return _node_volume(volume_node)
+
+
+def _node_volume(volume_node) -> Volume:
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
     return Volume(slicer.util.arrayFromVolume(volume_node), slicer.util.arrayFromVTKMatrix(matrix))
+
+
+def case_source_name(text: str) -> str:
+    """A node name made safe for file names (it also names NIfTI pairs): runs of other characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.") or "scan"
 
 
 class _Transaction:
@@ -104,6 +120,7 @@ class LegSegNetLogic:
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
             transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
+            self._keep_original_labels(transaction, segmentation_node, result.labels)
             table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume)
         self._make_displayable(segmentation_node, inputVolume)
         self.lastWarnings = result.warnings
@@ -137,6 +154,26 @@ class LegSegNetLogic:
         if not segmentation_node.GetSegmentation().GetConversionParameter(geometry):
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
 
+    def _keep_original_labels(self, transaction: _Transaction, segmentation_node, labels: Volume) -> None:
+        """Keep the labels as LegSegNet made them with the segmentation, so that slices the user edits later can
+        be told apart: a labelmap node hidden from editors, under the segmentation in the subject hierarchy (saved
+        with the scene), referenced by ORIGINAL_LABELS_ROLE. A re-run replaces its voxels."""
+        node = segmentation_node.GetNodeReference(ORIGINAL_LABELS_ROLE)
+        if node is None:
+            node = transaction.add_node("vtkMRMLLabelMapVolumeNode", f"{segmentation_node.GetName()} original labels")
+            node.SetHideFromEditors(True)
+            self._place_under(node, segmentation_node)
+            transaction.apply(_NodeReference(segmentation_node, ORIGINAL_LABELS_ROLE, node.GetID()))
+        transaction.apply(_VolumeContent(node, labels))
+
+    def originalLabels(self, segmentationNode):
+        """The labels LegSegNet wrote into this segmentation (a Volume on the input's grid), or None when the
+        segmentation was not made by process() (for example loaded from a .seg.nrrd file)."""
+        node = segmentationNode.GetNodeReference(ORIGINAL_LABELS_ROLE)
+        if node is None or node.GetImageData() is None:
+            return None
+        return _node_volume(node)
+
     def showSurface(self, segmentationNode, on: bool = True) -> None:
         """Show the segments as 3D surfaces (built from the labelmaps), or hide them and free the surfaces."""
         display = segmentationNode.GetDisplayNode()
@@ -159,6 +196,45 @@ class LegSegNetLogic:
         measurements = compute_measurements(volume, labels)
         with self._transaction() as transaction:
             return self._write_tables(transaction, measurements, outputTable, volumeNode)
+
+    # ---- training pairs ---------------------------------------------------------------------------------------
+
+    def exportTrainingPairs(self, segmentationNode, volumeNode, outputFolder, format="nnunet", slices="all",
+                            slice_range=None, range_mm=None, name=None):
+        """Export the slices of `volumeNode` and the LegSegNet segments as they are now (after any Segment Editor
+        edits) as training pairs (training.export.export_training_pairs: format "nnunet" appends to an nnU-Net v2
+        raw dataset, "nifti" writes image/label pairs); returns its ExportResult.
+
+        slices: "all"; "range": slice_range (start, stop) display slice indices, half-open, or range_mm (two RAS S
+        positions, mm); "edited": only the slices whose labels differ from the ones LegSegNet wrote (within the
+        range when one is given). name: recorded as the cases' source (default: the volume's name).
+        Raises training.export.ExportError (a ValueError) with what to do instead.
+        """
+        from .training.export import ExportError, export_training_pairs  # imports the model preprocessing (torch)
+
+        if slices not in EXPORT_SLICES:
+            raise ExportError(f"unknown slice choice {slices!r}; choose one of {', '.join(EXPORT_SLICES)}")
+        has_range = slice_range is not None or range_mm is not None
+        if has_range != (slices == "range") and slices != "edited":
+            raise ExportError("give an axial range (slice indices or mm) with slices='range' (or 'edited'), "
+                              "and none with slices='all'")
+        volume = volume_from_node(volumeNode)
+        labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
+        reference = self._original_for_export(segmentationNode) if slices == "edited" else None
+        indices = SliceRange(*slice_range) if slice_range is not None else None
+        return export_training_pairs(volume, labels, outputFolder, format=format,
+                                     slice_range=selected_slices(volume, indices, range_mm), reference=reference,
+                                     name=case_source_name(name or volumeNode.GetName()))
+
+    def _original_for_export(self, segmentation_node) -> Volume:
+        from .training.export import ExportError
+
+        original = self.originalLabels(segmentation_node)
+        if original is None:
+            raise ExportError(f"'{segmentation_node.GetName()}' does not hold the labels LegSegNet first wrote (it "
+                              "was not made by Segment leg, or came from a file), so edited slices cannot be told apart: "
+                              "export all slices or a range instead")
+        return original
 
     def summaryTable(self, tableNode):
         return tableNode.GetNodeReference(SUMMARY_TABLE_ROLE)
@@ -250,3 +326,27 @@ class _NodeReference:
     def restore(self) -> None:
         self.node.SetNodeReferenceID(self.role, self.old_target_id)
 
+
+class _VolumeContent:
+    """New voxels and geometry for a volume node, set by a transaction step (undone by restoring the old ones)."""
+
+    def __init__(self, volume_node, volume: Volume):
+        self.node = volume_node
+        self.image = vtk.vtkImageData()
+        self.image.SetDimensions(*reversed(volume.array.shape))
+        self.image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        mrml_segmentation.image_array(self.image)[:] = volume.array
+        self.ijk_to_ras = slicer.util.vtkMatrixFromArray(volume.ijk_to_ras)
+        self.old_image = volume_node.GetImageData()
+        self.old_ijk_to_ras = vtk.vtkMatrix4x4()
+        volume_node.GetIJKToRASMatrix(self.old_ijk_to_ras)
+
+    def apply(self) -> None:
+        self._set(self.image, self.ijk_to_ras)
+
+    def restore(self) -> None:
+        self._set(self.old_image, self.old_ijk_to_ras)
+
+    def _set(self, image, ijk_to_ras) -> None:
+        self.node.SetIJKToRASMatrix(ijk_to_ras)
+        self.node.SetAndObserveImageData(image)

@@ -3,6 +3,8 @@ measurements, .seg.nrrd round trip, cancel/error leaving the scene as it was, an
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import vtk
@@ -11,14 +13,15 @@ slicer = pytest.importorskip("slicer")
 slicerio = pytest.importorskip("slicerio")
 
 from hu_band_engine import HUBandEngine  # noqa: E402
-from slicer_scene import mrml_scene  # noqa: E402,F401 (pytest fixture)
+from slicer_scene import SlicerScene, mrml_scene  # noqa: E402,F401 (pytest fixture)
 
 from LegSegNetLib import mrml_segmentation  # noqa: E402
-from LegSegNetLib.logic import InputVolumeError, LegSegNetLogic  # noqa: E402
+from LegSegNetLib.logic import ORIGINAL_LABELS_ROLE, InputVolumeError, LegSegNetLogic, volume_from_node  # noqa: E402
 from LegSegNetLib.io import read_volume  # noqa: E402
 from LegSegNetLib.layout import slice_layout  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
+from LegSegNetLib.training.export import ExportError  # noqa: E402
 from LegSegNetLib.validation import InputError  # noqa: E402
 from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
 
@@ -417,6 +420,7 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
     assert new_names == names
     np.testing.assert_array_equal(new_labels, labels)
     assert table_text(logic.summaryTable(table_node)) == summary_rows
+    np.testing.assert_array_equal(logic.originalLabels(segmentation_node).array, labels)  # not BoneEngine's
 
 
 def test_axial_range_in_indices_or_millimetres(scene):
@@ -590,3 +594,152 @@ def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
     np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
                                   expected.array)
     assert len(table_rows(table_node)) >= len(TISSUES)
+
+
+# ---- original labels and training pairs ------------------------------------------------------------------------
+
+def test_the_labels_legsegnet_wrote_are_kept_hidden_under_the_segmentation_and_replaced_on_rerun(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct.reoriented((0, 1, 2), (False, True, True)))
+    logic = LegSegNetLogic()
+    segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
+    original_node = segmentation_node.GetNodeReference(ORIGINAL_LABELS_ROLE)
+    assert original_node.IsA("vtkMRMLLabelMapVolumeNode") and original_node.GetHideFromEditors()
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene.scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(original_node)) == \
+        hierarchy.GetItemByDataNode(segmentation_node)
+    written = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    original = logic.originalLabels(segmentation_node)
+    np.testing.assert_array_equal(original.array, written)
+    np.testing.assert_allclose(original.ijk_to_ras, volume_from_node(volume_node).ijk_to_ras)
+
+    logic.process(volume_node, segmentation_node, table_node, engine=BoneEngine())
+
+    assert segmentation_node.GetNodeReference(ORIGINAL_LABELS_ROLE) is original_node
+    assert scene.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 1
+    rewritten = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    assert set(np.unique(rewritten)) == {0, 4}
+    np.testing.assert_array_equal(logic.originalLabels(segmentation_node).array, rewritten)
+
+
+def test_cancelled_or_failed_runs_leave_no_stored_original(scene):
+    ct, _ = phantom(shape=(20, 20, 24))
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    with pytest.raises(Cancelled):
+        logic.process(volume_node, engine=AnteriorRightEngine(), progress=lambda done, total: done == 0)
+    foreign_table = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLTableNode")
+    with pytest.raises(Exception):
+        logic.process(volume_node, None, foreign_table, engine=AnteriorRightEngine())
+    assert scene.scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+    assert scene.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_the_stored_original_survives_saving_and_loading_the_scene(scene, tmp_path):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
+    original = logic.originalLabels(segmentation_node)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert scene.app_logic.SaveSceneToSlicerDataBundleDirectory(str(bundle), None)
+
+    loaded = SlicerScene()
+    try:
+        loaded.scene.SetURL(str(bundle / "bundle.mrml"))
+        assert loaded.scene.Connect()
+        segmentation = loaded.scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        again = LegSegNetLogic(loaded.scene).originalLabels(segmentation)
+        assert segmentation.GetNodeReference(ORIGINAL_LABELS_ROLE).GetHideFromEditors()
+        np.testing.assert_array_equal(again.array, original.array)
+        np.testing.assert_allclose(again.ijk_to_ras, original.ijk_to_ras)
+    finally:
+        loaded.close()
+
+
+def display_index_of_stored_slices(volume: Volume, stored_slices) -> list:
+    """Display slice index (the export's numbering) of stored k slices, found through a marker array."""
+    marker = np.broadcast_to(np.arange(volume.array.shape[0])[:, None, None], volume.array.shape)
+    view = slice_layout(volume).display_view(marker)
+    return sorted(int(np.flatnonzero(view.reshape(len(view), -1)[:, 0] == k)[0]) for k in stored_slices)
+
+
+def erase_muscle(segmentation_node, stored_slices):
+    """Erase muscle in whole stored slices, as Segment Editor's eraser would."""
+    muscle_id = mrml_segmentation.segment_id(TISSUE_BY_KEY["SM"])
+    shared = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, muscle_id)
+    for k in stored_slices:
+        assert np.any(shared[k] == 2)
+        shared[k][shared[k] == 2] = 0
+    segmentation_node.GetSegmentation().GetSegment(muscle_id).Modified()
+
+
+def test_export_of_edited_slices_writes_exactly_those_with_their_edits(scene, tmp_path):
+    ct, _ = phantom()
+    stored = ct.reoriented((0, 1, 2), (True, True, False))  # slices stored superior to inferior, rows P to A
+    volume_node = add_volume_node(stored, "leg 1/CT")
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
+    erase_muscle(segmentation_node, [1, 3])
+
+    result = logic.exportTrainingPairs(segmentation_node, volume_node, tmp_path / "pairs", format="nifti",
+                                       slices="edited")
+
+    assert result.slices == display_index_of_stored_slices(stored, [1, 3])
+    labels = sorted((tmp_path / "pairs").glob("*-label.nii.gz"))
+    assert [path.name for path in labels] == [f"leg_1_CT-{index:04d}-label.nii.gz" for index in result.slices]
+    stored_s = {k: stored.ras_of_index([[k, 0, 0]])[0, 2] for k in (1, 3)}
+    for path in labels:
+        pair = read_volume(path)
+        assert 2 not in pair.array and np.isin(pair.array, [1, 3, 4]).any()
+    assert {round(read_volume(path).ijk_to_ras[2, 3], 3) for path in labels} == {round(s, 3) for s in stored_s.values()}
+
+
+def test_export_all_or_a_range_appends_to_an_nnunet_dataset(scene, tmp_path):
+    ct, truth = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
+    dataset = tmp_path / "Dataset901_Legs"
+    first = logic.exportTrainingPairs(segmentation_node, volume_node, dataset)
+    assert first.slices == list(range(ct.array.shape[0]))
+    earlier = {path: path.read_bytes() for path in dataset.rglob("case_*")}
+    assert len(earlier) == 2 * ct.array.shape[0]
+
+    positions = truth.ras_of_index([[k, 0, 0] for k in range(ct.array.shape[0])])[:, 2]
+    by_mm = logic.exportTrainingPairs(segmentation_node, volume_node, dataset, slices="range",
+                                      range_mm=(positions[2], positions[3]))
+    by_index = logic.exportTrainingPairs(segmentation_node, volume_node, dataset, slices="range", slice_range=(4, 5))
+
+    assert by_mm.slices == [2, 3] and by_index.slices == [4]
+    assert all(path.read_bytes() == content for path, content in earlier.items())
+    cases = sorted(path.name for path in (dataset / "labelsTr").iterdir())
+    assert cases == [f"case_{number:04d}.png" for number in range(ct.array.shape[0] + 3)]
+    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == len(cases)
+
+
+def test_export_choices_that_cannot_work_get_clear_errors(scene, tmp_path):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    logic = LegSegNetLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
+    export = lambda **options: logic.exportTrainingPairs(segmentation_node, volume_node, tmp_path / "out", **options)  # noqa: E731
+    with pytest.raises(ExportError, match="nothing was edited"):
+        export(slices="edited")
+    with pytest.raises(ExportError, match="axial range"):
+        export(slices="range")
+    with pytest.raises(ExportError, match="axial range"):
+        export(slices="all", slice_range=(0, 2))
+    with pytest.raises(ExportError, match="choose one of"):
+        export(slices="changed")
+
+    path = tmp_path / "from_file.seg.nrrd"
+    storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation_node)
+    loaded = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "loaded")
+    assert storage.ReadData(loaded)
+    with pytest.raises(ExportError, match="export all slices or a range"):
+        logic.exportTrainingPairs(loaded, volume_node, tmp_path / "out", slices="edited")
+    assert not (tmp_path / "out").exists()
