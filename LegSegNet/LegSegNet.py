@@ -82,6 +82,13 @@ class LegSegNetParameterNode:
     # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
     rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
     rangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    exportRangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    exportRangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+
+
+# Values the logic takes, in the order of the items of the .ui's exportFormatComboBox and exportSlicesComboBox.
+EXPORT_FORMATS = ("nnunet", "nifti")
+EXPORT_SLICES = ("all", "range", "edited")
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -120,6 +127,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.updateMeasurementsButton.clicked.connect(self.onUpdateMeasurements)
         self.ui.show3DButton.toggled.connect(self.onShow3D)
+        self.ui.exportSlicesComboBox.currentIndexChanged.connect(self._updateButtons)
+        self.ui.setExportRangeFromButton.clicked.connect(lambda: self.onSetExportRangeFromSliceView("exportRangeFromMm"))
+        self.ui.setExportRangeToButton.clicked.connect(lambda: self.onSetExportRangeFromSliceView("exportRangeToMm"))
+        self.ui.exportButton.clicked.connect(self.onExportTrainingPairs)
 
         self._populateEngineChoices()
         self.initializeParameterNode()
@@ -176,11 +187,14 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = ("Stop after the current batch of slices; nothing is changed." if self._running
                                        else "Segment every axial slice of the CT into SAT, muscle, IMAT and bone.")
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
-                       self.ui.optionsCollapsibleButton, self.ui.outputsCollapsibleButton):
+                       self.ui.optionsCollapsibleButton, self.ui.outputsCollapsibleButton,
+                       self.ui.trainingCollapsibleButton):
             widget.enabled = not self._running
         self.ui.updateMeasurementsButton.enabled = hasResult and not self._running
         self.ui.show3DButton.enabled = hasResult and not self._running
+        self.ui.exportButton.enabled = hasResult and not self._running
         self.ui.axialRangeWidget.enabled = bool(node and node.useAxialRange)
+        self.ui.exportRangeWidget.enabled = self._exportSlices() == "range"
 
     # ---- engine, model weights and dependencies ---------------------------------------------------------------
 
@@ -406,14 +420,26 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- axial range ------------------------------------------------------------------------------------------
 
     def onSetRangeFromSliceView(self, parameterName):
-        """Take the superior-inferior position of the axial (red) slice view."""
+        position = self._axialViewPosition()
+        if position is not None:
+            setattr(self._parameterNode, parameterName, position)
+            self._parameterNode.useAxialRange = True
+
+    def onSetExportRangeFromSliceView(self, parameterName):
+        position = self._axialViewPosition()
+        if position is not None:
+            setattr(self._parameterNode, parameterName, position)
+            self.ui.exportSlicesComboBox.currentIndex = EXPORT_SLICES.index("range")
+
+    @staticmethod
+    def _axialViewPosition():
+        """The superior-inferior position of the axial (red) slice view, or None (after saying what to do)."""
         sliceWidget = slicer.app.layoutManager().sliceWidget("Red")
         if sliceWidget is None or sliceWidget.mrmlSliceNode().GetOrientation() != "Axial":
             slicer.util.errorDisplay("Show an axial view in the red slice view, scroll it to the end of the range, "
                                      "then click again (or type the S position in mm).")
-            return
-        setattr(self._parameterNode, parameterName, sliceWidget.sliceLogic().GetSliceOffset())
-        self._parameterNode.useAxialRange = True
+            return None
+        return sliceWidget.sliceLogic().GetSliceOffset()
 
     # ---- run --------------------------------------------------------------------------------------------------
 
@@ -497,6 +523,39 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                               node.outputTable)
             self._showStatus("Measurements updated from the segments as they are now.")
             self._showResults(node.outputTable)
+
+    # ---- training pairs ---------------------------------------------------------------------------------------
+
+    def _exportSlices(self):
+        return EXPORT_SLICES[max(self.ui.exportSlicesComboBox.currentIndex, 0)]
+
+    def onExportTrainingPairs(self):
+        node = self._parameterNode
+        folder = self.ui.exportFolderPathLineEdit.currentPath
+        if not folder:
+            slicer.util.errorDisplay("Choose the output folder for the training pairs first.")
+            return
+        slices = self._exportSlices()
+        rangeMm = (node.exportRangeFromMm, node.exportRangeToMm) if slices == "range" else None
+        try:
+            with slicer.util.WaitCursor():
+                result = self.logic.exportTrainingPairs(
+                    node.outputSegmentation, node.inputVolume, folder,
+                    format=EXPORT_FORMATS[self.ui.exportFormatComboBox.currentIndex], slices=slices, range_mm=rangeMm)
+        except ImportError as error:
+            slicer.util.errorDisplay(f"Exporting needs a Python package that is missing ({error}): install it with "
+                                     "'Install Python packages...' in the Model section (choose the LegSegNet model).")
+            return
+        except ValueError as error:  # export and range errors say what to change
+            self.ui.exportStatusLabel.text = f"Nothing was exported: {error}"
+            return
+        except Exception as error:
+            slicer.util.errorDisplay(f"Exporting training pairs failed: {error}", detailedText=traceback.format_exc())
+            return
+        self.ui.exportFolderPathLineEdit.addCurrentPathToHistory()
+        skipped = f"; {len(result.skipped_empty)} selected slices had no tissue" if result.skipped_empty else ""
+        self.ui.exportStatusLabel.text = (f"Exported {len(result.slices)} slices ({len(result.files)} files) "
+                                          f"to {folder}{skipped}.")
 
     def onShow3D(self, on):
         if self._parameterNode and self._parameterNode.outputSegmentation:

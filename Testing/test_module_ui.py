@@ -32,14 +32,14 @@ QMRML_CLASSES = {
 SLICER_WIDGET_CLASSES = QT_CLASSES | CTK_CLASSES | QMRML_CLASSES
 
 # Designer properties and signals of the classes the .ui uses, as their headers declare them: Qt 5.15 (the Qt of
-# Slicer 5.8 to 5.12), CTK Libs/Widgets/ctkCollapsibleButton.h, Slicer Libs/MRML/Widgets/qMRMLNodeComboBox.h and
-# qMRMLWidget.h (v5.8.0). A property Qt does not know is dropped by the UI loader with only a console warning; a
-# signal name that does not exist fails only when the module is opened in Slicer.
+# Slicer 5.8 to 5.12), CTK Libs/Widgets/ctkCollapsibleButton.h and ctkPathLineEdit.h, Slicer
+# Libs/MRML/Widgets/qMRMLNodeComboBox.h and qMRMLWidget.h (v5.8.0). A property Qt does not know is dropped by the
+# UI loader with only a console warning; a signal name that does not exist fails only when the module is opened.
 BASE_CLASS = {
     "QFrame": "QWidget", "QLabel": "QFrame", "QAbstractButton": "QWidget", "QPushButton": "QAbstractButton",
     "QCheckBox": "QAbstractButton", "QComboBox": "QWidget", "QLineEdit": "QWidget", "QAbstractSpinBox": "QWidget",
     "QDoubleSpinBox": "QAbstractSpinBox", "QProgressBar": "QWidget", "ctkCollapsibleButton": "QAbstractButton",
-    "qMRMLNodeComboBox": "QWidget", "qMRMLWidget": "QWidget",
+    "qMRMLNodeComboBox": "QWidget", "qMRMLWidget": "QWidget", "ctkPathLineEdit": "QWidget",
 }
 PROPERTIES = {
     "QWidget": {"enabled", "visible", "toolTip", "statusTip", "whatsThis", "geometry", "sizePolicy", "minimumSize",
@@ -66,6 +66,8 @@ PROPERTIES = {
     "qMRMLNodeComboBox": {"currentNodeID", "nodeTypes", "showHidden", "showChildNodeTypes", "hideChildNodeTypes",
                           "baseName", "noneEnabled", "addEnabled", "removeEnabled", "editEnabled", "renameEnabled",
                           "interactionNodeSingletonTag", "selectNodeUponCreation", "noneDisplay", "sizeAdjustPolicy"},
+    "ctkPathLineEdit": {"label", "filters", "currentPath", "options", "settingKey", "showBrowseButton",
+                        "showHistoryButton", "sizeAdjustPolicy", "minimumContentsLength", "nameFilters"},
     "qMRMLWidget": set(),
 }
 SIGNALS = {
@@ -85,6 +87,7 @@ SIGNALS = {
     "ctkCollapsibleButton": {"contentsCollapsed"},
     "qMRMLNodeComboBox": {"currentNodeChanged", "currentNodeIDChanged", "nodeActivated", "nodeAdded", "nodeAddedByUser",
                           "nodeAboutToBeRemoved", "currentNodeRenamed", "nodeAboutToBeEdited"},
+    "ctkPathLineEdit": {"currentPathChanged", "validInputChanged"},
     "qMRMLWidget": {"mrmlSceneChanged"},
 }
 
