@@ -86,9 +86,9 @@ class LegSegNetParameterNode:
     exportRangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
 
 
-# Values the logic takes, in the order of the items of the .ui's exportFormatComboBox and exportSlicesComboBox.
-EXPORT_FORMATS = ("nnunet", "nifti")
-EXPORT_SLICES = ("all", "range", "edited")
+# The logic's export choices, in the order of the items of the .ui's exportFormatComboBox and exportSlicesComboBox.
+EXPORT_FORMATS = ("nnunet", "nifti")  # training.export.FORMATS, not imported here: it imports PyTorch
+EXPORT_SLICES = legsegnet_logic.EXPORT_SLICES
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
