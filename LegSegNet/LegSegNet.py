@@ -622,7 +622,21 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
 
         logic.showSurface(segmentation, True)
         self.assertTrue(segmentation.GetSegmentation().ContainsRepresentation("Closed surface"))
+        self._exportEditedSlice(logic, segmentation, volumeNode)
         self.delayDisplay("Segment, edit, measure: passed")
+
+    def _exportEditedSlice(self, logic, segmentation, volumeNode):
+        import importlib.util
+        import tempfile
+
+        if importlib.util.find_spec("torch") is None:
+            self.delayDisplay("Training-pair export not tested: it needs PyTorch")
+            return
+        self.delayDisplay("Exporting the edited slice as a training pair")
+        with tempfile.TemporaryDirectory() as folder:
+            result = logic.exportTrainingPairs(segmentation, volumeNode, folder, format="nifti", slices="edited")
+        self.assertEqual(len(result.slices), 1)  # only slice 5 was edited
+        self.assertEqual(len(result.files), 2)
 
     @staticmethod
     def _muscleVolume(table):
