@@ -39,6 +39,7 @@ _addLibraryPath()
 from LegSegNetLib import dependencies, module_support  # noqa: E402
 from LegSegNetLib import logic as legsegnet_logic  # noqa: E402
 from LegSegNetLib.pipeline import Cancelled  # noqa: E402
+from LegSegNetLib.training.export import FORMATS as EXPORT_FORMATS  # noqa: E402
 from LegSegNetLib.validation import InputError  # noqa: E402
 
 
@@ -86,8 +87,8 @@ class LegSegNetParameterNode:
     exportRangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
 
 
-# The logic's export choices, in the order of the items of the .ui's exportFormatComboBox and exportSlicesComboBox.
-EXPORT_FORMATS = ("nnunet", "nifti")  # training.export.FORMATS, not imported here: it imports PyTorch
+# The logic's export choices (EXPORT_FORMATS too), in the order of the .ui's exportFormatComboBox and
+# exportSlicesComboBox items.
 EXPORT_SLICES = legsegnet_logic.EXPORT_SLICES
 
 
@@ -542,10 +543,6 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 result = self.logic.exportTrainingPairs(
                     node.outputSegmentation, node.inputVolume, folder,
                     format=EXPORT_FORMATS[self.ui.exportFormatComboBox.currentIndex], slices=slices, range_mm=rangeMm)
-        except ImportError as error:
-            slicer.util.errorDisplay(f"Exporting needs a Python package that is missing ({error}): install it with "
-                                     "'Install Python packages...' in the Model section (choose the LegSegNet model).")
-            return
         except ValueError as error:  # export and range errors say what to change
             self.ui.exportStatusLabel.text = f"Nothing was exported: {error}"
             return
@@ -626,12 +623,8 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segment, edit, measure: passed")
 
     def _exportEditedSlice(self, logic, segmentation, volumeNode):
-        import importlib.util
         import tempfile
 
-        if importlib.util.find_spec("torch") is None:
-            self.delayDisplay("Training-pair export not tested: it needs PyTorch")
-            return
         self.delayDisplay("Exporting the edited slice as a training pair")
         with tempfile.TemporaryDirectory() as folder:
             result = logic.exportTrainingPairs(segmentation, volumeNode, folder, format="nifti", slices="edited")

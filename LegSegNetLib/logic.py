@@ -23,6 +23,7 @@ from . import mrml_segmentation, mrml_tables
 from .measurements import compute_measurements
 from .pipeline import SliceRange
 from .run import run_segmentation, selected_slices
+from .training.export import ExportError, export_training_pairs
 from .validation import InputError, validate_ct
 from .volume import Volume
 
@@ -210,8 +211,6 @@ class LegSegNetLogic:
         range when one is given). name: recorded as the cases' source (default: the volume's name).
         Raises training.export.ExportError (a ValueError) with what to do instead.
         """
-        from .training.export import ExportError, export_training_pairs  # imports the model preprocessing (torch)
-
         if slices not in EXPORT_SLICES:
             raise ExportError(f"unknown slice choice {slices!r}; choose one of {', '.join(EXPORT_SLICES)}")
         has_range = slice_range is not None or range_mm is not None

@@ -240,3 +240,13 @@ def test_resumed_training_ends_where_an_uninterrupted_one_does(phantom_dataset, 
     assert resumed["current_epoch"] == 2
     for key, value in straight["network_weights"].items():
         assert torch.allclose(resumed["network_weights"][key], value, atol=1e-6), key
+
+
+def test_exporting_training_pairs_does_not_need_pytorch():
+    """Slicer users of the threshold engine have no PyTorch; exporting their corrections must still work."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import LegSegNetLib.training.export; import LegSegNetLib.logic; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from .checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
+from .preprocessing import IntensityProperties
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 IMPORTABLE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.architectures.")
@@ -26,14 +27,6 @@ DEFAULT_MIRRORING_AXES_2D = (0, 1)
 
 class ModelFolderError(ValueError):
     """The model folder is incomplete, inconsistent or not a 2D nnU-Net v2 model this library can run."""
-
-
-@dataclass(frozen=True)
-class IntensityProperties:
-    mean: float
-    std: float
-    percentile_00_5: float
-    percentile_99_5: float
 
 
 @dataclass

@@ -8,12 +8,22 @@ pass with round-half-even), so no OpenCV is needed at run time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
 import numpy as np
 
-from .model import IntensityProperties
+
+@dataclass(frozen=True)
+class IntensityProperties:
+    """The CT channel's foreground statistics from plans.json, used by CTNormalization."""
+
+    mean: float
+    std: float
+    percentile_00_5: float
+    percentile_99_5: float
+
 
 HU_LOW = -200.0
 HU_HIGH = 200.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..nnunet.model import IntensityProperties
+from ..nnunet.preprocessing import IntensityProperties
 from ..nnunet.preprocessing import nonzero_bbox, normalize
 from .export import SOURCES_FILE
 
