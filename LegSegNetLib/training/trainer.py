@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -197,7 +198,8 @@ class _Trainer:
         self.network.train()
         losses = []
         bar = tqdm(range(options.iterations_per_epoch), desc=f"epoch {epoch + 1}/{options.epochs}",
-                   unit="batch", leave=False, mininterval=1.0)
+                   unit="batch", leave=False, mininterval=1.0,
+                   disable=not sys.stderr.isatty())  # a bar on a terminal; logs get the epoch lines only
         for _ in bar:
             losses.append(self._train_step(*self._batch(rng)))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
