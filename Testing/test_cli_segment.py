@@ -173,12 +173,21 @@ def test_single_slice_volume_is_measured(tmp_path, caplog):
     assert float(row["axial_extent_mm"]) == pytest.approx(3.0)
 
 
-def test_unwritable_output_is_reported(tmp_path, caplog):
+@pytest.mark.parametrize("option, target", [
+    ("--labelmap", "file/labels.seg.nrrd"), ("--measurements", "file/sub/m.csv"), ("--output-dir", "file"),
+    ("--slice-areas", "locked/areas.csv"),
+])
+def test_unwritable_output_is_refused_before_any_work(tmp_path, capsys, option, target):
+    """A place no file can be written is found before a model is loaded or a slice segmented (exit status 2)."""
     write_volume(phantom_ct(), tmp_path / "leg.nrrd")
     (tmp_path / "file").write_text("not a folder")
-    with caplog.at_level(logging.ERROR):
-        assert run_cli(tmp_path / "leg.nrrd", "--labelmap", tmp_path / "file" / "labels.seg.nrrd") == 1
-    assert "cannot create the folder" in caplog.text
+    (tmp_path / "locked").mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root may write anywhere: a path under /proc is refused to root as well
+        target = target.replace("locked", "/proc")
+    argv = ["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", option, str(tmp_path / target)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "cannot write in" in error and "Traceback" not in error
 
 
 def test_output_folder_must_differ_from_an_input_folder(tmp_path):

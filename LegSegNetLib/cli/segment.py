@@ -23,7 +23,9 @@ from . import UserError
 from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
 from ..models.folds import parse_folds
-from ..outputs import OutputExistsError, OutputWriteError, extension_of, refuse_existing, write_text
+from ..outputs import (
+    OutputExistsError, OutputWriteError, check_writable_folder, extension_of, refuse_existing, write_text,
+)
 from ..pipeline import SliceRange
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
 from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
@@ -129,10 +131,13 @@ def plan_jobs(args) -> list:
     explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas]
     if args.measurements is not None:
         explicit.append(json_twin_path(args.measurements))
+    folders = {path.parent for path in filter(None, explicit)} | ({args.output_dir} if args.output_dir else set())
     try:
         for path in filter(None, explicit):
             refuse_existing(path, args.overwrite)
-    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, a folder where a file goes
+        for folder in sorted(folders):
+            check_writable_folder(folder)
+    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, no folder, no access
         raise UserError(str(error)) from None
     return jobs
 
