@@ -146,6 +146,25 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert len(read_csv(out / "measurements.csv")) == 2
 
 
+def test_done_inputs_made_with_other_settings_are_not_reused(tmp_path, capsys):
+    """Re-running into an output folder with another engine, model or range must not pass off the old labels
+    and measurements as the new ones."""
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--output-dir", str(out)]) == 0
+    record_time = (out / "leg.measurements.json").stat().st_mtime_ns
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
+                 "--output-dir", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "other settings" in error and "range None there, [1, 3] now" in error and "--overwrite" in error
+    assert (out / "leg.measurements.json").stat().st_mtime_ns == record_time
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
+                 "--output-dir", str(out), "--overwrite"]) == 0
+    assert read_csv(out / "measurements.csv")[0]["slice_count"] == "2"
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
+                 "--output-dir", str(out)]) == 0  # same settings: skipped as done
+
+
 def test_measurement_tables_must_be_csv(tmp_path):
     write_volume(phantom_ct(), tmp_path / "ct.nrrd")
     with pytest.raises(Exception, match="ending .csv"):

@@ -125,6 +125,8 @@ def plan_jobs(args) -> list:
         jobs = [Job(path, input_name(path), args.output_dir / f"{input_name(path)}.{args.format}",
                     args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}") for path in inputs]
         _refuse_duplicate_names(jobs)
+        if not args.overwrite:
+            _refuse_results_of_other_settings(jobs, run_settings(args))
     for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
@@ -177,7 +179,7 @@ def process(job: Job, engine, args, label: str) -> dict:
         result = run_segmentation(ct, engine, args.range, args.range_mm, progress=progress)
     finally:
         progress.close()
-    record = measurement_record(str(job.input), engine.name, result.measurements)
+    record = {**measurement_record(str(job.input), engine.name, result.measurements), "settings": run_settings(args)}
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, args.overwrite)
     if job.record is not None:  # written last: its presence marks the input as done
@@ -269,6 +271,27 @@ def _tables(args) -> list:
         elif args.output_dir is not None:
             tables.append((write, args.output_dir / default_name, True))
     return tables
+
+
+def run_settings(args) -> dict:
+    """The options that decide the labels, kept in each input's record: a done input is skipped only when
+    it was made with the same ones."""
+    return {"engine": args.engine, "model": args.model, "folds": list(args.folds) if args.folds else None,
+            "checkpoint": args.checkpoint, "tta": args.tta, "backend": args.backend,
+            "range": [args.range.start, args.range.stop] if args.range else None,
+            "range_mm": list(args.range_mm) if args.range_mm else None}
+
+
+def _refuse_results_of_other_settings(jobs: list, settings: dict) -> None:
+    for job in jobs:
+        if not (job.record.exists() and job.labelmap.exists()):
+            continue
+        made_with = _read_record(job.record).get("settings")
+        if made_with != settings:
+            differences = ", ".join(f"{key} {(made_with or {}).get(key)} there, {value} now"
+                                    for key, value in settings.items() if (made_with or {}).get(key) != value)
+            raise UserError(f"{job.record} was made with other settings ({differences}); add --overwrite to redo "
+                            "those inputs with these settings, or choose another --output-dir")
 
 
 def _refuse_duplicate_names(jobs: list) -> None:
