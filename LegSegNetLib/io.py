@@ -52,11 +52,22 @@ def _check_scalar_3d(image: sitk.Image, path: Path) -> None:
 
 def is_dicom_series_folder(path) -> bool:
     """Whether a folder directly holds the files of at least one DICOM series."""
-    return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    return Path(path).is_dir() and bool(_dicom_series_ids(path))
+
+
+def _dicom_series_ids(folder) -> tuple:
+    """GDCM warns on stderr ("No Series were found") about every folder without DICOM files, which is an
+    ordinary answer when a folder of NIfTI files is searched: its warnings are silenced for the search."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series_ids = _dicom_series_ids(folder)
     if not series_ids:
         raise VolumeReadError(f"no DICOM series found in folder {folder}")
     if len(series_ids) > 1:

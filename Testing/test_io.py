@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.io import VolumeReadError, read_volume, sitk_from_volume, volume_from_sitk, write_volume
+from LegSegNetLib.io import VolumeReadError, is_dicom_series_folder, read_volume, sitk_from_volume, volume_from_sitk, write_volume
 from LegSegNetLib.volume import Volume
 
 
@@ -47,3 +47,12 @@ def test_unreadable_inputs_are_reported(tmp_path):
     empty_folder.mkdir()
     with pytest.raises(VolumeReadError, match="no DICOM series"):
         read_volume(empty_folder)
+
+
+def test_searching_a_folder_without_dicom_prints_nothing(tmp_path, capfd):
+    """A batch over a folder of NIfTI files must not print GDCM's 'No Series were found' warning."""
+    write_volume(Volume.from_spacing(np.zeros((2, 4, 4), np.int16)), tmp_path / "ct.nii.gz")
+    assert not is_dicom_series_folder(tmp_path)
+    with pytest.raises(VolumeReadError, match="no DICOM series"):
+        read_volume(tmp_path)
+    assert capfd.readouterr().err == ""
