@@ -15,6 +15,9 @@ import SimpleITK as sitk
 from .volume import LPS_TO_RAS, Volume
 
 
+READABLE_TYPES = ".nii.gz, .nii, .nrrd, .mha, .mhd, or the folder of a DICOM series"
+
+
 class VolumeReadError(ValueError):
     pass
 
@@ -28,6 +31,9 @@ def read_volume(path) -> Volume:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
         _check_nifti_complete(path)
     except RuntimeError as error:
+        if "Unable to determine ImageIO reader" in str(error):
+            raise VolumeReadError(f"cannot read {path}: not an image file type LegSegNet reads ({READABLE_TYPES})") \
+                from error
         raise VolumeReadError(f"cannot read {path}: {error_summary(error)}") from error
     _check_scalar_3d(image, path)
     return volume_from_sitk(image)

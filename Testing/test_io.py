@@ -56,3 +56,11 @@ def test_searching_a_folder_without_dicom_prints_nothing(tmp_path, capfd):
     with pytest.raises(VolumeReadError, match="no DICOM series"):
         read_volume(tmp_path)
     assert capfd.readouterr().err == ""
+
+
+def test_a_file_of_another_type_is_named_as_such(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(VolumeReadError, match=r"not an image file type LegSegNet reads \(.nii.gz") as raised:
+        read_volume(notes)
+    assert "sitk::ERROR" not in str(raised.value)
