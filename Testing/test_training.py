@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -240,3 +241,13 @@ def test_resumed_training_ends_where_an_uninterrupted_one_does(phantom_dataset, 
     assert resumed["current_epoch"] == 2
     for key, value in straight["network_weights"].items():
         assert torch.allclose(resumed["network_weights"][key], value, atol=1e-6), key
+
+
+def test_train_without_the_training_extra_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    """`legsegnet train` after the README's plain install (no MONAI): one clear line, not a traceback."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "monai"] + ["monai"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if MONAI were not installed
+    monkeypatch.delitem(sys.modules, "LegSegNetLib.training.trainer")
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
+    error = capsys.readouterr().err
+    assert "training needs MONAI" in error and "'.[train]'" in error and "Traceback" not in error
