@@ -307,6 +307,7 @@ def test_uninstalled_model_name_says_how_to_install(tmp_path, capsys, monkeypatc
     assert main(["segment", str(tmp_path / "ct.nrrd"), "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
     error = capsys.readouterr().err
     assert "model 'legsegnet' is not installed" in error and "legsegnet models download" in error
+    assert error.rstrip().endswith("or segment without weights now with --engine threshold")
 
 
 def test_factory_refuses_unknown_engines():

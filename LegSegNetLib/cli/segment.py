@@ -258,7 +258,9 @@ def _engine(args):
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
                              checkpoint=args.checkpoint, batch_size=args.batch_size, backend=args.backend)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
-        raise UserError(f"cannot load the {args.engine} engine: {error}") from error
+        no_weights = args.engine == "legsegnet" and args.model is None and isinstance(error, FileNotFoundError)
+        hint = "; or segment without weights now with --engine threshold" if no_weights else ""
+        raise UserError(f"cannot load the {args.engine} engine: {error}{hint}") from error
 
 
 def _tables(args) -> list:
