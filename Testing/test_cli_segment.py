@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 
 import numpy as np
@@ -22,7 +23,8 @@ from LegSegNetLib.cli.segment import (
 )
 from LegSegNetLib.engines.factory import EngineError, create_engine
 from LegSegNetLib.io import read_volume, write_volume
-from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS
+from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
+from LegSegNetLib.run import csv_text
 from LegSegNetLib.volume import LPS_TO_RAS, Volume
 
 SPACING = (0.9, 0.8, 3.0)
@@ -163,6 +165,12 @@ def test_done_inputs_made_with_other_settings_are_not_reused(tmp_path, capsys):
     assert read_csv(out / "measurements.csv")[0]["slice_count"] == "2"
     assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
                  "--output-dir", str(out)]) == 0  # same settings: skipped as done
+
+
+def test_csv_numbers_carry_no_binary_rounding_noise():
+    columns = [ColumnInfo(name, "", "") for name in ("volume", "ratio", "count", "missing")]
+    text = csv_text(columns, [{"volume": 2233816 * 0.001, "ratio": 1 / 3, "count": 350, "missing": math.nan}])
+    assert text.splitlines()[1] == "2233.816,0.3333333333,350,"
 
 
 def test_measurement_tables_must_be_csv(tmp_path):
