@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import struct
 import zlib
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from .volume import LPS_TO_RAS, Volume
 
 
 READABLE_TYPES = ".nii.gz, .nii, .nrrd, .mha, .mhd, or the folder of a DICOM series"
+
+
+log = logging.getLogger(__name__)
 
 
 class VolumeReadError(ValueError):
@@ -36,7 +40,22 @@ def read_volume(path) -> Volume:
                 from error
         raise VolumeReadError(f"cannot read {path}: {error_summary(error)}") from error
     _check_scalar_3d(image, path)
+    if path.is_file() and image.GetDepth() == 1:
+        _warn_if_one_file_of_a_series(path)
     return volume_from_sitk(image)
+
+
+def _warn_if_one_file_of_a_series(path: Path) -> None:
+    """A single slice can be what was meant (single-slice body composition), but one file picked out of a
+    DICOM series usually means the series' folder was meant."""
+    if not _is_dicom(path):
+        return
+    for series_id in _dicom_series_ids(path.parent):
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_id)
+        if len(files) > 1 and path.resolve() in {Path(name).resolve() for name in files}:
+            log.warning("%s is one file of a DICOM series of %d slices; to segment the whole series give its "
+                        "folder, %s", path, len(files), path.parent)
+            return
 
 
 def _check_scalar_3d(image: sitk.Image, path: Path) -> None:

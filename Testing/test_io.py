@@ -1,5 +1,7 @@
 """Reading and writing volumes keeps every voxel at its physical position."""
 
+import logging
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -64,3 +66,10 @@ def test_a_file_of_another_type_is_named_as_such(tmp_path):
     with pytest.raises(VolumeReadError, match=r"not an image file type LegSegNet reads \(.nii.gz") as raised:
         read_volume(notes)
     assert "sitk::ERROR" not in str(raised.value)
+
+
+def test_one_file_of_a_dicom_series_is_read_with_a_hint_to_give_the_folder(visible_human_dicom_dir, caplog):
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(visible_human_dicom_dir / "vhf.200.dcm")
+    assert volume.array.shape == (1, 512, 512)
+    assert "one file of a DICOM series of 350 slices" in caplog.text and str(visible_human_dicom_dir) in caplog.text
