@@ -11,6 +11,9 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,6 +319,18 @@ def test_uninstalled_model_name_says_how_to_install(tmp_path, capsys, monkeypatc
     error = capsys.readouterr().err
     assert "model 'legsegnet' is not installed" in error and "legsegnet models download" in error
     assert error.rstrip().endswith("or segment without weights now with --engine threshold")
+
+
+def test_threshold_runs_and_help_shows_without_importing_torch(tmp_path):
+    """torch takes seconds to import and may be missing or broken: --help and the threshold engine need none."""
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    script = ("import sys\nfrom LegSegNetLib.cli import build_parser, main\nbuild_parser()\n"
+              f"assert main(['segment', {str(tmp_path / 'ct.nrrd')!r}, '--engine', 'threshold', "
+              f"'--measurements', {str(tmp_path / 'm.csv')!r}]) == 0\n"
+              "print(sorted(name for name in ('torch', 'monai') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_factory_refuses_unknown_engines():
