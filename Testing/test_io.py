@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.io import VolumeReadError, is_dicom_series_folder, read_volume, sitk_from_volume, volume_from_sitk, write_volume
+from LegSegNetLib.io import (
+    VolumeReadError, is_dicom_series_folder, read_volume, sitk_from_volume, volume_from_sitk, write_volume,
+)
 from LegSegNetLib.volume import Volume
 
 
