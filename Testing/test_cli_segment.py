@@ -176,6 +176,31 @@ def test_csv_numbers_carry_no_binary_rounding_noise():
     assert text.splitlines()[1] == "2233.816,0.3333333333,350,"
 
 
+class InterruptedOnSecondVolume(HUBandEngine):
+    """Ctrl-C arrives while the second input is being segmented."""
+
+    def __init__(self):
+        self.volumes_started = 0
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        if hu_slices.shape[0] and self.volumes_started == 1:
+            raise KeyboardInterrupt
+        self.volumes_started += 1
+        return super().segment_slices(hu_slices, pixel_spacing_mm)
+
+
+def test_interrupted_batch_keeps_finished_inputs_and_says_how_to_continue(tmp_path, caplog):
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    write_volume(phantom_ct(2), inputs / "a.nrrd")
+    write_volume(phantom_ct(2), inputs / "b.nrrd")
+    args = args_for(inputs, "--output-dir", tmp_path / "out", "--batch-size", "8")
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        run_jobs(plan_jobs(args), InterruptedOnSecondVolume(), args)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.measurements.json", "a.seg.nrrd"]
+    assert "interrupted during" in caplog.text and "the same command continues" in caplog.text
+
+
 def test_measurement_tables_must_be_csv(tmp_path):
     write_volume(phantom_ct(), tmp_path / "ct.nrrd")
     with pytest.raises(Exception, match="ending .csv"):

@@ -94,6 +94,9 @@ def run_jobs(jobs: list, engine, args) -> int:
         try:
             records.append(process(job, engine, args, label))
         except KeyboardInterrupt:
+            if args.output_dir is not None and number > 1:
+                log.warning("interrupted during %s: the inputs finished before it are kept in %s; the same command "
+                            "continues from there", job.input, args.output_dir)
             raise
         except Exception as error:  # one bad input must not stop a batch
             log.debug("details", exc_info=True)
