@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import slicerio
 from hu_band_engine import HUBandEngine
 
@@ -199,6 +200,30 @@ def test_interrupted_batch_keeps_finished_inputs_and_says_how_to_continue(tmp_pa
         run_jobs(plan_jobs(args), InterruptedOnSecondVolume(), args)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.measurements.json", "a.seg.nrrd"]
     assert "interrupted during" in caplog.text and "the same command continues" in caplog.text
+
+
+def test_overlay_pictures_for_quality_control(tmp_path, capsys):
+    """--overlay writes a picture per input beside its label map, also for inputs done in an earlier run."""
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    write_volume(phantom_ct(4), inputs / "a.nii.gz")
+    write_volume(phantom_ct(4), inputs / "b.mha")
+    out = tmp_path / "out"
+    assert run_cli(inputs, "--output-dir", out, "--format", "nii.gz") == 0
+    assert not list(out.glob("*.png"))
+    labels_time = (out / "a.nii.gz").stat().st_mtime_ns
+    assert run_cli(inputs, "--output-dir", out, "--format", "nii.gz", "--overlay") == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.overlay.png", "b.overlay.png"]
+    assert (out / "a.nii.gz").stat().st_mtime_ns == labels_time  # the done input was not redone
+    picture = sitk.ReadImage(str(out / "a.overlay.png"))
+    assert picture.GetNumberOfComponentsPerPixel() == 3 and picture.GetHeight() == 320
+    pixels = sitk.GetArrayFromImage(picture).reshape(-1, 3).astype(int)
+    assert (pixels[:, 0] - pixels[:, 2] > 60).any()  # tissue colours drawn, not only grey
+
+    assert run_cli(inputs / "a.nii.gz", "--labelmap", tmp_path / "one.seg.nrrd", "--overlay") == 0
+    assert (tmp_path / "one.overlay.png").is_file()
+    assert main(["segment", str(inputs / "a.nii.gz"), "--measurements", str(tmp_path / "m.csv"), "--overlay"]) == 2
+    assert "--overlay goes with --labelmap" in capsys.readouterr().err
 
 
 def test_measurement_tables_must_be_csv(tmp_path):
