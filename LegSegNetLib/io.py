@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import struct
 import zlib
 from dataclasses import dataclass
@@ -13,6 +14,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from .volume import LPS_TO_RAS, Volume
+
+
+READABLE_TYPES = ".nii.gz, .nii, .nrrd, .mha, .mhd, or the folder of a DICOM series"
+
+
+log = logging.getLogger(__name__)
 
 
 class VolumeReadError(ValueError):
@@ -28,9 +35,27 @@ def read_volume(path) -> Volume:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
         _check_nifti_complete(path)
     except RuntimeError as error:
+        if "Unable to determine ImageIO reader" in str(error):
+            raise VolumeReadError(f"cannot read {path}: not an image file type LegSegNet reads ({READABLE_TYPES})") \
+                from error
         raise VolumeReadError(f"cannot read {path}: {error_summary(error)}") from error
     _check_scalar_3d(image, path)
+    if path.is_file() and image.GetDepth() == 1:
+        _warn_if_one_file_of_a_series(path)
     return volume_from_sitk(image)
+
+
+def _warn_if_one_file_of_a_series(path: Path) -> None:
+    """A single slice can be what was meant (single-slice body composition), but one file picked out of a
+    DICOM series usually means the series' folder was meant."""
+    if not _is_dicom(path):
+        return
+    for series_id in _dicom_series_ids(path.parent):
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_id)
+        if len(files) > 1 and path.resolve() in {Path(name).resolve() for name in files}:
+            log.warning("%s is one file of a DICOM series of %d slices; to segment the whole series give its "
+                        "folder, %s", path, len(files), path.parent)
+            return
 
 
 def _check_scalar_3d(image: sitk.Image, path: Path) -> None:
@@ -52,11 +77,22 @@ def _check_scalar_3d(image: sitk.Image, path: Path) -> None:
 
 def is_dicom_series_folder(path) -> bool:
     """Whether a folder directly holds the files of at least one DICOM series."""
-    return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    return Path(path).is_dir() and bool(_dicom_series_ids(path))
+
+
+def _dicom_series_ids(folder) -> tuple:
+    """GDCM warns on stderr ("No Series were found") about every folder without DICOM files, which is an
+    ordinary answer when a folder of NIfTI files is searched: its warnings are silenced for the search."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series_ids = _dicom_series_ids(folder)
     if not series_ids:
         raise VolumeReadError(f"no DICOM series found in folder {folder}")
     if len(series_ids) > 1:

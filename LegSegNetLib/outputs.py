@@ -7,6 +7,7 @@ step once complete, so a crash, a cancel or a full disk leaves either the old st
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,19 @@ def refuse_existing(path, overwrite: bool) -> None:
         raise OutputWriteError(f"{path} is a folder, not a file name")
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
+
+
+def check_writable_folder(folder) -> None:
+    """Raise OutputWriteError now, before any work, when no file can be created in `folder` (made if missing)."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise OutputWriteError(f"cannot write in {folder}: {existing} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise OutputWriteError(f"cannot write in {folder}: {error.strerror or error}") from error
 
 
 @contextmanager

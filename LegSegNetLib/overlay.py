@@ -1,7 +1,9 @@
 """A quick-look picture of a segmentation: a few axial slices and a coronal view, tissues in colour.
 
 Slices are shown in radiological display (anterior up, patient right on the image's left), the coronal
-view with superior up; pixels are resampled to square millimetres so shapes look right. The PNG is
+view with superior up; pixels are resampled to square millimetres so shapes look right. The coronal view
+is never drawn at a larger scale than the axial slices, so a scan of a few slices gives a flat strip
+instead of a panel thousands of pixels wide. The PNG is
 written with SimpleITK (no plotting library needed).
 """
 
@@ -32,7 +34,10 @@ def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4) ->
     hu, lab = _crop_to_labels(layout.display_view(ct.array), layout.display_view(labels.array), layout)
     pixel_mm = (layout.spacing_row_mm, layout.spacing_column_mm)
     panels = [_render(hu[index], lab[index], pixel_mm) for index in _axial_indices(lab, axial_count)]
-    panels.append(_render(*_coronal(hu, lab, layout), (layout.spacing_slice_mm, layout.spacing_column_mm)))
+    axial_px_per_mm = PANEL_HEIGHT / (hu.shape[1] * layout.spacing_row_mm)
+    coronal_height = min(PANEL_HEIGHT, max(1, round(hu.shape[0] * layout.spacing_slice_mm * axial_px_per_mm)))
+    panels.append(_render(*_coronal(hu, lab, layout), (layout.spacing_slice_mm, layout.spacing_column_mm),
+                          coronal_height))
     picture = _side_by_side(panels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,8 +73,8 @@ def _coronal(hu_display, labels_display, layout):
     return hu, lab
 
 
-def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm) -> np.ndarray:
-    """RGB uint8 picture of one plane, square pixels, PANEL_HEIGHT tall."""
+def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm, height: int = PANEL_HEIGHT) -> np.ndarray:
+    """RGB uint8 picture of one plane, square pixels, `height` pixels tall."""
     low, high = WINDOW_HU
     grey = np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=2)
@@ -77,7 +82,7 @@ def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm) -> np.ndarray:
         mask = labels == tissue.value
         rgb[mask] = (1 - LABEL_OPACITY) * rgb[mask] + LABEL_OPACITY * np.array(tissue.color, dtype=np.float32)
     height_mm = rgb.shape[0] * pixel_mm[0]
-    zoom = (PANEL_HEIGHT / rgb.shape[0], PANEL_HEIGHT * pixel_mm[1] / height_mm, 1)
+    zoom = (height / rgb.shape[0], height * pixel_mm[1] / height_mm, 1)
     return (np.clip(ndimage.zoom(rgb, zoom, order=1), 0, 1) * 255).round().astype(np.uint8)
 
 

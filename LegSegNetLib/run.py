@@ -2,6 +2,8 @@
 plus the measurement files the command line writes (wide CSV with a JSON twin, long per-slice CSV).
 
 CSV cells of undefined values (NaN: a ratio or mean with a zero denominator) are empty; JSON has null.
+CSV numbers have 10 significant digits, so binary rounding noise (2233.8160000000003) stays out of
+spreadsheets; the JSON files keep full precision.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def csv_text(columns, rows: list) -> str:
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return repr(value) if isinstance(value, float) else str(value)
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
 
 
 def _json_safe(value):

@@ -9,10 +9,15 @@ import csv
 import io
 import json
 import logging
+import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import slicerio
 from hu_band_engine import HUBandEngine
 
@@ -22,7 +27,8 @@ from LegSegNetLib.cli.segment import (
 )
 from LegSegNetLib.engines.factory import EngineError, create_engine
 from LegSegNetLib.io import read_volume, write_volume
-from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS
+from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
+from LegSegNetLib.run import csv_text
 from LegSegNetLib.volume import LPS_TO_RAS, Volume
 
 SPACING = (0.9, 0.8, 3.0)
@@ -146,6 +152,80 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert len(read_csv(out / "measurements.csv")) == 2
 
 
+def test_done_inputs_made_with_other_settings_are_not_reused(tmp_path, capsys):
+    """Re-running into an output folder with another engine, model or range must not pass off the old labels
+    and measurements as the new ones."""
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--output-dir", str(out)]) == 0
+    record_time = (out / "leg.measurements.json").stat().st_mtime_ns
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
+                 "--output-dir", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "other settings" in error and "range None there, [1, 3] now" in error and "--overwrite" in error
+    assert (out / "leg.measurements.json").stat().st_mtime_ns == record_time
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
+                 "--output-dir", str(out), "--overwrite"]) == 0
+    assert read_csv(out / "measurements.csv")[0]["slice_count"] == "2"
+    assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
+                 "--output-dir", str(out)]) == 0  # same settings: skipped as done
+
+
+def test_csv_numbers_carry_no_binary_rounding_noise():
+    columns = [ColumnInfo(name, "", "") for name in ("volume", "ratio", "count", "missing")]
+    text = csv_text(columns, [{"volume": 2233816 * 0.001, "ratio": 1 / 3, "count": 350, "missing": math.nan}])
+    assert text.splitlines()[1] == "2233.816,0.3333333333,350,"
+
+
+class InterruptedOnSecondVolume(HUBandEngine):
+    """Ctrl-C arrives while the second input is being segmented."""
+
+    def __init__(self):
+        self.volumes_started = 0
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        if hu_slices.shape[0] and self.volumes_started == 1:
+            raise KeyboardInterrupt
+        self.volumes_started += 1
+        return super().segment_slices(hu_slices, pixel_spacing_mm)
+
+
+def test_interrupted_batch_keeps_finished_inputs_and_says_how_to_continue(tmp_path, caplog):
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    write_volume(phantom_ct(2), inputs / "a.nrrd")
+    write_volume(phantom_ct(2), inputs / "b.nrrd")
+    args = args_for(inputs, "--output-dir", tmp_path / "out", "--batch-size", "8")
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        run_jobs(plan_jobs(args), InterruptedOnSecondVolume(), args)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.measurements.json", "a.seg.nrrd"]
+    assert "interrupted during" in caplog.text and "the same command continues" in caplog.text
+
+
+def test_overlay_pictures_for_quality_control(tmp_path, capsys):
+    """--overlay writes a picture per input beside its label map, also for inputs done in an earlier run."""
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    write_volume(phantom_ct(4), inputs / "a.nii.gz")
+    write_volume(phantom_ct(4), inputs / "b.mha")
+    out = tmp_path / "out"
+    assert run_cli(inputs, "--output-dir", out, "--format", "nii.gz") == 0
+    assert not list(out.glob("*.png"))
+    labels_time = (out / "a.nii.gz").stat().st_mtime_ns
+    assert run_cli(inputs, "--output-dir", out, "--format", "nii.gz", "--overlay") == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.overlay.png", "b.overlay.png"]
+    assert (out / "a.nii.gz").stat().st_mtime_ns == labels_time  # the done input was not redone
+    picture = sitk.ReadImage(str(out / "a.overlay.png"))
+    assert picture.GetNumberOfComponentsPerPixel() == 3 and picture.GetHeight() == 320
+    pixels = sitk.GetArrayFromImage(picture).reshape(-1, 3).astype(int)
+    assert (pixels[:, 0] - pixels[:, 2] > 60).any()  # tissue colours drawn, not only grey
+
+    assert run_cli(inputs / "a.nii.gz", "--labelmap", tmp_path / "one.seg.nrrd", "--overlay") == 0
+    assert (tmp_path / "one.overlay.png").is_file()
+    assert main(["segment", str(inputs / "a.nii.gz"), "--measurements", str(tmp_path / "m.csv"), "--overlay"]) == 2
+    assert "--overlay goes with --labelmap" in capsys.readouterr().err
+
+
 def test_measurement_tables_must_be_csv(tmp_path):
     write_volume(phantom_ct(), tmp_path / "ct.nrrd")
     with pytest.raises(Exception, match="ending .csv"):
@@ -173,12 +253,21 @@ def test_single_slice_volume_is_measured(tmp_path, caplog):
     assert float(row["axial_extent_mm"]) == pytest.approx(3.0)
 
 
-def test_unwritable_output_is_reported(tmp_path, caplog):
+@pytest.mark.parametrize("option, target", [
+    ("--labelmap", "file/labels.seg.nrrd"), ("--measurements", "file/sub/m.csv"), ("--output-dir", "file"),
+    ("--slice-areas", "locked/areas.csv"),
+])
+def test_unwritable_output_is_refused_before_any_work(tmp_path, capsys, option, target):
+    """A place no file can be written is found before a model is loaded or a slice segmented (exit status 2)."""
     write_volume(phantom_ct(), tmp_path / "leg.nrrd")
     (tmp_path / "file").write_text("not a folder")
-    with caplog.at_level(logging.ERROR):
-        assert run_cli(tmp_path / "leg.nrrd", "--labelmap", tmp_path / "file" / "labels.seg.nrrd") == 1
-    assert "cannot create the folder" in caplog.text
+    (tmp_path / "locked").mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root may write anywhere: a path under /proc is refused to root as well
+        target = target.replace("locked", "/proc")
+    argv = ["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", option, str(tmp_path / target)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "cannot write in" in error and "Traceback" not in error
 
 
 def test_output_folder_must_differ_from_an_input_folder(tmp_path):
@@ -279,6 +368,19 @@ def test_uninstalled_model_name_says_how_to_install(tmp_path, capsys, monkeypatc
     assert main(["segment", str(tmp_path / "ct.nrrd"), "--labelmap", str(tmp_path / "o.nii.gz")]) == 2
     error = capsys.readouterr().err
     assert "model 'legsegnet' is not installed" in error and "legsegnet models download" in error
+    assert error.rstrip().endswith("or segment without weights now with --engine threshold")
+
+
+def test_threshold_runs_and_help_shows_without_importing_torch(tmp_path):
+    """torch takes seconds to import and may be missing or broken: --help and the threshold engine need none."""
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    script = ("import sys\nfrom LegSegNetLib.cli import build_parser, main\nbuild_parser()\n"
+              f"assert main(['segment', {str(tmp_path / 'ct.nrrd')!r}, '--engine', 'threshold', "
+              f"'--measurements', {str(tmp_path / 'm.csv')!r}]) == 0\n"
+              "print(sorted(name for name in ('torch', 'monai') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_factory_refuses_unknown_engines():

@@ -1,10 +1,14 @@
 """Reading and writing volumes keeps every voxel at its physical position."""
 
+import logging
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.io import VolumeReadError, read_volume, sitk_from_volume, volume_from_sitk, write_volume
+from LegSegNetLib.io import (
+    VolumeReadError, is_dicom_series_folder, read_volume, sitk_from_volume, volume_from_sitk, write_volume,
+)
 from LegSegNetLib.volume import Volume
 
 
@@ -47,3 +51,27 @@ def test_unreadable_inputs_are_reported(tmp_path):
     empty_folder.mkdir()
     with pytest.raises(VolumeReadError, match="no DICOM series"):
         read_volume(empty_folder)
+
+
+def test_searching_a_folder_without_dicom_prints_nothing(tmp_path, capfd):
+    """A batch over a folder of NIfTI files must not print GDCM's 'No Series were found' warning."""
+    write_volume(Volume.from_spacing(np.zeros((2, 4, 4), np.int16)), tmp_path / "ct.nii.gz")
+    assert not is_dicom_series_folder(tmp_path)
+    with pytest.raises(VolumeReadError, match="no DICOM series"):
+        read_volume(tmp_path)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_file_of_another_type_is_named_as_such(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(VolumeReadError, match=r"not an image file type LegSegNet reads \(.nii.gz") as raised:
+        read_volume(notes)
+    assert "sitk::ERROR" not in str(raised.value)
+
+
+def test_one_file_of_a_dicom_series_is_read_with_a_hint_to_give_the_folder(visible_human_dicom_dir, caplog):
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(visible_human_dicom_dir / "vhf.200.dcm")
+    assert volume.array.shape == (1, 512, 512)
+    assert "one file of a DICOM series of 350 slices" in caplog.text and str(visible_human_dicom_dir) in caplog.text

@@ -68,5 +68,18 @@ def test_errors_are_one_clear_line(server, tmp_path, capsys, monkeypatch):
     assert last_line.startswith("legsegnet: error: ") and "HTTP 404" in last_line
     assert main(["models", "install", str(tmp_path / "none.zip")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["models", "verify", "nonesuch"]) == 2
+    assert "not installed: nonesuch" in capsys.readouterr().err
+
+
+def test_a_missing_or_wrong_source_is_refused_before_asking_to_replace(hf_model, tmp_path, capsys, monkeypatch):
+    assert main(["models", "install", str(hf_model)]) == 0
+    (tmp_path / "notes.txt").write_text("not a model")
+    answer(monkeypatch, "y\n")  # a question would be answered yes: the refusal must come first
+    for source, message in ((tmp_path / "none.zip", "does not exist"), (tmp_path / "notes.txt", "neither a folder")):
+        assert main(["models", "install", str(source)]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "replace it" not in captured.out + captured.err
+    assert model_status("legsegnet").state == INSTALLED
     assert main(["models", "download", "nonesuch"]) == 2
     assert "no model named 'nonesuch'" in capsys.readouterr().err

@@ -149,8 +149,10 @@ def test_resolve_model_accepts_a_model_folder_and_explains_everything_else(hf_mo
         resolve_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         resolve_model(tmp_path / "missing" / "model")
-    with pytest.raises(ModelNotInstalledError, match="'custom' is not installed.*not in the registry either"):
+    with pytest.raises(ModelNotInstalledError, match="'custom' is not installed.*not in the registry either") as raised:
         resolve_model("custom")
+    assert "models download" not in str(raised.value)  # there is nothing to download under that name
+    assert "path of an nnU-Net v2 model folder" in str(raised.value)
 
 
 def test_several_folds_are_listed_and_chosen(tmp_path):

@@ -102,3 +102,16 @@ def test_cli_writes_ct_and_truth_and_refuses_to_overwrite(tmp_path, capsys):
     assert np.allclose(ct.ijk_to_ras, expected_ct.ijk_to_ras, atol=1e-4)
     assert main(["phantom", *args]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output, truth, message", [
+    ("ct.txt", "truth.nii.gz", "cannot write 'ct.txt'"), ("ct.nii.gz", "truth.png", "cannot write 'truth.png'"),
+    ("ct.nii.gz", "ct.nii.gz", "two different file names"),
+])
+def test_cli_refuses_unwritable_names_in_one_line(tmp_path, capsys, output, truth, message):
+    from LegSegNetLib.cli import main
+
+    assert main(["phantom", str(tmp_path / output), "--truth", str(tmp_path / truth), "--overwrite"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not any(tmp_path.iterdir())

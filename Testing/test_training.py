@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -250,3 +251,13 @@ def test_exporting_training_pairs_does_not_need_pytorch():
     code = ("import sys; import LegSegNetLib.training.export; import LegSegNetLib.logic; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_train_without_the_training_extra_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    """`legsegnet train` after the README's plain install (no MONAI): one clear line, not a traceback."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "monai"] + ["monai"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if MONAI were not installed
+    monkeypatch.delitem(sys.modules, "LegSegNetLib.training.trainer")
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
+    error = capsys.readouterr().err
+    assert "training needs MONAI" in error and "'.[train]'" in error and "Traceback" not in error

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import UserError
 from ..io import read_volume
 from ..pipeline import SliceRange
-from ..training.export import FORMATS, export_training_pairs
+from ..training.options import EXPORT_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("ct", type=Path, help="CT volume (NIfTI, NRRD, MHA or a DICOM series folder)")
     parser.add_argument("labels", type=Path, help="label map on the CT's grid (0 background, 1 SAT, 2 SM, 3 IMAT, 4 Bone)")
     parser.add_argument("out", type=Path, help="output folder (an nnU-Net dataset folder is appended to)")
-    parser.add_argument("--format", choices=FORMATS, default="nnunet", help="output layout (default: nnunet)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="nnunet", help="output layout (default: nnunet)")
     parser.add_argument("--range", dest="slice_range", type=parse_slice_range, default=None, metavar="A:B",
                         help="display slice indices A (included) to B (excluded), either end may be left out")
     parser.add_argument("--slices", choices=("all", "edited"), default="all",
@@ -49,6 +49,8 @@ def parse_slice_range(text: str) -> SliceRange:
 def run(args) -> int:
     if (args.slices == "edited") != (args.reference is not None):
         raise UserError("--slices edited and --reference ORIGINAL_LABELS go together: give both or neither")
+    from ..training.export import export_training_pairs  # imported here: it loads torch, which --help need not wait for
+
     reference = read_volume(args.reference) if args.reference else None
     name = args.name or _stem(args.ct)
     result = export_training_pairs(

@@ -86,6 +86,7 @@ def _download(args) -> int:
 
 
 def _install(args) -> int:
+    models.check_install_source(args.source)  # a mistyped path is not worth a question about replacing
     replace = models.model_status(args.name).state == models.NOT_INSTALLED or _confirm(
         f"model {args.name!r} is already installed; replace it with {args.source}?", args.yes)
     if not replace:
@@ -100,6 +101,9 @@ def _install(args) -> int:
 
 def _verify(args) -> int:
     names = args.names or [status.name for status in models.list_models() if status.state != models.NOT_INSTALLED]
+    missing = [name for name in names if models.model_status(name).state == models.NOT_INSTALLED]
+    if missing:
+        raise UserError(f"not installed: {', '.join(missing)} (`legsegnet models list` shows the installed models)")
     if not names:
         print("no model is installed")
         return 0

@@ -2,8 +2,9 @@
 
 One input: `--labelmap OUT` (and/or measurement files). Several inputs, or folders of inputs: `--output-dir DIR`
 writes DIR/<name>.<format> and DIR/<name>.measurements.json per input (<name>: the file name without its
-extension, or the DICOM folder's name); an input whose two files exist is done and skipped (redone with
---overwrite); a failed input is reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json)
+extension, or the DICOM folder's name), and with --overlay DIR/<name>.overlay.png; an input whose two files
+exist is done and skipped if made with the same settings (redone with --overwrite); a failed input is
+reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json)
 and DIR/slice_areas.csv, rebuilt at the end of every run from the per-input records, summarise the run's
 inputs unless --measurements / --slice-areas name other files.
 """
@@ -23,7 +24,10 @@ from . import UserError
 from ..engines.factory import ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
 from ..models.folds import parse_folds
-from ..outputs import OutputExistsError, OutputWriteError, extension_of, refuse_existing, write_text
+from ..outputs import (
+    OutputExistsError, OutputWriteError, atomic_output, check_writable_folder, extension_of, refuse_existing,
+    write_text,
+)
 from ..pipeline import SliceRange
 from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
 from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
@@ -40,6 +44,7 @@ class Job:
     name: str
     labelmap: Optional[Path]
     record: Optional[Path]  # per-input measurement record (--output-dir)
+    overlay: Optional[Path] = None  # quick-look picture (--overlay)
 
 
 def register(subparsers) -> None:
@@ -75,6 +80,9 @@ def register(subparsers) -> None:
                          help="label map format with --output-dir")
     outputs.add_argument("--measurements", type=Path, help="one row per input (CSV) plus a .json twin")
     outputs.add_argument("--slice-areas", type=Path, help="per-slice tissue areas, long format (CSV)")
+    outputs.add_argument("--overlay", action="store_true",
+                         help="also write a quick-look PNG per input (axial slices and a coronal view, tissues in "
+                              "colour) beside its label map: NAME.overlay.png")
     outputs.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo done inputs)")
     parser.set_defaults(handler=segment_command)
 
@@ -92,6 +100,9 @@ def run_jobs(jobs: list, engine, args) -> int:
         try:
             records.append(process(job, engine, args, label))
         except KeyboardInterrupt:
+            if args.output_dir is not None and number > 1:
+                log.warning("interrupted during %s: the inputs finished before it are kept in %s; the same command "
+                            "continues from there", job.input, args.output_dir)
             raise
         except Exception as error:  # one bad input must not stop a batch
             log.debug("details", exc_info=True)
@@ -118,21 +129,32 @@ def plan_jobs(args) -> list:
             raise UserError("nothing to write: give --labelmap, --output-dir, --measurements or --slice-areas")
         if args.labelmap is not None and extension_of(args.labelmap) not in LABELMAP_EXTENSIONS:
             raise UserError(f"--labelmap must end with one of {', '.join(LABELMAP_EXTENSIONS)}")
-        jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None)]
+        if args.overlay and args.labelmap is None:
+            raise UserError("--overlay goes with --labelmap (the picture is written beside it) or --output-dir")
+        overlay = _overlay_beside(args.labelmap, args) if args.labelmap else None
+        jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None, overlay)]
     else:
         jobs = [Job(path, input_name(path), args.output_dir / f"{input_name(path)}.{args.format}",
-                    args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}") for path in inputs]
+                    args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}",
+                    _overlay_beside(args.output_dir / f"{input_name(path)}.{args.format}", args)) for path in inputs]
         _refuse_duplicate_names(jobs)
+        if not args.overwrite:
+            _refuse_results_of_other_settings(jobs, run_settings(args))
     for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
     explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas]
+    if args.output_dir is None:
+        explicit.append(jobs[0].overlay)
     if args.measurements is not None:
         explicit.append(json_twin_path(args.measurements))
+    folders = {path.parent for path in filter(None, explicit)} | ({args.output_dir} if args.output_dir else set())
     try:
         for path in filter(None, explicit):
             refuse_existing(path, args.overwrite)
-    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, a folder where a file goes
+        for folder in sorted(folders):
+            check_writable_folder(folder)
+    except (OutputExistsError, OutputWriteError) as error:  # a file in the way, no folder, no access
         raise UserError(str(error)) from None
     return jobs
 
@@ -164,6 +186,8 @@ def process(job: Job, engine, args, label: str) -> dict:
     """Segment and measure one input, write its outputs; returns its measurement record."""
     if job.record is not None and job.record.exists() and job.labelmap.exists() and not args.overwrite:
         log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
+        if job.overlay is not None and not job.overlay.exists():  # asked for only now: drawn from the saved labels
+            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
         return _read_record(job.record)
     started = time.monotonic()
     ct = read_volume(job.input)
@@ -172,9 +196,11 @@ def process(job: Job, engine, args, label: str) -> dict:
         result = run_segmentation(ct, engine, args.range, args.range_mm, progress=progress)
     finally:
         progress.close()
-    record = measurement_record(str(job.input), engine.name, result.measurements)
+    record = {**measurement_record(str(job.input), engine.name, result.measurements), "settings": run_settings(args)}
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, args.overwrite)
+    if job.overlay is not None:
+        write_overlay(ct, result.labels, job.overlay, args.overwrite)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), args.overwrite)
     log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
@@ -251,7 +277,9 @@ def _engine(args):
         return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
                              checkpoint=args.checkpoint, batch_size=args.batch_size, backend=args.backend)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
-        raise UserError(f"cannot load the {args.engine} engine: {error}") from error
+        no_weights = args.engine == "legsegnet" and args.model is None and isinstance(error, FileNotFoundError)
+        hint = "; or segment without weights now with --engine threshold" if no_weights else ""
+        raise UserError(f"cannot load the {args.engine} engine: {error}{hint}") from error
 
 
 def _tables(args) -> list:
@@ -264,6 +292,40 @@ def _tables(args) -> list:
         elif args.output_dir is not None:
             tables.append((write, args.output_dir / default_name, True))
     return tables
+
+
+def run_settings(args) -> dict:
+    """The options that decide the labels, kept in each input's record: a done input is skipped only when
+    it was made with the same ones."""
+    return {"engine": args.engine, "model": args.model, "folds": list(args.folds) if args.folds else None,
+            "checkpoint": args.checkpoint, "tta": args.tta, "backend": args.backend,
+            "range": [args.range.start, args.range.stop] if args.range else None,
+            "range_mm": list(args.range_mm) if args.range_mm else None}
+
+
+def _refuse_results_of_other_settings(jobs: list, settings: dict) -> None:
+    for job in jobs:
+        if not (job.record.exists() and job.labelmap.exists()):
+            continue
+        made_with = _read_record(job.record).get("settings")
+        if made_with != settings:
+            differences = ", ".join(f"{key} {(made_with or {}).get(key)} there, {value} now"
+                                    for key, value in settings.items() if (made_with or {}).get(key) != value)
+            raise UserError(f"{job.record} was made with other settings ({differences}); add --overwrite to redo "
+                            "those inputs with these settings, or choose another --output-dir")
+
+
+def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
+    from ..overlay import write_overlay_png  # imported here: it loads scipy
+
+    with atomic_output(path, overwrite) as temporary:
+        write_overlay_png(ct, labels, temporary)
+
+
+def _overlay_beside(labelmap: Path, args) -> Optional[Path]:
+    """NAME.overlay.png beside the label map NAME.<extension> when --overlay is given."""
+    name = labelmap.name[: len(labelmap.name) - len(extension_of(labelmap))]
+    return labelmap.with_name(f"{name}.overlay.png") if args.overlay else None
 
 
 def _refuse_duplicate_names(jobs: list) -> None:

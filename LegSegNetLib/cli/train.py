@@ -43,7 +43,12 @@ def run(args) -> int:
         raise UserError(f"--fold must be a fold number 0-4 or 'all', got {args.fold!r}")
     import torch  # imported here: other subcommands and --help should not wait for torch and MONAI to load
 
-    from ..training.trainer import train
+    try:
+        from ..training.trainer import train
+    except ImportError as error:  # the optional [train] extra is missing
+        raise UserError(f"training needs MONAI and tqdm, which this install lacks ({error.name or error} is missing); "
+                        "from the checkout run: pip install -c requirements/constraints.txt '.[train]' "
+                        "(the constraints keep your torch)") from error
 
     if args.threads:
         torch.set_num_threads(args.threads)

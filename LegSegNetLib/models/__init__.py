@@ -20,7 +20,7 @@ _HOMES = {
     "download": ("ChecksumMismatchError", "DownloadCancelled", "DownloadError", "DownloadProgress",
                  "DownloadTimeoutError", "download_model"),
     "folds": ("available_folds", "choose_folds", "parse_folds"),
-    "install": ("ModelExistsError", "UnsafeArchiveError", "install_model_from", "remove_model"),
+    "install": ("ModelExistsError", "UnsafeArchiveError", "check_install_source", "install_model_from", "remove_model"),
     "paths": ("legsegnet_home", "models_dir"),
     "registry": ("ModelNotInstalledError", "ModelSpec", "UnknownModelError", "get_model_spec", "load_registry",
                  "resolve_model"),

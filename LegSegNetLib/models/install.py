@@ -64,18 +64,24 @@ def install_model_from(source, name: str = "legsegnet", replace: bool = False) -
     ensure_replaceable(name, replace)
     paths.models_dir().mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=paths.models_dir()))
+    check_install_source(source)
     try:
         if source.is_dir():
             _copy_model_from_folder(source, staging)
-        elif zipfile.is_zipfile(source):
-            _extract_model_from_zip(source, staging)
-        elif source.exists():
-            raise ModelValidationError(f"{source} is neither a folder nor a .zip archive")
         else:
-            raise FileNotFoundError(f"nothing to install: {source} does not exist")
+            _extract_model_from_zip(source, staging)
         return commit_install(staging, name, _registry_version_if_identical(name, staging), source=str(source.resolve()))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_install_source(source) -> None:
+    """Raise, before anything is asked or copied, when `source` is neither a folder nor a .zip archive."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise FileNotFoundError(f"nothing to install: {source} does not exist")
+    if not (source.is_dir() or zipfile.is_zipfile(source)):
+        raise ModelValidationError(f"{source} is neither a folder nor a .zip archive")
 
 
 def _registry_version_if_identical(name: str, folder: Path) -> Optional[str]:

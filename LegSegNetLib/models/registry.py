@@ -121,9 +121,13 @@ def resolve_model(name_or_path) -> Path:
         manifest = read_manifest(folder)
     except ManifestError as error:
         raise ModelNotInstalledError(f"{error}; {reinstall}") from error
+    if manifest is None and name not in load_registry():  # nothing to download: a mistyped folder or name
+        raise ModelNotInstalledError(
+            f"model {name!r} is not installed in {paths.models_dir()}, not in the registry either, and there is no "
+            f"folder {name!r} here; give the path of an nnU-Net v2 model folder, or install one under that name "
+            f"offline with `legsegnet models install ZIP_OR_FOLDER --name {name}`")
     if manifest is None:
-        known = "" if name in load_registry() else " (it is not in the registry either)"
-        raise ModelNotInstalledError(f"model {name!r} is not installed in {paths.models_dir()}{known}; "
+        raise ModelNotInstalledError(f"model {name!r} is not installed in {paths.models_dir()}; "
                                      + install_instructions(name))
     damaged = damaged_files(folder, manifest)
     if damaged:

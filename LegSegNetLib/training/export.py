@@ -24,9 +24,8 @@ from ..nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 from ..pipeline import SliceRange
 from ..tissues import TISSUES
 from ..volume import Volume
+from .options import EXPORT_FORMATS as FORMATS
 from .plans import IMAGE_FILE_ENDING, legsegnet_dataset_json
-
-FORMATS = ("nnunet", "nifti")
 SOURCES_FILE = "legsegnet_cases.json"  # case -> source scan and slice; the trainer splits by source
 _CASE_PATTERN = re.compile(r"^case_(\d+)(?:_0000)?\.png$")
 _MAX_LABEL = max(tissue.value for tissue in TISSUES)

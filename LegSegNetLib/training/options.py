@@ -1,10 +1,12 @@
-"""Training options (torch-free, so the command line can show their defaults without loading torch)."""
+"""Training and export options (torch-free, so the command line can show them without loading torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
+
+EXPORT_FORMATS = ("nnunet", "nifti")  # training pairs: an nnU-Net v2 raw dataset, or NIfTI image/label pairs
 
 
 @dataclass

@@ -1,0 +1,32 @@
+"""The quick-look picture keeps every panel at a sensible size, whatever the number of slices."""
+
+import numpy as np
+import SimpleITK as sitk
+
+from LegSegNetLib.overlay import PANEL_HEIGHT, write_overlay_png
+from LegSegNetLib.phantom import make_leg_phantom
+
+
+def overlay_of(tmp_path, **phantom):
+    ct, truth = make_leg_phantom(**phantom)
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(write_overlay_png(ct, truth, tmp_path / "o.png"))))
+
+
+def coronal_drawn_height(picture: np.ndarray) -> int:
+    """Rows holding anything in the rightmost tenth of the picture, where the coronal view sits."""
+    right = picture[:, -picture.shape[1] // 10:]
+    return int(np.flatnonzero(right.any(axis=(1, 2)))[-1]) + 1
+
+
+def test_a_scan_of_few_slices_gives_a_flat_coronal_strip_not_a_huge_panel(tmp_path):
+    """12 slices of 2.5 mm through both thighs: the coronal view is 30 mm tall and over 300 mm wide; drawn
+    PANEL_HEIGHT tall it would be several thousand pixels wide. At the axial panels' scale it is a strip."""
+    picture = overlay_of(tmp_path, region="thigh", shape=(12, 128, 128), seed=3)
+    assert picture.shape[0] == PANEL_HEIGHT
+    assert picture.shape[1] < 4 * 1000 + 1000  # four axial panels of two legs, and the strip
+    assert coronal_drawn_height(picture) < PANEL_HEIGHT / 2
+
+
+def test_a_long_scan_keeps_its_coronal_view_panel_high(tmp_path):
+    picture = overlay_of(tmp_path, region="calf", shape=(160, 64, 64), seed=1)
+    assert coronal_drawn_height(picture) > 0.9 * PANEL_HEIGHT
