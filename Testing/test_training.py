@@ -246,7 +246,6 @@ def test_resumed_training_ends_where_an_uninterrupted_one_does(phantom_dataset, 
 def test_exporting_training_pairs_does_not_need_pytorch():
     """Slicer users of the threshold engine have no PyTorch; exporting their corrections must still work."""
     import subprocess
-    import sys
 
     code = ("import sys; import LegSegNetLib.training.export; import LegSegNetLib.logic; "
             "sys.exit('torch' in sys.modules)")
