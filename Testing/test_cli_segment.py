@@ -226,6 +226,14 @@ def test_overlay_pictures_for_quality_control(tmp_path, capsys):
     assert "--overlay goes with --labelmap" in capsys.readouterr().err
 
 
+def test_format_with_a_single_labelmap_is_refused_not_ignored(tmp_path, capsys):
+    write_volume(phantom_ct(), tmp_path / "ct.nrrd")
+    argv = ["segment", str(tmp_path / "ct.nrrd"), "--engine", "threshold", "--labelmap", str(tmp_path / "o.seg.nrrd")]
+    assert main([*argv, "--format", "nii.gz"]) == 2
+    assert "--labelmap labels.nii.gz" in capsys.readouterr().err
+    assert not (tmp_path / "o.seg.nrrd").exists()
+
+
 def test_measurement_tables_must_be_csv(tmp_path):
     write_volume(phantom_ct(), tmp_path / "ct.nrrd")
     with pytest.raises(Exception, match="ending .csv"):

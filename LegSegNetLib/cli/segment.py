@@ -76,8 +76,9 @@ def register(subparsers) -> None:
     where = outputs.add_mutually_exclusive_group()
     where.add_argument("--labelmap", type=Path, help=f"label map of a single input: {' '.join(LABELMAP_EXTENSIONS)}")
     where.add_argument("--output-dir", type=Path, help="folder for the outputs of each input, named after it")
-    outputs.add_argument("--format", choices=[ext.lstrip(".") for ext in LABELMAP_EXTENSIONS], default="seg.nrrd",
-                         help="label map format with --output-dir")
+    outputs.add_argument("--format", choices=[ext.lstrip(".") for ext in LABELMAP_EXTENSIONS],
+                         help="label map format with --output-dir (default seg.nrrd; "
+                              "with --labelmap its extension chooses)")
     outputs.add_argument("--measurements", type=Path, help="one row per input (CSV) plus a .json twin")
     outputs.add_argument("--slice-areas", type=Path, help="per-slice tissue areas, long format (CSV)")
     outputs.add_argument("--overlay", action="store_true",
@@ -129,14 +130,17 @@ def plan_jobs(args) -> list:
             raise UserError("nothing to write: give --labelmap, --output-dir, --measurements or --slice-areas")
         if args.labelmap is not None and extension_of(args.labelmap) not in LABELMAP_EXTENSIONS:
             raise UserError(f"--labelmap must end with one of {', '.join(LABELMAP_EXTENSIONS)}")
+        if args.format is not None:
+            raise UserError(f"--format goes with --output-dir; with --labelmap the file name's extension chooses "
+                            f"the format (e.g. --labelmap labels.{args.format})")
         if args.overlay and args.labelmap is None:
             raise UserError("--overlay goes with --labelmap (the picture is written beside it) or --output-dir")
         overlay = _overlay_beside(args.labelmap, args) if args.labelmap else None
         jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None, overlay)]
     else:
-        jobs = [Job(path, input_name(path), args.output_dir / f"{input_name(path)}.{args.format}",
-                    args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}",
-                    _overlay_beside(args.output_dir / f"{input_name(path)}.{args.format}", args)) for path in inputs]
+        labelmaps = [args.output_dir / f"{input_name(path)}.{args.format or 'seg.nrrd'}" for path in inputs]
+        jobs = [Job(path, input_name(path), labelmap, args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}",
+                    _overlay_beside(labelmap, args)) for path, labelmap in zip(inputs, labelmaps)]
         _refuse_duplicate_names(jobs)
         if not args.overwrite:
             _refuse_results_of_other_settings(jobs, run_settings(args))
