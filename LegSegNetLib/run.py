@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 INPUT_COLUMNS = (
     ColumnInfo("input", "", "the CT file or DICOM folder measured"),
     ColumnInfo("engine", "", "the engine that made the labels"),
+    ColumnInfo("model", "", "the model folder or installed model name the legsegnet engine used"),
 )
 RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS
 SLICE_RECORD_COLUMNS = INPUT_COLUMNS[:1] + SLICE_COLUMNS
@@ -69,17 +70,18 @@ def selected_slices(ct: Volume, slice_range: Optional[SliceRange], range_mm: Opt
     return slice_range_from_mm(ct, slice_layout(ct), *range_mm)
 
 
-def measurement_record(input_name: str, engine_name: str, measurements: Measurements) -> dict:
+def measurement_record(input_name: str, engine_name: str, measurements: Measurements, model: str = "") -> dict:
     """Everything measured on one input, as plain JSON-able data (NaN becomes None)."""
     return _json_safe({
-        "input": input_name, "engine": engine_name, "summary": measurements.summary,
+        "input": input_name, "engine": engine_name, "model": model, "summary": measurements.summary,
         "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
     })
 
 
 def write_summary_table(records: list, path, overwrite: bool = False) -> None:
     """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
-    rows = [{"input": record["input"], "engine": record["engine"], **record["summary"]} for record in records]
+    rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""), **record["summary"]}
+            for record in records]
     twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
             "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
             "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}

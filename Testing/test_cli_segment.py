@@ -80,7 +80,7 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
 
     rows = read_csv(out / "m.csv")
     assert len(rows) == 1
-    assert list(rows[0]) == ["input", "engine"] + [column.name for column in SUMMARY_COLUMNS]
+    assert list(rows[0]) == ["input", "engine", "model"] + [column.name for column in SUMMARY_COLUMNS]
     assert rows[0]["engine"] == "hu-bands"
     for tissue, pixels in PER_LEG_SLICE.items():
         assert float(rows[0][f"{tissue}_volume_cm3"]) == pytest.approx(2 * pixels * 6 * VOXEL_CM3)
@@ -431,6 +431,7 @@ def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
     outside[150:153] = False
     assert not labels[outside].any()
     assert read_csv(out / "m.csv")[0]["engine"] == "legsegnet"
+    assert read_csv(out / "m.csv")[0]["model"] == str(model.resolve())  # which model made these numbers
     assert {int(row["slice_index"]) for row in read_csv(out / "areas.csv")} <= {150, 151, 152}
 
 
@@ -445,3 +446,4 @@ def test_threshold_engine_through_the_command(tmp_path):
     np.testing.assert_allclose(labels.ijk_to_ras, ct.ijk_to_ras, atol=1e-5)
     assert np.all(labels.array[ct.array == BONE_HU] == 4)
     assert read_csv(tmp_path / "m.csv")[0]["engine"] == "threshold"
+    assert read_csv(tmp_path / "m.csv")[0]["model"] == ""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import UserError
-from ..engines.factory import ENGINES, create_engine
+from ..engines.factory import DEFAULT_MODEL, ENGINES, create_engine
 from ..io import is_dicom_series_folder, read_volume
 from ..models.folds import parse_folds
 from ..outputs import (
@@ -200,7 +200,8 @@ def process(job: Job, engine, args, label: str) -> dict:
         result = run_segmentation(ct, engine, args.range, args.range_mm, progress=progress)
     finally:
         progress.close()
-    record = {**measurement_record(str(job.input), engine.name, result.measurements), "settings": run_settings(args)}
+    record = {**measurement_record(str(job.input), engine.name, result.measurements, _model_used(args)),
+              "settings": run_settings(args)}
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, args.overwrite)
     if job.overlay is not None:
@@ -317,6 +318,14 @@ def _refuse_results_of_other_settings(jobs: list, settings: dict) -> None:
                                     for key, value in settings.items() if (made_with or {}).get(key) != value)
             raise UserError(f"{job.record} was made with other settings ({differences}); add --overwrite to redo "
                             "those inputs with these settings, or choose another --output-dir")
+
+
+def _model_used(args) -> str:
+    """For the tables: the model folder as an absolute path, or the installed model's name."""
+    if args.engine != "legsegnet":
+        return ""
+    model = args.model or DEFAULT_MODEL
+    return str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else model
 
 
 def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
