@@ -340,6 +340,13 @@ def test_argument_parsers():
         folds_argument("one")
 
 
+@pytest.mark.parametrize("command", ["segment", "phantom"])
+def test_every_option_says_what_it_does(command):
+    subparsers = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    undocumented = [action.dest for action in subparsers.choices[command]._actions if not action.help]
+    assert undocumented == []
+
+
 def test_bad_folds_are_refused_by_the_parser_with_the_reason(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["segment", "ct.nrrd", "--folds", "0,x"])

@@ -55,7 +55,9 @@ def register(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="CT file (.nii.gz .nii .nrrd .mha .mhd), DICOM series folder, or a folder of those")
     engine = parser.add_argument_group("engine")
-    engine.add_argument("--engine", choices=ENGINES, default="legsegnet")
+    engine.add_argument("--engine", choices=ENGINES, default="legsegnet",
+                        help="legsegnet: the LegSegNet model (default; needs its weights, see `legsegnet models`); "
+                             "threshold: HU thresholds and fascia, no weights needed")
     engine.add_argument("--model", help="nnU-Net model folder or installed model name (default: legsegnet)")
     engine.add_argument("--folds", type=folds_argument, help="folds to ensemble, e.g. 0,1,2,3,4 (default: all present)")
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
