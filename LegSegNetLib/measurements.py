@@ -34,7 +34,9 @@ left). A vertical line in the gap between them then splits the slice: everything
 (small islands included) is the right leg, the rest the left leg. Where the legs touch, a single leg is
 scanned, or the layout is otherwise unclear, the slice counts towards both legs together ("both") only.
 So right_* and left_* cover exactly the same slices and compare fairly; compare separable_slice_count
-with slice_count to see how much of the scan they cover. With no separable slice they are 0 or NaN.
+with slice_count to see how much of the scan they cover. With no separable slice (one leg scanned, or
+legs touching throughout) the legs were never told apart: every right_* and left_* value, and the
+volume of each right/left tissue row, is NaN (not measured), never a misleading 0.
 
 A ratio or mean whose denominator is zero is NaN.
 """
@@ -178,7 +180,18 @@ def compute_measurements(ct: Volume, labels: Volume) -> Measurements:
     summary["axial_extent_mm"] = (labelled[-1] - labelled[0] + 1) * layout.spacing_slice_mm if labelled else 0.0
     tissue_rows = [_tissue_row(side, tissue, totals[side][tissue.value], voxel_cm3)
                    for side in SIDES for tissue in TISSUES]
+    if not separable:
+        _mark_sides_unmeasured(summary, tissue_rows)
     return Measurements(summary, tissue_rows, slice_rows)
+
+
+def _mark_sides_unmeasured(summary: dict, tissue_rows: list) -> None:
+    """No slice told the legs apart: their separate values are unknown, not zero."""
+    sided = tuple(SIDE_PREFIX[side] for side in SIDES if side != "both")
+    summary.update({key: math.nan for key in summary if key.startswith(sided)})
+    for row in tissue_rows:
+        if row["side"] != "both":
+            row["volume_cm3"] = math.nan
 
 
 def _check_same_grid(ct: Volume, labels: Volume) -> None:

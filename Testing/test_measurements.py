@@ -187,8 +187,10 @@ def test_one_leg_has_no_sides_and_island_joins_its_side():
     ct, labels = make_phantom(legs=(RIGHT_LEG,))
     summary = compute_measurements(ct, labels).summary
     assert summary["separable_slice_count"] == 0
-    assert summary["right_SAT_volume_cm3"] == 0.0
-    assert math.isnan(summary["right_SAT_mean_HU"])
+    sided = [key for key in summary if key.startswith(("right_", "left_"))]
+    assert len(sided) == 2 * 20 and all(math.isnan(summary[key]) for key in sided)  # not measured, not 0 cm3
+    rows = compute_measurements(ct, labels).tissue_rows
+    assert all(math.isnan(row["volume_cm3"]) for row in rows if row["side"] != "both")
     assert summary["SAT_volume_cm3"] == pytest.approx(leg_pixels(RIGHT_LEG)[SAT] * 8 * VOXEL_MM3 / 1000)
 
     ct, labels = make_phantom()
