@@ -234,6 +234,13 @@ def test_format_with_a_single_labelmap_is_refused_not_ignored(tmp_path, capsys):
     assert not (tmp_path / "o.seg.nrrd").exists()
 
 
+def test_a_single_failed_input_is_reported_once(tmp_path, caplog):
+    (tmp_path / "broken.nrrd").write_bytes(b"NRRD0004\nnonsense")
+    with caplog.at_level(logging.ERROR):
+        assert run_cli(tmp_path / "broken.nrrd", "--measurements", tmp_path / "m.csv") == 1
+    assert len(caplog.records) == 1 and "broken.nrrd: failed: cannot read" in caplog.text
+
+
 def test_measurement_tables_must_be_csv(tmp_path):
     write_volume(phantom_ct(), tmp_path / "ct.nrrd")
     with pytest.raises(Exception, match="ending .csv"):

@@ -117,7 +117,8 @@ def run_jobs(jobs: list, engine, args) -> int:
         except OSError as error:  # full disk, no permission, a file that appeared meanwhile
             raise UserError(str(error)) from error
     if failed:
-        log.error("%d of %d inputs failed: %s", len(failed), len(jobs), ", ".join(map(str, failed)))
+        if len(jobs) > 1:  # one input's failure was just reported
+            log.error("%d of %d inputs failed: %s", len(failed), len(jobs), ", ".join(map(str, failed)))
         return 1
     return 0
 
