@@ -461,3 +461,17 @@ def test_threshold_engine_through_the_command(tmp_path):
     assert np.all(labels.array[ct.array == BONE_HU] == 4)
     assert read_csv(tmp_path / "m.csv")[0]["engine"] == "threshold"
     assert read_csv(tmp_path / "m.csv")[0]["model"] == ""
+
+
+
+def test_an_operating_system_error_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """A system error during a command (here a full disk) gives one clear line and status 2, as user errors do."""
+    import LegSegNetLib.cli.phantom as phantom_command
+
+    def disk_full(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "ct.nii.gz"))
+
+    monkeypatch.setattr(phantom_command, "run", disk_full)
+    assert main(["phantom", str(tmp_path / "ct.nii.gz"), "--truth", str(tmp_path / "truth.nii.gz")]) == 2
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and "Traceback" not in error

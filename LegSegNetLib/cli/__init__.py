@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, PermissionError) as error:
+    except (UserError, ValueError, OSError) as error:  # bad input, missing file, full disk: one line, no traceback
         if args.verbose:
             raise
         print(f"legsegnet: error: {error}", file=sys.stderr)
