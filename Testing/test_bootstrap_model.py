@@ -1,19 +1,26 @@
-"""The bundled bootstrap model: small, safe to load, and it segments phantoms it never saw."""
+"""The bundled bootstrap model: small, safe to load, and it segments phantoms and real CT slices it never saw."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import realct
+from LegSegNetLib.engines.threshold import ThresholdEngine
 from LegSegNetLib.nnunet.checkpoint import load_checkpoint
 from LegSegNetLib.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.pipeline import SliceRange, segment_volume
 from LegSegNetLib.resources import resources_dir
+from LegSegNetLib.tissues import TISSUE_BY_KEY
 from LegSegNetLib.training.phantoms import phantom_dice
 
 BOOTSTRAP = resources_dir() / "Models" / "legsegnet-bootstrap"
 FILES = ("plans.json", "dataset.json", "legsegnet.json", "fold_0/checkpoint_final.pth", "MODEL_CARD.md")
 # Unseen phantom Dice, measured (see MODEL_CARD.md) minus a margin for other CPUs' float arithmetic.
 MINIMUM_DICE = {"SAT": 0.92, "SM": 0.95, "IMAT": 0.70, "Bone": 0.92}
+# Visible Human slices kept out of its training data (MODEL_CARD.md); their reference is the threshold engine.
+HELD_OUT_REAL_SLICES = SliceRange(150, 190)
+MINIMUM_REAL_CT_DICE = {"SAT": 0.85, "SM": 0.90, "Bone": 0.75}
 
 
 def test_bootstrap_model_is_complete_and_small_enough_for_the_repository():
@@ -40,3 +47,16 @@ def test_bootstrap_model_segments_unseen_phantoms(bootstrap_engine):
 def test_bootstrap_model_presents_slices_radiologically(bootstrap_engine):
     assert bootstrap_engine.in_plane_orientation == "PL"
     assert np.array_equal(bootstrap_engine.model.label_values, (0, 1, 2, 3, 4))
+
+
+def test_bootstrap_model_is_plausible_on_real_ct_slices_it_never_saw(bootstrap_engine):
+    ct = realct.visible_human_leg_ct()
+    labels = segment_volume(ct, bootstrap_engine, HELD_OUT_REAL_SLICES).array
+    reference = segment_volume(ct, ThresholdEngine(), HELD_OUT_REAL_SLICES).array
+    for key, minimum in MINIMUM_REAL_CT_DICE.items():
+        value = TISSUE_BY_KEY[key].value
+        ours, theirs = labels == value, reference == value
+        dice = 2 * np.count_nonzero(ours & theirs) / (np.count_nonzero(ours) + np.count_nonzero(theirs))
+        assert dice >= minimum, (key, dice)
+    muscle_hu = ct.array[labels == TISSUE_BY_KEY["SM"].value].mean()
+    assert 30 <= muscle_hu <= 80, muscle_hu  # healthy lower-leg muscle attenuation

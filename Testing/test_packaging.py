@@ -92,3 +92,18 @@ def test_extensions_index_description_fits_the_catalog_entry_schema():
     assert {"$schema", "category", "scm_url"} <= set(entry)
     assert entry["$schema"].endswith("/slicer-extension-catalog-entry-schema-v1.0.1.json#")
     assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
+
+
+def test_wheel_lists_every_library_subpackage_and_the_resources():
+    """pyproject lists packages by hand (Resources/ is mapped into the package); a new subpackage must be added."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    existing = {init.parent.relative_to(ROOT).as_posix().replace("/", ".")
+                for init in (ROOT / "LegSegNetLib").rglob("__init__.py")}
+    assert set(setuptools["packages"]) == existing | {"LegSegNetLib.Resources"}
+    assert setuptools["package-dir"]["LegSegNetLib.Resources"] == "Resources"
+    shipped = setuptools["package-data"]["LegSegNetLib.Resources"]
+    resources = files_under(ROOT / "Resources", "*", ROOT / "Resources")
+    unshipped = [name for name in resources if not any(Path(name).match(pattern) for pattern in shipped)]
+    assert not unshipped, f"add patterns to [tool.setuptools.package-data] for {unshipped}"
