@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from . import UserError
 from ..io import read_volume
-from ..pipeline import SliceRange
+from .segment import parse_index_range
 from ..training.options import EXPORT_FORMATS
 
 log = logging.getLogger(__name__)
@@ -27,23 +26,13 @@ def register(subparsers) -> None:
     parser.add_argument("labels", type=Path, help="label map on the CT's grid (0 background, 1 SAT, 2 SM, 3 IMAT, 4 Bone)")
     parser.add_argument("out", type=Path, help="output folder (an nnU-Net dataset folder is appended to)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="nnunet", help="output layout (default: nnunet)")
-    parser.add_argument("--range", dest="slice_range", type=parse_slice_range, default=None, metavar="A:B",
+    parser.add_argument("--range", dest="slice_range", type=parse_index_range, default=None, metavar="A:B",
                         help="display slice indices A (included) to B (excluded), either end may be left out")
     parser.add_argument("--slices", choices=("all", "edited"), default="all",
                         help="'edited': only slices whose labels differ from --reference")
     parser.add_argument("--reference", type=Path, help="the original (uncorrected) label map, for --slices edited")
     parser.add_argument("--name", help="name recorded for these cases (default: the CT file name)")
     parser.set_defaults(handler=run)
-
-
-def parse_slice_range(text: str) -> SliceRange:
-    start, separator, stop = text.partition(":")
-    try:
-        if not separator:
-            raise ValueError
-        return SliceRange(int(start) if start.strip() else None, int(stop) if stop.strip() else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--range must look like A:B with integer slice indices (for example 10:40), got {text!r}")
 
 
 def run(args) -> int:
