@@ -7,7 +7,6 @@ nnunetv2's nnUNetPredictor load it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +15,7 @@ import torch
 
 from LegSegNetLib.nnunet.model import build_network
 from LegSegNetLib.training import plans as legsegnet_training_plans
-from LegSegNetLib.training.plans import legsegnet_dataset_json, legsegnet_plans
+from LegSegNetLib.training.plans import legsegnet_dataset_json, legsegnet_plans, write_json
 
 SMALL_FEATURES = (4, 8, 16, 32)
 LEGSEGNET_FEATURES = tuple(legsegnet_training_plans.features_per_stage(width=1.0))  # the published network: 32..512 over 7 stages
@@ -45,10 +44,10 @@ def make_model_folder(
                             patch_size=patch_size, intensity_properties=UINT8_INTENSITY_PROPERTIES,
                             dataset_name="Dataset001_LegCT")
     dataset_json = legsegnet_dataset_json(num_training=900)
-    _write_json(path / "plans.json", plans)
-    _write_json(path / "dataset.json", dataset_json)
+    write_json(path / "plans.json", plans)
+    write_json(path / "dataset.json", dataset_json)
     if in_plane_orientation is not None:
-        _write_json(path / "legsegnet.json", {"in_plane_orientation": in_plane_orientation})
+        write_json(path / "legsegnet.json", {"in_plane_orientation": in_plane_orientation})
     for index, fold in enumerate(folds):
         network = _random_network(plans, dataset_json, seed=seed * 1000 + index)
         (path / f"fold_{fold}").mkdir(exist_ok=True)
@@ -98,7 +97,3 @@ def _checkpoint(network: torch.nn.Module, plans: dict, dataset_json: dict, fold)
         "trainer_name": "nnUNetTrainer",
         "inference_allowed_mirroring_axes": (0, 1),
     }
-
-
-def _write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=4), encoding="utf-8")

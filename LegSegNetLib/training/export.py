@@ -25,7 +25,7 @@ from ..pipeline import SliceRange
 from ..tissues import TISSUES
 from ..volume import Volume
 from .options import EXPORT_FORMATS as FORMATS
-from .plans import IMAGE_FILE_ENDING, legsegnet_dataset_json
+from .plans import IMAGE_FILE_ENDING, legsegnet_dataset_json, write_json
 SOURCES_FILE = "legsegnet_cases.json"  # case -> source scan and slice; the trainer splits by source
 _CASE_PATTERN = re.compile(r"^case_(\d+)(?:_0000)?\.png$")
 _MAX_LABEL = max(tissue.value for tissue in TISSUES)
@@ -128,8 +128,8 @@ def _write_nnunet(ct, layout, hu, label_view, chosen, out_dir: Path, name: str) 
         sources[case] = {"source": name, "slice": int(index)}
         written += [image_path, label_path]
     dataset_json["numTraining"] = len(list(labels_dir.glob(f"case_*{IMAGE_FILE_ENDING}")))
-    _write_json(out_dir / "dataset.json", dataset_json)
-    _write_json(out_dir / SOURCES_FILE, sources)
+    write_json(out_dir / "dataset.json", dataset_json)
+    write_json(out_dir / SOURCES_FILE, sources)
     return written
 
 
@@ -225,7 +225,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise ExportError(f"{path} is not valid JSON ({error}); fix or remove it") from error
-
-
-def _write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=4), encoding="utf-8")

@@ -7,6 +7,8 @@ leaky ReLU, patch 256x256, spacing [1, 1]. `width` scales the feature counts for
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -148,3 +150,8 @@ def foreground_intensity_properties(images, labels, samples_per_image: int = 100
         "min": float(values.min()), "percentile_00_5": float(np.percentile(values, 0.5)),
         "percentile_99_5": float(np.percentile(values, 99.5)), "std": float(values.std()),
     }
+
+
+def write_json(path: Path, content) -> None:
+    """plans.json, dataset.json and their companions, indented as nnU-Net writes them."""
+    path.write_text(json.dumps(content, indent=4), encoding="utf-8")

@@ -34,7 +34,7 @@ from ..nnunet.model import build_network, load_model_folder
 from .augment import IMAGE, LABEL, training_transforms
 from .data import (RawDataset, load_raw_dataset, make_splits, place_in_patch, preprocess, random_offset)
 from .options import TrainingOptions
-from .plans import CONFIGURATION, foreground_intensity_properties, legsegnet_plans
+from .plans import CONFIGURATION, foreground_intensity_properties, legsegnet_plans, write_json
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class _Trainer:
     def _split(self) -> tuple:
         splits = make_splits(self.dataset.cases, self.dataset.groups)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out_dir / "splits_final.json", splits)
+        write_json(self.out_dir / "splits_final.json", splits)
         if self.options.fold == "all":
             return list(self.dataset.cases), list(self.dataset.cases)
         fold = int(self.options.fold)
@@ -164,10 +164,10 @@ class _Trainer:
 
     # --- training ---------------------------------------------------------------------------------------------
     def run(self, epoch_callback: Optional[EpochCallback]) -> dict:
-        _write_json(self.out_dir / "plans.json", self.plans)
-        _write_json(self.out_dir / "dataset.json", self.dataset.dataset_json)
+        write_json(self.out_dir / "plans.json", self.plans)
+        write_json(self.out_dir / "dataset.json", self.dataset.dataset_json)
         # export-pairs writes slices in radiological display; the engine must present them the same way.
-        _write_json(self.out_dir / MODEL_PROPERTIES_FILE, {ORIENTATION_KEY: RADIOLOGICAL})
+        write_json(self.out_dir / MODEL_PROPERTIES_FILE, {ORIENTATION_KEY: RADIOLOGICAL})
         self.fold_dir.mkdir(parents=True, exist_ok=True)
         log.info("training %d slices, validating on %d, %d epochs x %d iterations of batch %d on %s",
                  len(self.train_cases), len(self.val_cases), self.options.epochs,
@@ -315,7 +315,3 @@ class _Trainer:
             raise TrainingError(f"the checkpoint has already trained {self.start_epoch} epochs; ask for more "
                                 "--epochs to continue, or fine-tune it with --init")
         log.info("resuming after epoch %d", self.start_epoch)
-
-
-def _write_json(path: Path, content) -> None:
-    path.write_text(json.dumps(content, indent=4), encoding="utf-8")
