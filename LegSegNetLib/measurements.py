@@ -185,6 +185,12 @@ def compute_measurements(ct: Volume, labels: Volume) -> Measurements:
     return Measurements(summary, tissue_rows, slice_rows)
 
 
+def dice(mask: np.ndarray, reference: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (NaN when both are empty), for agreement with a truth or another engine."""
+    total = np.count_nonzero(mask) + np.count_nonzero(reference)
+    return math.nan if total == 0 else 2 * np.count_nonzero(mask & reference) / total
+
+
 def _mark_sides_unmeasured(summary: dict, tissue_rows: list) -> None:
     """No slice told the legs apart: their separate values are unknown, not zero."""
     sided = tuple(SIDE_PREFIX[side] for side in SIDES if side != "both")

@@ -249,3 +249,15 @@ def test_leg_phantom_measures_the_same_in_any_storage(region):
         both = results[0][f"{key}_volume_cm3"]
         assert both > 0
         assert results[0][f"right_{key}_volume_cm3"] + results[0][f"left_{key}_volume_cm3"] == pytest.approx(both)
+
+
+def test_dice_overlap_of_two_masks():
+    from LegSegNetLib.measurements import dice
+
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True  # 8 pixels
+    reference = np.zeros((4, 4), bool)
+    reference[1:3] = True  # 8 pixels, 4 shared
+    assert dice(mask, reference) == pytest.approx(0.5)
+    assert dice(mask, mask) == 1.0
+    assert np.isnan(dice(np.zeros((2, 2), bool), np.zeros((2, 2), bool)))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.engines.threshold import Thresholds, ThresholdEngine
-from LegSegNetLib.measurements import compute_measurements
+from LegSegNetLib.measurements import compute_measurements, dice
 from LegSegNetLib.phantom import make_leg_phantom
 from LegSegNetLib.pipeline import segment_volume
 from LegSegNetLib.tissues import TISSUE_BY_KEY
@@ -22,10 +22,6 @@ CASES = [
     ("thigh", 1, "oblique", None),
     ("thigh", 2, "permuted", None),  # slices along the last array axis
 ]
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 def tissue_volumes_cm3(ct, labels):
