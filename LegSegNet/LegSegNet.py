@@ -1,7 +1,7 @@
 """LegSegNet 3D Slicer module: lower-leg CT -> SAT, muscle, IMAT and bone segments plus measurements.
 
 The widget only collects settings and shows results; the work is done by LegSegNetLib (segmentation, model
-weights, dependency checks) and LegSegNetLib.logic (the MRML side), which are tested outside Slicer.
+weights, dependency checks) and SlicerLegSegNetLib.segmentation_logic (the MRML side), which are tested outside Slicer.
 """
 
 import os
@@ -36,11 +36,11 @@ def _addLibraryPath():
 
 _addLibraryPath()
 
-from LegSegNetLib import dependencies, module_support  # noqa: E402
-from LegSegNetLib import logic as legsegnet_logic  # noqa: E402
-from LegSegNetLib.pipeline import Cancelled  # noqa: E402
+from SlicerLegSegNetLib import dependencies, status_texts as module_support  # noqa: E402
+from SlicerLegSegNetLib import segmentation_logic as legsegnet_logic  # noqa: E402
+from LegSegNetLib.segmenting.pipeline import Cancelled  # noqa: E402
 from LegSegNetLib.training.export import FORMATS as EXPORT_FORMATS  # noqa: E402
-from LegSegNetLib.validation import InputError  # noqa: E402
+from LegSegNetLib.reading.validation import InputError  # noqa: E402
 
 
 class LegSegNet(ScriptedLoadableModule):
@@ -561,7 +561,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LegSegNetLogic(ScriptedLoadableModuleLogic, legsegnet_logic.LegSegNetLogic):
-    """Slicer's logic class for the module: LegSegNetLib.logic.LegSegNetLogic plus the parameter node."""
+    """Slicer's logic class for the module: SlicerLegSegNetLib.segmentation_logic.LegSegNetLogic plus the parameter node."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -584,7 +584,7 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
         self.test_widget_runs_and_cancels()
 
     def _phantomVolume(self):
-        from LegSegNetLib.phantom import make_leg_phantom
+        from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 
         ct, truth = make_leg_phantom(seed=0, shape=(12, 160, 160), orientation="LPS")
         volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="Leg phantom")
@@ -592,7 +592,7 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
 
     def test_segment_edit_measure(self):
         import numpy as np
-        from LegSegNetLib import mrml_segmentation
+        from SlicerLegSegNetLib import mrml_segmentation
         from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES
 
         self.delayDisplay("Segmenting a synthetic leg phantom")

@@ -22,7 +22,7 @@ sys.path[:0] = [str(TESTING.parent), str(TESTING)]
 
 def spread_slices(hu: np.ndarray, count: int) -> np.ndarray:
     """`count` slices spread evenly over the volume (only those with a body in them)."""
-    from LegSegNetLib.pipeline import has_body
+    from LegSegNetLib.segmenting.pipeline import has_body
 
     indices = [index for index in np.linspace(0, len(hu) - 1, count).round().astype(int) if has_body(hu[index])]
     return np.ascontiguousarray(hu[indices])
@@ -70,9 +70,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--options", default="onnx,bf16", help="comma-separated: onnx, bf16")
     args = parser.parse_args(argv)
 
-    from LegSegNetLib.io import read_volume
-    from LegSegNetLib.layout import slice_layout
-    from LegSegNetLib.nnunet.engine import LegSegNetEngine
+    from LegSegNetLib.reading.volume_files import read_volume
+    from LegSegNetLib.reading.layout import slice_layout
+    from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
     import realct
 
     ct = read_volume(args.ct or realct.visible_human_dicom_dir())

@@ -88,8 +88,8 @@ def run_reference(config: dict, clock: Clock, work: Path) -> dict:
     import SimpleITK as sitk
     import torch
 
-    from LegSegNetLib.io import read_volume
-    from LegSegNetLib.layout import slice_layout
+    from LegSegNetLib.reading.volume_files import read_volume
+    from LegSegNetLib.reading.layout import slice_layout
     from nnunet_reference import ReferencePredictor, reference_uint8
 
     set_threads(config["threads"])
@@ -122,11 +122,11 @@ def run_reference(config: dict, clock: Clock, work: Path) -> dict:
 
 
 def run_ours(config: dict, clock: Clock, work: Path) -> dict:
-    from LegSegNetLib import pipeline, run
-    from LegSegNetLib.engines.factory import create_engine
-    from LegSegNetLib.io import read_volume
-    from LegSegNetLib.layout import slice_layout
-    from LegSegNetLib.segfile import write_labelmap
+    from LegSegNetLib.segmenting import pipeline, run
+    from LegSegNetLib.segmenting.engines.factory import create_engine
+    from LegSegNetLib.reading.volume_files import read_volume
+    from LegSegNetLib.reading.layout import slice_layout
+    from LegSegNetLib.writing.labelmaps import write_labelmap
 
     set_threads(config["threads"])
     with clock.phase("setup"):
@@ -167,7 +167,7 @@ class _ModelGridLabels:
         return len(self.labels)
 
     def stacked(self, indices, hu) -> np.ndarray:
-        from LegSegNetLib.pipeline import has_body
+        from LegSegNetLib.segmenting.pipeline import has_body
 
         out = np.zeros((len(indices), 256, 256), dtype=np.uint8)
         rows = [row for row, index in enumerate(indices) if has_body(hu[index])]
@@ -226,9 +226,9 @@ def default_ct() -> Path:
 
 def phantom_ct(slices: int, size: int = 512) -> Path:
     """A size x size x `slices` int16 calf phantom (a 40-slice phantom repeated along the leg), cached as NIfTI."""
-    from LegSegNetLib.io import write_volume
-    from LegSegNetLib.phantom import make_leg_phantom
-    from LegSegNetLib.volume import Volume
+    from LegSegNetLib.reading.volume_files import write_volume
+    from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+    from LegSegNetLib.reading.volume import Volume
 
     import realct
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from LegSegNetLib.nnunet.model import build_network
+from LegSegNetLib.segmenting.engines.nnunet.model import build_network
 from LegSegNetLib.training import plans as legsegnet_training_plans
 from LegSegNetLib.training.plans import legsegnet_dataset_json, legsegnet_plans, write_json
 

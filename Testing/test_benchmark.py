@@ -3,11 +3,11 @@
 import pytest
 
 import benchmark
-from LegSegNetLib.io import write_volume
-from LegSegNetLib.phantom import make_leg_phantom
+from LegSegNetLib.reading.volume_files import write_volume
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from model_factory import make_model_folder
 
-pytest.importorskip("LegSegNetLib.nnunet.engine", reason="the LegSegNet engine has not landed yet")
+pytest.importorskip("LegSegNetLib.segmenting.engines.nnunet.engine", reason="the LegSegNet engine has not landed yet")
 pytest.importorskip("nnunetv2", reason="the reference pipeline needs nnunetv2 (test-only)")
 
 

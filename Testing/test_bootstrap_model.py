@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import realct
-from LegSegNetLib.engines.threshold import ThresholdEngine
-from LegSegNetLib.nnunet.checkpoint import load_checkpoint
-from LegSegNetLib.nnunet.engine import LegSegNetEngine
-from LegSegNetLib.measurements import dice
-from LegSegNetLib.pipeline import SliceRange, segment_volume
+from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
+from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
+from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.measuring.measurements import dice
+from LegSegNetLib.segmenting.pipeline import SliceRange, segment_volume
 from LegSegNetLib.resources import resources_dir
 from LegSegNetLib.tissues import TISSUE_BY_KEY
-from LegSegNetLib.training.phantoms import phantom_dice
+from LegSegNetLib.training.phantom_dataset import phantom_dice
 
 BOOTSTRAP = resources_dir() / "Models" / "legsegnet-bootstrap"
 FILES = ("plans.json", "dataset.json", "legsegnet.json", "fold_0/checkpoint_final.pth", "MODEL_CARD.md")

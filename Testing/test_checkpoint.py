@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from LegSegNetLib.nnunet.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
+from LegSegNetLib.segmenting.engines.nnunet.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
 
 
 class _RunsCode:

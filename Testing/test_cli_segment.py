@@ -25,11 +25,11 @@ from LegSegNetLib.cli import build_parser, main
 from LegSegNetLib.cli.segment import (
     TerminalProgress, expand_inputs, folds_argument, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
 )
-from LegSegNetLib.engines.factory import EngineError, create_engine
-from LegSegNetLib.io import read_volume, write_volume
-from LegSegNetLib.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
-from LegSegNetLib.run import csv_text
-from LegSegNetLib.volume import LPS_TO_RAS, Volume
+from LegSegNetLib.segmenting.engines.factory import EngineError, create_engine
+from LegSegNetLib.reading.volume_files import read_volume, write_volume
+from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
+from LegSegNetLib.segmenting.run import csv_text
+from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 SPACING = (0.9, 0.8, 3.0)
 VOXEL_CM3 = 0.9 * 0.8 * 3.0 / 1000
@@ -429,7 +429,7 @@ def test_real_ct_end_to_end(visible_human_dicom_dir, tmp_path):
 
 def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
     """`legsegnet segment` with a LegSegNet-like model folder the tests make: outputs on the DICOM grid."""
-    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    pytest.importorskip("LegSegNetLib.segmenting.engines.nnunet.engine")
     model_factory = pytest.importorskip("model_factory")
     model = model_factory.make_model_folder(tmp_path / "model")
     out = tmp_path / "out"
@@ -451,7 +451,7 @@ def test_real_ct_with_a_small_model_folder(visible_human_dicom_dir, tmp_path):
 
 def test_threshold_engine_through_the_command(tmp_path):
     """The real threshold engine built by name: labels land on the input grid of an oblique, flipped volume."""
-    pytest.importorskip("LegSegNetLib.engines.threshold")
+    pytest.importorskip("LegSegNetLib.segmenting.engines.threshold")
     ct = phantom_ct().reoriented((0, 2, 1), (True, False, True))
     write_volume(ct, tmp_path / "leg.nii.gz")
     assert main(["segment", str(tmp_path / "leg.nii.gz"), "--engine", "threshold",
@@ -466,7 +466,7 @@ def test_threshold_engine_through_the_command(tmp_path):
 
 def test_an_operating_system_error_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     """A system error during a command (here a full disk) gives one clear line and status 2, as user errors do."""
-    import LegSegNetLib.cli.phantom as phantom_command
+    import LegSegNetLib.cli.phantom_volume as phantom_command
 
     def disk_full(args):
         raise OSError(28, "No space left on device", str(tmp_path / "ct.nii.gz"))

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 
 import realct
 from LegSegNetLib.cli import main
-from LegSegNetLib.io import read_volume
-from LegSegNetLib.phantom import make_leg_phantom
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.tissues import TISSUE_BY_KEY
 
 

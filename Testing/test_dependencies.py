@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from LegSegNetLib import dependencies
-from LegSegNetLib.dependencies import (
+from SlicerLegSegNetLib import dependencies
+from SlicerLegSegNetLib.dependencies import (
     MODEL_ENGINE_REQUIREMENTS, TORCH, Requirement, consent_message, detect_devices, is_satisfied,
     missing_requirements, restart_needed,
 )

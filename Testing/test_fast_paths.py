@@ -5,12 +5,12 @@ import sys
 import numpy as np
 import pytest
 
-from LegSegNetLib.engines.base import PreparingSliceEngine
-from LegSegNetLib.engines.factory import EngineError, create_engine
-from LegSegNetLib.nnunet.engine import LegSegNetEngine
-from LegSegNetLib.nnunet.onnx_backend import BackendUnavailableError
-from LegSegNetLib.phantom import make_leg_phantom
-from LegSegNetLib.pipeline import segment_volume
+from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine
+from LegSegNetLib.segmenting.engines.factory import EngineError, create_engine
+from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+from LegSegNetLib.segmenting.pipeline import segment_volume
 from model_factory import make_model_folder
 
 

@@ -18,14 +18,14 @@ import pytest
 import SimpleITK as sitk
 
 from LegSegNetLib.cli import main
-from LegSegNetLib.engines.threshold import ThresholdEngine
-from LegSegNetLib.io import read_volume, write_volume
-from LegSegNetLib.layout import slice_layout
-from LegSegNetLib.measurements import compute_measurements, dice
-from LegSegNetLib.phantom import make_leg_phantom
-from LegSegNetLib.pipeline import segment_volume
-from LegSegNetLib.run import run_segmentation
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
+from LegSegNetLib.reading.volume_files import read_volume, write_volume
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.measuring.measurements import compute_measurements, dice
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+from LegSegNetLib.segmenting.pipeline import segment_volume
+from LegSegNetLib.segmenting.run import run_segmentation
+from LegSegNetLib.reading.volume import Volume
 from model_factory import make_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def legsegnet(model_dir):
-    from LegSegNetLib.nnunet.engine import LegSegNetEngine
+    from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 
     return LegSegNetEngine.from_model_folder(model_dir, device="cpu")
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.io import (
+from LegSegNetLib.reading.volume_files import (
     VolumeReadError, is_dicom_series_folder, read_volume, sitk_from_volume, volume_from_sitk, write_volume,
 )
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.reading.volume import Volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])

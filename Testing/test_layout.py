@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from LegSegNetLib.layout import OrientationError, slice_layout
-from LegSegNetLib.pipeline import SliceRange, segment_volume, slice_positions_mm, slice_range_from_mm, EmptyRangeError
-from LegSegNetLib.volume import LPS_TO_RAS, Volume
+from LegSegNetLib.reading.layout import OrientationError, slice_layout
+from LegSegNetLib.segmenting.pipeline import SliceRange, segment_volume, slice_positions_mm, slice_range_from_mm, EmptyRangeError
+from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 
 def dicom_axial_volume(rng, shape=(5, 7, 9), spacing_ijk=(0.8, 0.9, 2.5)):
@@ -113,7 +113,7 @@ def test_range_and_empty_slices_are_skipped_and_cancel_stops():
         seen.append(done)
         return done == 0
 
-    from LegSegNetLib.pipeline import Cancelled
+    from LegSegNetLib.segmenting.pipeline import Cancelled
     with pytest.raises(Cancelled):
         segment_volume(volume, _RecordingEngine(), progress=cancel_after_first, batch_size=1)
     assert seen == [0, 1]

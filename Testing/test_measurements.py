@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from LegSegNetLib.measurements import (
+from LegSegNetLib.measuring.measurements import (
     SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, compute_measurements,
 )
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.reading.volume import Volume
 
 SAT, SM, IMAT, BONE = 1, 2, 3, 4
 SPACING_IJK = (0.8, 0.6, 2.5)  # columns, rows, slices (mm)
@@ -238,7 +238,7 @@ def test_mismatched_grids_and_bad_labels_are_refused():
 @pytest.mark.parametrize("region", ["calf", "thigh"])
 def test_leg_phantom_measures_the_same_in_any_storage(region):
     """The two-leg phantom (realistic shapes, noise) stored LPS and PIR: identical measurements, two legs found."""
-    phantom = pytest.importorskip("LegSegNetLib.phantom")
+    phantom = pytest.importorskip("LegSegNetLib.synthetic.leg_phantom")
     results = []
     for orientation in ("LPS", "PIR"):
         ct, truth = phantom.make_leg_phantom(seed=3, region=region, shape=(6, 96, 96), orientation=orientation)
@@ -252,7 +252,7 @@ def test_leg_phantom_measures_the_same_in_any_storage(region):
 
 
 def test_dice_overlap_of_two_masks():
-    from LegSegNetLib.measurements import dice
+    from LegSegNetLib.measuring.measurements import dice
 
     mask = np.zeros((4, 4), bool)
     mask[:2] = True  # 8 pixels

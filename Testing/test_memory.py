@@ -6,13 +6,13 @@ import tracemalloc
 import numpy as np
 import SimpleITK as sitk
 
-from LegSegNetLib.engines.threshold import ThresholdEngine
-from LegSegNetLib.io import read_volume
-from LegSegNetLib.measurements import compute_measurements
-from LegSegNetLib.phantom import make_leg_phantom
-from LegSegNetLib.pipeline import segment_volume
-from LegSegNetLib.segfile import label_extents
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+from LegSegNetLib.segmenting.pipeline import segment_volume
+from LegSegNetLib.writing.labelmaps import label_extents
+from LegSegNetLib.reading.volume import Volume
 
 
 def _long_phantom(slices=128):

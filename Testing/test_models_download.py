@@ -15,7 +15,7 @@ from LegSegNetLib.models import (CORRUPT, INSTALLED, NOT_INSTALLED, ChecksumMism
                                  DownloadError, DownloadTimeoutError, ModelExistsError, ModelNotInstalledError,
                                  ModelValidationError, download_model, forget_recorded_checksums, model_status,
                                  resolve_model, verify_model)
-from LegSegNetLib.nnunet.model import load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
 from models_helpers import HF_FILES, hf_model, isolated_home, sha256, write_registry  # noqa: F401
 from weights_server import WeightsServer
 

@@ -16,7 +16,7 @@ from LegSegNetLib.models import (CORRUPT, INSTALLED, NOT_INSTALLED, ModelExistsE
                                  legsegnet_home, list_models, model_status, parse_folds, remove_model, resolve_model,
                                  verify_model)
 from LegSegNetLib.models.manifest import MANIFEST_NAME
-from LegSegNetLib.nnunet.model import load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
 from model_factory import make_model_folder
 from models_helpers import HF_FILES, hf_model, isolated_home, nnunet_results_layout, sha256, zip_folder  # noqa: F401
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from LegSegNetLib.module_support import (
+from SlicerLegSegNetLib.status_texts import (
     MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, engine_status,
     format_duration, process_options, segmentation_done_text, segmentation_progress_text,
 )

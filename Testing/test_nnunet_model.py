@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from LegSegNetLib.nnunet.model import ModelFolderError, build_network, load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, build_network, load_model_folder
 from model_factory import make_model_folder
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from LegSegNetLib.io import read_volume
-from LegSegNetLib.layout import slice_layout
-from LegSegNetLib.nnunet.engine import LegSegNetEngine
-from LegSegNetLib.nnunet.preprocessing import legsegnet_image
-from LegSegNetLib.pipeline import segment_volume
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import legsegnet_image
+from LegSegNetLib.segmenting.pipeline import segment_volume
+from LegSegNetLib.reading.volume import Volume
 from model_factory import make_model_folder
 from nnunet_reference import ReferencePredictor, reference_uint8
 

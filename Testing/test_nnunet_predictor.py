@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from LegSegNetLib.nnunet.engine import LegSegNetEngine
-from LegSegNetLib.nnunet.preprocessing import legsegnet_image
-from LegSegNetLib.nnunet.model import ModelFolderError, load_model_folder
-from LegSegNetLib.nnunet.predictor import (
+from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import legsegnet_image
+from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.predictor import (
     DeviceUnavailableError, Predictor, gaussian_importance_map, resolve_device, tile_starts,
 )
 from model_factory import make_model_folder

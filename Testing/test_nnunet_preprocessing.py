@@ -4,8 +4,8 @@ libraries LegSegNet itself used (opencv-python-headless and nnunetv2, test-only)
 import numpy as np
 import pytest
 
-from LegSegNetLib.nnunet.preprocessing import IntensityProperties
-from LegSegNetLib.nnunet.preprocessing import hu_to_uint8, nonzero_bbox, normalize, resize_cubic_uint8
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import IntensityProperties
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import hu_to_uint8, nonzero_bbox, normalize, resize_cubic_uint8
 from nnunet_reference import opencv_resize, reference_uint8
 
 cv2 = pytest.importorskip("cv2")

@@ -3,8 +3,8 @@
 import numpy as np
 import SimpleITK as sitk
 
-from LegSegNetLib.overlay import PANEL_HEIGHT, write_overlay_png
-from LegSegNetLib.phantom import make_leg_phantom
+from LegSegNetLib.writing.overlay import PANEL_HEIGHT, write_overlay_png
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 
 
 def overlay_of(tmp_path, **phantom):

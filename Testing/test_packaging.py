@@ -35,7 +35,8 @@ def files_under(folder: Path, pattern: str, base: Path) -> set[str]:
 def test_module_cmake_lists_every_module_script_and_resource():
     scripts = set(cmake_list(module_cmake(), "MODULE_PYTHON_SCRIPTS"))
     resources = set(cmake_list(module_cmake(), "MODULE_PYTHON_RESOURCES"))
-    assert scripts == {path.name for path in MODULE_DIR.glob("*.py")}
+    assert scripts == {path.name for path in MODULE_DIR.glob("*.py")} | files_under(
+        MODULE_DIR / "SlicerLegSegNetLib", "*.py", MODULE_DIR)
     assert resources == files_under(MODULE_DIR / "Resources", "*", MODULE_DIR)
 
 

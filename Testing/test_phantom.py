@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LegSegNetLib.layout import slice_layout
-from LegSegNetLib.phantom import make_leg_phantom
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 
 SMALL = dict(shape=(12, 160, 160))
 
@@ -91,7 +91,7 @@ def test_bad_arguments_are_explained():
 
 def test_cli_writes_ct_and_truth_and_refuses_to_overwrite(tmp_path, capsys):
     from LegSegNetLib.cli import main
-    from LegSegNetLib.io import read_volume
+    from LegSegNetLib.reading.volume_files import read_volume
 
     ct_path, truth_path = tmp_path / "ct.nii.gz", tmp_path / "truth.nii.gz"
     args = [str(ct_path), "--truth", str(truth_path), "--slices", "6", "--matrix", "128", "--orientation", "RAS"]

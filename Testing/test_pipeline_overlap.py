@@ -5,9 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from LegSegNetLib.engines.base import PreparingSliceEngine
-from LegSegNetLib.pipeline import Cancelled, segment_volume
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine
+from LegSegNetLib.segmenting.pipeline import Cancelled, segment_volume
+from LegSegNetLib.reading.volume import Volume
 
 WAIT_S = 10.0
 
@@ -78,7 +78,7 @@ def test_cancel_stops_the_background_preparation():
 def test_legsegnet_engine_cancel_waits_for_one_network_pass_at_most(tmp_path):
     from model_factory import make_model_folder
 
-    from LegSegNetLib.nnunet.engine import LegSegNetEngine
+    from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 
     engine = LegSegNetEngine.from_model_folder(make_model_folder(tmp_path / "model"), device="cpu", batch_size=2)
     volume = _volume(slices=6)

@@ -10,12 +10,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 import realct
-from LegSegNetLib.engines.threshold import ThresholdEngine
-from LegSegNetLib.io import read_volume
-from LegSegNetLib.measurements import compute_measurements
-from LegSegNetLib.overlay import write_overlay_png
-from LegSegNetLib.pipeline import segment_volume
-from LegSegNetLib.sample_data import CORRUPT_SLICE, corrupt_slice_index
+from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.writing.overlay import write_overlay_png
+from LegSegNetLib.segmenting.pipeline import segment_volume
+from LegSegNetLib.reading.sample_data import CORRUPT_SLICE, corrupt_slice_index
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUE_BY_VALUE
 
 

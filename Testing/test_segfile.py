@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import slicerio
 
-from LegSegNetLib.io import read_volume
-from LegSegNetLib.outputs import OutputExistsError, OutputWriteError
-from LegSegNetLib.segfile import write_labelmap, write_seg_nrrd
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.writing.outputs import OutputExistsError, OutputWriteError
+from LegSegNetLib.writing.labelmaps import write_labelmap, write_seg_nrrd
 from LegSegNetLib.tissues import TISSUES
-from LegSegNetLib.volume import LPS_TO_RAS, Volume
+from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 
 def oblique_labels():
@@ -104,9 +104,9 @@ def test_full_disk_leaves_no_partial_output(tmp_path, name):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         import numpy as np
-        from LegSegNetLib.outputs import OutputWriteError
-        from LegSegNetLib.segfile import write_labelmap
-        from LegSegNetLib.volume import Volume
+        from LegSegNetLib.writing.outputs import OutputWriteError
+        from LegSegNetLib.writing.labelmaps import write_labelmap
+        from LegSegNetLib.reading.volume import Volume
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG errors instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
         labels = np.random.default_rng(0).integers(0, 5, (40, 128, 128)).astype(np.uint8)

@@ -15,16 +15,16 @@ slicerio = pytest.importorskip("slicerio")
 from hu_band_engine import HUBandEngine  # noqa: E402
 from slicer_scene import SlicerScene, mrml_scene  # noqa: E402,F401 (pytest fixture)
 
-from LegSegNetLib import mrml_segmentation  # noqa: E402
-from LegSegNetLib.measurements import dice  # noqa: E402
-from LegSegNetLib.logic import ORIGINAL_LABELS_ROLE, InputVolumeError, LegSegNetLogic, volume_from_node  # noqa: E402
-from LegSegNetLib.io import read_volume  # noqa: E402
-from LegSegNetLib.layout import slice_layout  # noqa: E402
-from LegSegNetLib.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
+from SlicerLegSegNetLib import mrml_segmentation  # noqa: E402
+from LegSegNetLib.measuring.measurements import dice  # noqa: E402
+from SlicerLegSegNetLib.segmentation_logic import ORIGINAL_LABELS_ROLE, InputVolumeError, LegSegNetLogic, volume_from_node  # noqa: E402
+from LegSegNetLib.reading.volume_files import read_volume  # noqa: E402
+from LegSegNetLib.reading.layout import slice_layout  # noqa: E402
+from LegSegNetLib.segmenting.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
 from LegSegNetLib.training.export import ExportError  # noqa: E402
-from LegSegNetLib.validation import InputError  # noqa: E402
-from LegSegNetLib.volume import LPS_TO_RAS, Volume  # noqa: E402
+from LegSegNetLib.reading.validation import InputError  # noqa: E402
+from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume  # noqa: E402
 
 # Each tissue is drawn with its own HU; the test engine maps each HU back to its label.
 TISSUE_HU = {0: -1000, 1: -100, 2: 50, 3: -60, 4: 700}
@@ -512,8 +512,8 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
 
 def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
     """What the module's self-test does inside Slicer, here on slicer-core."""
-    from LegSegNetLib.engines.threshold import ThresholdEngine
-    from LegSegNetLib.phantom import make_leg_phantom
+    from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
+    from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 
     ct, truth = make_leg_phantom(seed=0, shape=(12, 160, 160), orientation="LPS")
     volume_node = add_volume_node(ct, "Leg phantom")
@@ -545,8 +545,8 @@ def test_terminology_string_is_what_slicers_terminology_logic_writes(tissue):
 def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene, tmp_path):
     """A .seg.nrrd written by `legsegnet segment` opens in Slicer with its four segments, and Update measurements
     works on it (segments recognised by ID) with the same numbers as the labels it holds."""
-    from LegSegNetLib.measurements import compute_measurements
-    from LegSegNetLib.segfile import write_seg_nrrd
+    from LegSegNetLib.measuring.measurements import compute_measurements
+    from LegSegNetLib.writing.labelmaps import write_seg_nrrd
 
     ct, truth = phantom()
     stored_ct = ct.reoriented((0, 1, 2), (False, True, True))
@@ -569,7 +569,7 @@ def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene,
 
 
 def test_threshold_engine_by_name_through_the_engine_factory(scene):
-    from LegSegNetLib.phantom import make_leg_phantom
+    from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 
     ct, truth = make_leg_phantom(seed=1, shape=(4, 96, 96), orientation="RAS")
     volume_node = add_volume_node(ct)
@@ -580,11 +580,11 @@ def test_threshold_engine_by_name_through_the_engine_factory(scene):
 
 def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
     """The model path end to end: factory -> nnU-Net engine -> segmentation equal to the library's labels."""
-    pytest.importorskip("LegSegNetLib.nnunet.engine")
+    pytest.importorskip("LegSegNetLib.segmenting.engines.nnunet.engine")
     from model_factory import make_model_folder
 
-    from LegSegNetLib.engines.factory import create_engine
-    from LegSegNetLib.phantom import make_leg_phantom
+    from LegSegNetLib.segmenting.engines.factory import create_engine
+    from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 
     model = make_model_folder(tmp_path / "model")
     ct, _ = make_leg_phantom(seed=2, shape=(2, 80, 96), orientation="LPS")

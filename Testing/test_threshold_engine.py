@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from LegSegNetLib.engines.threshold import Thresholds, ThresholdEngine
-from LegSegNetLib.measurements import compute_measurements, dice
-from LegSegNetLib.phantom import make_leg_phantom
-from LegSegNetLib.pipeline import segment_volume
+from LegSegNetLib.segmenting.engines.threshold import Thresholds, ThresholdEngine
+from LegSegNetLib.measuring.measurements import compute_measurements, dice
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.tissues import TISSUE_BY_KEY
 
 SHAPE = (24, 256, 256)

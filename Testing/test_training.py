@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +14,13 @@ import SimpleITK as sitk
 import torch
 
 from LegSegNetLib.cli import main
-from LegSegNetLib.io import read_volume, write_volume
-from LegSegNetLib.layout import slice_layout
-from LegSegNetLib.nnunet.checkpoint import load_checkpoint
-from LegSegNetLib.nnunet.engine import LegSegNetEngine, model_inputs
-from LegSegNetLib.nnunet.model import load_model_folder
-from LegSegNetLib.phantom import make_leg_phantom
-from LegSegNetLib.pipeline import SliceRange, segment_volume
+from LegSegNetLib.reading.volume_files import read_volume, write_volume
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
+from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine, model_inputs
+from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+from LegSegNetLib.segmenting.pipeline import SliceRange, segment_volume
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import TrainingOptions
 from LegSegNetLib.training.plans import features_per_stage, foreground_intensity_properties, legsegnet_plans
@@ -247,9 +249,10 @@ def test_exporting_training_pairs_does_not_need_pytorch():
     """Slicer users of the threshold engine have no PyTorch; exporting their corrections must still work."""
     import subprocess
 
-    code = ("import sys; import LegSegNetLib.training.export; import LegSegNetLib.logic; "
+    code = ("import sys; import LegSegNetLib.training.export; import SlicerLegSegNetLib.segmentation_logic; "
             "sys.exit('torch' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    slicer_side = Path(__file__).resolve().parents[1] / "LegSegNet"
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(slicer_side)}).returncode == 0
 
 
 def test_train_without_the_training_extra_says_how_to_install_it(tmp_path, capsys, monkeypatch):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.io import VolumeReadError, read_volume, write_volume
-from LegSegNetLib.validation import InputError, validate_ct
-from LegSegNetLib.volume import Volume
+from LegSegNetLib.reading.volume_files import VolumeReadError, read_volume, write_volume
+from LegSegNetLib.reading.validation import InputError, validate_ct
+from LegSegNetLib.reading.volume import Volume
 
 
 def ct_like(shape=(4, 32, 32)):

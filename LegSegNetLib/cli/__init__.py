@@ -12,10 +12,10 @@ SUBCOMMAND_MODULES = (
     "segment",
     "models",
     "demo",
-    "phantom",
+    "phantom_volume",
     "export",
     "train",
-    "phantoms",
+    "phantom_training",
 )
 
 

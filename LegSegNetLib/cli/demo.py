@@ -7,18 +7,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..engines.factory import create_engine
-from ..io import write_volume
-from ..outputs import OutputExistsError, refuse_existing
-from ..overlay import write_overlay_png
-from ..phantom import make_leg_phantom
-from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
-from ..sample_data import (SampleDataUnavailable, default_cache_dir, load_visible_human_leg_ct,
+from LegSegNetLib.segmenting.engines.factory import create_engine
+from LegSegNetLib.reading.volume_files import write_volume
+from LegSegNetLib.writing.outputs import OutputExistsError, refuse_existing
+from LegSegNetLib.writing.overlay import write_overlay_png
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+from LegSegNetLib.segmenting.run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
+from LegSegNetLib.reading.sample_data import (SampleDataUnavailable, default_cache_dir, load_visible_human_leg_ct,
                            visible_human_dicom_dir)
-from ..segfile import write_labelmap
-from ..tissues import TISSUES
-from . import UserError
-from .segment import TerminalProgress
+from LegSegNetLib.writing.labelmaps import write_labelmap
+from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.cli import UserError
+from LegSegNetLib.cli.segment import TerminalProgress
 
 log = logging.getLogger(__name__)
 

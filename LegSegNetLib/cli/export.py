@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import UserError
-from ..io import read_volume
-from .segment import parse_index_range
-from ..training.options import EXPORT_FORMATS
+from LegSegNetLib.cli import UserError
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.cli.segment import parse_index_range
+from LegSegNetLib.training.options import EXPORT_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if (args.slices == "edited") != (args.reference is not None):
         raise UserError("--slices edited and --reference ORIGINAL_LABELS go together: give both or neither")
-    from ..training.export import export_training_pairs  # imported here: it loads torch, which --help need not wait for
+    from LegSegNetLib.training.export import export_training_pairs  # imported here: it loads torch, which --help need not wait for
 
     reference = read_volume(args.reference) if args.reference else None
     name = args.name or _stem(args.ct)

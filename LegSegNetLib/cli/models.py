@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-from . import UserError
-from .. import models
+from LegSegNetLib.cli import UserError
+from LegSegNetLib import models
 
 _BAR_WIDTH = 30
 

@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import UserError
-from ..engines.factory import DEFAULT_MODEL, ENGINES, create_engine
-from ..io import is_dicom_series_folder, read_volume
-from ..models.folds import parse_folds
-from ..outputs import (
+from LegSegNetLib.cli import UserError
+from LegSegNetLib.segmenting.engines.factory import DEFAULT_MODEL, ENGINES, create_engine
+from LegSegNetLib.reading.volume_files import is_dicom_series_folder, read_volume
+from LegSegNetLib.models.folds import parse_folds
+from LegSegNetLib.writing.outputs import (
     OutputExistsError, OutputWriteError, atomic_output, check_writable_folder, extension_of, refuse_existing,
     write_text,
 )
-from ..pipeline import SliceRange
-from ..run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
-from ..segfile import LABELMAP_EXTENSIONS, write_labelmap
+from LegSegNetLib.segmenting.pipeline import SliceRange
+from LegSegNetLib.segmenting.run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
+from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS, write_labelmap
 
 log = logging.getLogger("legsegnet")
 
@@ -332,7 +332,7 @@ def _model_used(args) -> str:
 
 
 def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
-    from ..overlay import write_overlay_png  # imported here: it loads scipy
+    from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
 
     with atomic_output(path, overwrite) as temporary:
         write_overlay_png(ct, labels, temporary)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import UserError
-from ..training.options import TrainingOptions
+from LegSegNetLib.cli import UserError
+from LegSegNetLib.training.options import TrainingOptions
 
 
 def register(subparsers) -> None:
@@ -44,7 +44,7 @@ def run(args) -> int:
     import torch  # imported here: other subcommands and --help should not wait for torch and MONAI to load
 
     try:
-        from ..training.trainer import train
+        from LegSegNetLib.training.trainer import train
     except ImportError as error:  # the optional [train] extra is missing
         raise UserError(f"training needs MONAI and tqdm, which this install lacks ({error.name or error} is missing); "
                         "from the checkout run: pip install -c requirements/constraints.txt '.[train]' "

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from . import paths
-from .manifest import FileRecord, write_json_atomically
-from .registry import FileSpec
+from LegSegNetLib.models import paths
+from LegSegNetLib.models.manifest import FileRecord, write_json_atomically
+from LegSegNetLib.models.registry import FileSpec
 
 
 def _load() -> dict:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..pipeline import Cancelled
-from . import checksums, paths
-from .install import commit_install, ensure_replaceable
-from .manifest import FileRecord, sha256_of
-from .validate import MODEL_PROPERTIES_FILE, ModelValidationError
-from .registry import MIRROR_VARIABLE, ModelSpec, get_model_spec, install_instructions
+from LegSegNetLib.segmenting.pipeline import Cancelled
+from LegSegNetLib.models import checksums, paths
+from LegSegNetLib.models.install import commit_install, ensure_replaceable
+from LegSegNetLib.models.manifest import FileRecord, sha256_of
+from LegSegNetLib.models.validate import MODEL_PROPERTIES_FILE, ModelValidationError
+from LegSegNetLib.models.registry import MIRROR_VARIABLE, ModelSpec, get_model_spec, install_instructions
 
 DEFAULT_TIMEOUT_S = 60.0
 _CHUNK = 256 * 1024

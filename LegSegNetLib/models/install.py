@@ -16,10 +16,10 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
-from . import paths
-from .manifest import Manifest, record_files, write_manifest
-from .registry import load_registry
-from .validate import ModelValidationError, find_model_root, model_files, validate_model_folder
+from LegSegNetLib.models import paths
+from LegSegNetLib.models.manifest import Manifest, record_files, write_manifest
+from LegSegNetLib.models.registry import load_registry
+from LegSegNetLib.models.validate import ModelValidationError, find_model_root, model_files, validate_model_folder
 
 _DISK_MARGIN_BYTES = 64 << 20
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..resources import resources_dir
-from . import paths
-from .folds import available_folds, folds_of_paths, fold_of_path
-from .manifest import ManifestError, damaged_files, read_manifest
+from LegSegNetLib.resources import resources_dir
+from LegSegNetLib.models import paths
+from LegSegNetLib.models.folds import available_folds, folds_of_paths, fold_of_path
+from LegSegNetLib.models.manifest import ManifestError, damaged_files, read_manifest
 
 REGISTRY_FILE = "models.json"
 MIRROR_VARIABLE = "LEGSEGNET_WEIGHTS_URL"

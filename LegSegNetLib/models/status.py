@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import checksums, paths
-from .paths import DOWNLOAD_STATE_FILE
-from .manifest import ManifestError, damaged_files, read_manifest, sha256_of
-from .registry import ModelSpec, load_registry
+from LegSegNetLib.models import checksums, paths
+from LegSegNetLib.models.paths import DOWNLOAD_STATE_FILE
+from LegSegNetLib.models.manifest import ManifestError, damaged_files, read_manifest, sha256_of
+from LegSegNetLib.models.registry import ModelSpec, load_registry
 
 INSTALLED = "installed"
 NOT_INSTALLED = "not installed"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
-from ..nnunet.model import CHECKPOINT_NAMES, ModelFolderError, load_model_folder
-from .folds import fold_of_path, folds_of_paths
+from LegSegNetLib.segmenting.engines.nnunet.model import CHECKPOINT_NAMES, ModelFolderError, load_model_folder
+from LegSegNetLib.models.folds import fold_of_path, folds_of_paths
 
 MODEL_PROPERTIES_FILE = "legsegnet.json"  # optional: what nnU-Net's files do not say (the in-plane orientation)
 SHARED_FILES = ("plans.json", "dataset.json", MODEL_PROPERTIES_FILE)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..nnunet.preprocessing import IntensityProperties
-from ..nnunet.preprocessing import nonzero_bbox, normalize
-from .export import SOURCES_FILE
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import IntensityProperties
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import nonzero_bbox, normalize
+from LegSegNetLib.training.export import SOURCES_FILE
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from ..io import write_volume
-from ..layout import RADIOLOGICAL, SliceLayout, slice_layout
-from ..nnunet.preprocessing import MODEL_SIZE, legsegnet_image
-from ..pipeline import SliceRange
-from ..tissues import TISSUES
-from ..volume import Volume
-from .options import EXPORT_FORMATS as FORMATS
-from .plans import IMAGE_FILE_ENDING, legsegnet_dataset_json, write_json
+from LegSegNetLib.reading.volume_files import write_volume
+from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
+from LegSegNetLib.segmenting.pipeline import SliceRange
+from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.reading.volume import Volume
+from LegSegNetLib.training.options import EXPORT_FORMATS as FORMATS
+from LegSegNetLib.training.plans import IMAGE_FILE_ENDING, legsegnet_dataset_json, write_json
 SOURCES_FILE = "legsegnet_cases.json"  # case -> source scan and slice; the trainer splits by source
 _CASE_PATTERN = re.compile(r"^case_(\d+)(?:_0000)?\.png$")
 _MAX_LABEL = max(tissue.value for tissue in TISSUES)

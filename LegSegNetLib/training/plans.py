@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..tissues import BACKGROUND, TISSUES
+from LegSegNetLib.tissues import BACKGROUND, TISSUES
 
 CONFIGURATION = "2d"
 PATCH_SIZE = (256, 256)

@@ -26,15 +26,15 @@ import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from tqdm import tqdm
 
-from ..layout import RADIOLOGICAL
-from ..models.validate import MODEL_PROPERTIES_FILE
-from ..nnunet.checkpoint import load_checkpoint
-from ..nnunet.engine import ORIENTATION_KEY
-from ..nnunet.model import build_network, load_model_folder
-from .augment import IMAGE, LABEL, training_transforms
-from .data import (RawDataset, load_raw_dataset, make_splits, place_in_patch, preprocess, random_offset)
-from .options import TrainingOptions
-from .plans import CONFIGURATION, foreground_intensity_properties, legsegnet_plans, write_json
+from LegSegNetLib.reading.layout import RADIOLOGICAL
+from LegSegNetLib.models.validate import MODEL_PROPERTIES_FILE
+from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
+from LegSegNetLib.segmenting.engines.nnunet.engine import ORIENTATION_KEY
+from LegSegNetLib.segmenting.engines.nnunet.model import build_network, load_model_folder
+from LegSegNetLib.training.augment import IMAGE, LABEL, training_transforms
+from LegSegNetLib.training.data import (RawDataset, load_raw_dataset, make_splits, place_in_patch, preprocess, random_offset)
+from LegSegNetLib.training.options import TrainingOptions
+from LegSegNetLib.training.plans import CONFIGURATION, foreground_intensity_properties, legsegnet_plans, write_json
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import write_volume
-from ..outputs import extension_of
-from ..phantom import ORIENTATIONS_HELP, REGIONS, make_leg_phantom
-from . import UserError
+from LegSegNetLib.reading.volume_files import write_volume
+from LegSegNetLib.writing.outputs import extension_of
+from LegSegNetLib.synthetic.leg_phantom import ORIENTATIONS_HELP, REGIONS, make_leg_phantom
+from LegSegNetLib.cli import UserError
 
 FILE_TYPES = (".nii.gz", ".nii", ".nrrd", ".mha")
 

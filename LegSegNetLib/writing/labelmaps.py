@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .io import error_summary, sitk_from_volume
-from .outputs import OutputWriteError, atomic_output, extension_of
-from .tissues import TISSUES, CodedTerm, Tissue
-from .volume import Volume
+from LegSegNetLib.reading.volume_files import error_summary, sitk_from_volume
+from LegSegNetLib.writing.outputs import OutputWriteError, atomic_output, extension_of
+from LegSegNetLib.tissues import TISSUES, CodedTerm, Tissue
+from LegSegNetLib.reading.volume import Volume
 
 LABELMAP_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 SLICER_CATEGORY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import slice_layout
-from .volume import Volume
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.reading.volume import Volume
 
 MIN_IN_PLANE_PIXELS = 16
 # Leg CT nearly always shows the air around the body (about -1000 HU); without any voxel this dark the

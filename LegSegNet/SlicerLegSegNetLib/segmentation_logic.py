@@ -19,13 +19,13 @@ from contextlib import contextmanager
 import slicer
 import vtk
 
-from . import mrml_segmentation, mrml_tables
-from .measurements import compute_measurements
-from .pipeline import SliceRange
-from .run import run_segmentation, selected_slices
-from .training.export import ExportError, export_training_pairs
-from .validation import InputError, validate_ct
-from .volume import Volume
+from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
+from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.segmenting.pipeline import SliceRange
+from LegSegNetLib.segmenting.run import run_segmentation, selected_slices
+from LegSegNetLib.training.export import ExportError, export_training_pairs
+from LegSegNetLib.reading.validation import InputError, validate_ct
+from LegSegNetLib.reading.volume import Volume
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
@@ -136,7 +136,7 @@ class LegSegNetLogic:
     def _engine(engine, **options):
         if not isinstance(engine, str):
             return engine
-        from .engines.factory import create_engine  # torch is imported only when a model engine is asked for
+        from LegSegNetLib.segmenting.engines.factory import create_engine  # torch is imported only when a model engine is asked for
 
         return create_engine(engine, **options)
 
@@ -226,7 +226,7 @@ class LegSegNetLogic:
                                      name=case_source_name(name or volumeNode.GetName()))
 
     def _original_for_export(self, segmentation_node) -> Volume:
-        from .training.export import ExportError
+        from LegSegNetLib.training.export import ExportError
 
         original = self.originalLabels(segmentation_node)
         if original is None:

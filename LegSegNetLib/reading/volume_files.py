@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .volume import LPS_TO_RAS, Volume
+from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 
 READABLE_TYPES = ".nii.gz, .nii, .nrrd, .mha, .mhd, or the folder of a DICOM series"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import slicer
 import vtk
 
-from .measurements import (
+from LegSegNetLib.measuring.measurements import (
     SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
 )
-from .tissues import TISSUES
+from LegSegNetLib.tissues import TISSUES
 
 
 @dataclass

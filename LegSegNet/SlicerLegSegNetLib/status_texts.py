@@ -29,7 +29,7 @@ class EngineChoice:
 def engine_choices() -> list[EngineChoice]:
     """Every registry model and every model installed under a name of its own, then the threshold engine
     (no weights, a quick rough answer)."""
-    from .models.status import list_models
+    from LegSegNetLib.models.status import list_models
 
     choices = [EngineChoice(MODEL_ENGINE, status.name, status.spec.title if status.spec else status.name)
                for status in list_models()]
@@ -49,7 +49,7 @@ def engine_status(choice: EngineChoice) -> EngineStatus:
     """Is the chosen engine ready to run, what to tell the user, and which model actions make sense."""
     if not choice.needs_model:
         return EngineStatus(True, "Ready: no model weights needed.")
-    from .models.status import CORRUPT, INSTALLED, model_status
+    from LegSegNetLib.models.status import CORRUPT, INSTALLED, model_status
 
     status = model_status(choice.model)
     in_registry = status.spec is not None
@@ -69,7 +69,7 @@ def process_options(choice: EngineChoice, device: str = "auto", tta: bool = Fals
                     axial_range_mm: Optional[tuple[float, float]] = None) -> dict:
     """The keyword options for LegSegNetLogic.process from the widget's settings (model options only for a model;
     raises ValueError with a message for the user when the folds text is not valid)."""
-    from .models.folds import parse_folds
+    from LegSegNetLib.models.folds import parse_folds
 
     options = {"engine": choice.engine, "device": device}
     if choice.needs_model:

@@ -21,8 +21,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..models.paths import legsegnet_home
-from .model import NNUNetModel
+from LegSegNetLib.models.paths import legsegnet_home
+from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
 
 BACKENDS = ("torch", "onnx")
 OPSET = 17

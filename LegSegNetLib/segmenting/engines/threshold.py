@@ -57,8 +57,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..layout import RADIOLOGICAL
-from ..tissues import TISSUE_BY_KEY
+from LegSegNetLib.reading.layout import RADIOLOGICAL
+from LegSegNetLib.tissues import TISSUE_BY_KEY
 
 SAT, SM, IMAT, BONE = (TISSUE_BY_KEY[key].value for key in ("SAT", "SM", "IMAT", "Bone"))
 

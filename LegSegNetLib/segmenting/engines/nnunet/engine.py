@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..layout import RADIOLOGICAL
-from ..tissues import TISSUES
-from .model import ModelFolderError, NNUNetModel, load_model_folder
-from .onnx_backend import BackendUnavailableError, onnx_networks
-from .predictor import Predictor, SliceLogits, class_argmax, resolve_device
-from .preprocessing import MODEL_SIZE, legsegnet_image
+from LegSegNetLib.reading.layout import RADIOLOGICAL
+from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, NNUNetModel, load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError, onnx_networks
+from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax, resolve_device
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 
 model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological

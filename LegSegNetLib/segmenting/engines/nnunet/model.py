@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
-from .preprocessing import IntensityProperties
+from LegSegNetLib.segmenting.engines.nnunet.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import IntensityProperties
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 IMPORTABLE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.architectures.")

@@ -45,7 +45,7 @@ def parse_seed_range(text: str) -> range:
 
 # The library imports sit in the handlers: other subcommands and --help should not wait for torch to load.
 def run_dataset(args) -> int:
-    from ..training.phantoms import export_phantom_dataset
+    from LegSegNetLib.training.phantom_dataset import export_phantom_dataset
 
     count = export_phantom_dataset(args.out, args.seeds, args.slices)
     print(f"exported {count} phantom slices to {args.out}")
@@ -53,8 +53,8 @@ def run_dataset(args) -> int:
 
 
 def run_dice(args) -> int:
-    from ..nnunet.engine import LegSegNetEngine
-    from ..training.phantoms import phantom_dice
+    from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
+    from LegSegNetLib.training.phantom_dataset import phantom_dice
 
     engine = LegSegNetEngine.from_model_folder(args.model, device=args.device)
     for tissue, value in phantom_dice(engine, args.seeds, args.slices).items():

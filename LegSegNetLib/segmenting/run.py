@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .engines.base import SliceEngine
-from .layout import slice_layout
-from .measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements, compute_measurements
-from .outputs import write_text
-from .pipeline import ProgressCallback, SliceRange, segment_volume, slice_range_from_mm
-from .validation import validate_ct
-from .volume import Volume
+from LegSegNetLib.segmenting.engines.base import SliceEngine
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements, compute_measurements
+from LegSegNetLib.writing.outputs import write_text
+from LegSegNetLib.segmenting.pipeline import ProgressCallback, SliceRange, segment_volume, slice_range_from_mm
+from LegSegNetLib.reading.validation import validate_ct
+from LegSegNetLib.reading.volume import Volume
 
 log = logging.getLogger(__name__)
 

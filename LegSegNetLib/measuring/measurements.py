@@ -50,10 +50,10 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .layout import RADIOLOGICAL, slice_layout
-from .pipeline import slice_positions_mm
-from .tissues import TISSUE_BY_KEY, TISSUES
-from .volume import Volume
+from LegSegNetLib.reading.layout import RADIOLOGICAL, slice_layout
+from LegSegNetLib.segmenting.pipeline import slice_positions_mm
+from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES
+from LegSegNetLib.reading.volume import Volume
 
 SIDES = ("both", "right", "left")
 SIDE_PREFIX = {"both": "", "right": "right_", "left": "left_"}

@@ -14,9 +14,9 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .engines.base import PreparingSliceEngine, SliceEngine
-from .layout import SliceLayout, slice_layout
-from .volume import Volume
+from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine, SliceEngine
+from LegSegNetLib.reading.layout import SliceLayout, slice_layout
+from LegSegNetLib.reading.volume import Volume
 
 # A slice whose brightest voxel is below this holds only air (and maybe noise): no body to segment.
 BODY_MIN_HU = -300.0

@@ -11,10 +11,10 @@ from typing import Iterable
 
 import numpy as np
 
-from ..phantom import REGIONS, make_leg_phantom
-from ..pipeline import segment_volume
-from ..tissues import TISSUES
-from .export import export_training_pairs
+from LegSegNetLib.synthetic.leg_phantom import REGIONS, make_leg_phantom
+from LegSegNetLib.segmenting.pipeline import segment_volume
+from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.training.export import export_training_pairs
 
 
 @dataclass(frozen=True)

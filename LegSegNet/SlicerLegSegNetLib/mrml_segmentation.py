@@ -15,9 +15,9 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .segfile import terminology_entry
-from .tissues import TISSUE_BY_KEY, TISSUES, Tissue
-from .volume import Volume
+from LegSegNetLib.writing.labelmaps import terminology_entry
+from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES, Tissue
+from LegSegNetLib.reading.volume import Volume
 
 TISSUE_TAG = "LegSegNet.Tissue"
 

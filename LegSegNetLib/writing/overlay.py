@@ -15,9 +15,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .layout import slice_layout
-from .tissues import TISSUES
-from .volume import Volume
+from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.reading.volume import Volume
 
 WINDOW_HU = (-160.0, 240.0)  # soft-tissue window: level 40, width 400
 LABEL_OPACITY = 0.45

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .volume import Volume
+from LegSegNetLib.reading.volume import Volume
 
 # Unit RAS vector of each anatomical direction letter.
 _DIRECTION_RAS = {

@@ -1,0 +1,1 @@
+"""Labels to numbers: body-composition measurements on the CT's own grid."""
