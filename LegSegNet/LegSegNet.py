@@ -38,7 +38,7 @@ _addLibraryPath()
 
 from SlicerLegSegNetLib import dependencies, status_texts as module_support  # noqa: E402
 from SlicerLegSegNetLib import segmentation_logic as legsegnet_logic  # noqa: E402
-from LegSegNetLib.segmenting.pipeline import Cancelled  # noqa: E402
+from LegSegNetLib.progress import Cancelled  # noqa: E402
 from LegSegNetLib.training.export import FORMATS as EXPORT_FORMATS  # noqa: E402
 from LegSegNetLib.reading.validation import InputError  # noqa: E402
 

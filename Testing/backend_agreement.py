@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from LegSegNetLib.settings import SegmentationSettings
 
 TESTING = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTING.parent), str(TESTING)]
@@ -79,8 +80,7 @@ def main(argv=None) -> dict:
     hu = spread_slices(slice_layout(ct).display_view(ct.array), args.slices)
 
     def engine(backend="torch"):
-        return LegSegNetEngine.from_model_folder(args.model, checkpoint=args.checkpoint, device="cpu",
-                                                 backend=backend)
+        return LegSegNetEngine.from_model_folder(args.model, SegmentationSettings(checkpoint=args.checkpoint, device="cpu", backend=backend))
 
     exact = timed_labels(engine(), hu)
     print(f"{len(hu)} slices of {hu.shape[1]}x{hu.shape[2]}; torch (exact) {exact[2]:.2f} s/slice")

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from LegSegNetLib.settings import SegmentationSettings
 
 TESTING = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTING.parent), str(TESTING)]
@@ -122,17 +123,18 @@ def run_reference(config: dict, clock: Clock, work: Path) -> dict:
 
 
 def run_ours(config: dict, clock: Clock, work: Path) -> dict:
-    from LegSegNetLib.segmenting import pipeline, run
+    from LegSegNetLib.segmenting import run
     from LegSegNetLib.segmenting.engines.factory import create_engine
     from LegSegNetLib.reading.volume_files import read_volume
-    from LegSegNetLib.reading.layout import slice_layout
+    from LegSegNetLib.reading.layout import SliceRange, slice_layout
     from LegSegNetLib.writing.labelmaps import write_labelmap
 
     set_threads(config["threads"])
     with clock.phase("setup"):
-        engine = create_engine("threshold") if config["engine"] == "threshold" else create_engine(
-            "legsegnet", model=config["model"], folds=config["folds"], tta=config["tta"], device=config["device"],
+        settings = SegmentationSettings(engine="threshold") if config["engine"] == "threshold" else SegmentationSettings(
+            model=config["model"], folds=config["folds"], tta=config["tta"], device=config["device"],
             checkpoint=config["checkpoint"], batch_size=config["batch_size"], backend=config["backend"])
+        engine = create_engine(settings)
         model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
     model_rss = peak_rss_mb()
     run.compute_measurements = clock.wrap("measure", run.compute_measurements)
@@ -142,9 +144,9 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
             ct = read_volume(config["ct"])
         layout = slice_layout(ct, engine.in_plane_orientation)
         indices = selected_indices(ct.array.shape[layout.slice_axis], config["slices"])
-        chosen = pipeline.SliceRange(indices[0], indices[-1] + 1)
+        chosen = SliceRange(indices[0], indices[-1] + 1)
         with clock.phase("segment"):
-            result = run.run_segmentation(ct, engine, chosen, batch_size=config["batch_size"] or 8)
+            result = run.run_segmentation(ct, engine, settings.replace(slice_range=chosen))
         with clock.phase("write"):
             write_labelmap(result.labels, work / "ours.seg.nrrd", overwrite=True)
     if config["keep_labels"]:

@@ -10,10 +10,12 @@ from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
 from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
 from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 from LegSegNetLib.measuring.measurements import dice
-from LegSegNetLib.segmenting.pipeline import SliceRange, segment_volume
+from LegSegNetLib.reading.layout import SliceRange
+from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.resources import resources_dir
 from LegSegNetLib.tissues import TISSUE_BY_KEY
 from LegSegNetLib.training.phantom_dataset import phantom_dice
+from LegSegNetLib.settings import SegmentationSettings
 
 BOOTSTRAP = resources_dir() / "Models" / "legsegnet-bootstrap"
 FILES = ("plans.json", "dataset.json", "legsegnet.json", "fold_0/checkpoint_final.pth", "MODEL_CARD.md")
@@ -35,7 +37,7 @@ def test_bootstrap_model_is_complete_and_small_enough_for_the_repository():
 
 @pytest.fixture(scope="module")
 def bootstrap_engine():
-    return LegSegNetEngine.from_model_folder(BOOTSTRAP, device="cpu")
+    return LegSegNetEngine.from_model_folder(BOOTSTRAP, SegmentationSettings(device="cpu"))
 
 
 def test_bootstrap_model_segments_unseen_phantoms(bootstrap_engine):

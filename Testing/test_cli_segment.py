@@ -23,13 +23,15 @@ from hu_band_engine import HUBandEngine
 
 from LegSegNetLib.cli import build_parser, main
 from LegSegNetLib.cli.segment import (
-    TerminalProgress, expand_inputs, folds_argument, parse_index_range, parse_mm_range, plan_jobs, run_jobs,
+    TerminalProgress, expand_inputs, folds_argument, parse_index_range, parse_mm_range, plan_jobs, segment_command,
+    settings_from_arguments,
 )
 from LegSegNetLib.segmenting.engines.factory import EngineError, create_engine
 from LegSegNetLib.reading.volume_files import read_volume, write_volume
 from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
-from LegSegNetLib.segmenting.run import csv_text
+from LegSegNetLib.writing.tables import csv_text
 from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
+from LegSegNetLib.settings import SegmentationSettings, SettingsError
 
 SPACING = (0.9, 0.8, 3.0)
 VOXEL_CM3 = 0.9 * 0.8 * 3.0 / 1000
@@ -54,9 +56,14 @@ def args_for(*argv):
     return build_parser().parse_args(["segment", *map(str, argv)])
 
 
+def plan(*argv):
+    args = args_for(*argv)
+    return plan_jobs(args, settings_from_arguments(args))
+
+
 def run_cli(*argv):
     args = args_for(*argv)
-    return run_jobs(plan_jobs(args), HUBandEngine(), args)
+    return segment_command(args, HUBandEngine())
 
 
 def read_csv(path):
@@ -197,7 +204,7 @@ def test_interrupted_batch_keeps_finished_inputs_and_says_how_to_continue(tmp_pa
     write_volume(phantom_ct(2), inputs / "b.nrrd")
     args = args_for(inputs, "--output-dir", tmp_path / "out", "--batch-size", "8")
     with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
-        run_jobs(plan_jobs(args), InterruptedOnSecondVolume(), args)
+        segment_command(args, InterruptedOnSecondVolume())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.measurements.json", "a.seg.nrrd"]
     assert "interrupted during" in caplog.text and "the same command continues" in caplog.text
 
@@ -244,18 +251,18 @@ def test_a_single_failed_input_is_reported_once(tmp_path, caplog):
 def test_measurement_tables_must_be_csv(tmp_path):
     write_volume(phantom_ct(), tmp_path / "ct.nrrd")
     with pytest.raises(Exception, match="ending .csv"):
-        plan_jobs(args_for(tmp_path / "ct.nrrd", "--measurements", tmp_path / "m.json"))
+        plan(tmp_path / "ct.nrrd", "--measurements", tmp_path / "m.json")
 
 
 def test_several_inputs_need_an_output_folder(tmp_path):
     for name in ("a.nrrd", "b.nrrd"):
         write_volume(phantom_ct(), tmp_path / name)
     with pytest.raises(Exception, match="--output-dir"):
-        plan_jobs(args_for(tmp_path / "a.nrrd", tmp_path / "b.nrrd", "--labelmap", tmp_path / "x.nii.gz"))
+        plan(tmp_path / "a.nrrd", tmp_path / "b.nrrd", "--labelmap", tmp_path / "x.nii.gz")
     (tmp_path / "other").mkdir()
     write_volume(phantom_ct(), tmp_path / "other" / "a.nrrd")
     with pytest.raises(Exception, match="both write 'a' outputs"):
-        plan_jobs(args_for(tmp_path / "a.nrrd", tmp_path / "other" / "a.nrrd", "--output-dir", tmp_path / "out"))
+        plan(tmp_path / "a.nrrd", tmp_path / "other" / "a.nrrd", "--output-dir", tmp_path / "out")
 
 
 def test_single_slice_volume_is_measured(tmp_path, caplog):
@@ -288,7 +295,7 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path, capsys, option, 
 def test_output_folder_must_differ_from_an_input_folder(tmp_path):
     write_volume(phantom_ct(), tmp_path / "leg.nrrd")
     with pytest.raises(Exception, match="also the output folder"):
-        plan_jobs(args_for(tmp_path, "--output-dir", tmp_path))
+        plan(tmp_path, "--output-dir", tmp_path)
 
 
 def test_folder_of_dicom_series_folders(visible_human_dicom_dir, tmp_path):
@@ -405,9 +412,9 @@ def test_threshold_runs_and_help_shows_without_importing_torch(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
-def test_factory_refuses_unknown_engines():
-    with pytest.raises(EngineError, match="legsegnet, threshold"):
-        create_engine("magic")
+def test_settings_refuse_unknown_engines():
+    with pytest.raises(SettingsError, match="legsegnet, threshold"):
+        SegmentationSettings(engine="magic")
 
 
 def test_real_ct_end_to_end(visible_human_dicom_dir, tmp_path):

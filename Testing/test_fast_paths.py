@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine
-from LegSegNetLib.segmenting.engines.factory import EngineError, create_engine
+from LegSegNetLib.segmenting.engines.factory import create_engine
 from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.segmenting.pipeline import segment_volume
 from model_factory import make_model_folder
+from LegSegNetLib.settings import SegmentationSettings, SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def phantom():
 
 
 def test_engine_splits_preparation_from_the_network(model_dir, phantom):
-    engine = LegSegNetEngine.from_model_folder(model_dir, device="cpu", batch_size=2)
+    engine = LegSegNetEngine.from_model_folder(model_dir, SegmentationSettings(device="cpu", batch_size=2))
     assert isinstance(engine, PreparingSliceEngine)
     hu = phantom.array[:2]
     np.testing.assert_array_equal(engine.segment_prepared(engine.prepare_slices(hu, (1.0, 1.0))),
@@ -34,7 +35,7 @@ def test_engine_splits_preparation_from_the_network(model_dir, phantom):
 
 
 def test_overlapped_volume_equals_slice_by_slice(model_dir, phantom):
-    engine = LegSegNetEngine.from_model_folder(model_dir, device="cpu")
+    engine = LegSegNetEngine.from_model_folder(model_dir, SegmentationSettings(device="cpu"))
     overlapped = segment_volume(phantom, engine, batch_size=2).array
 
     class OneAtATime:  # the same engine without the split: the plain sequential path
@@ -48,8 +49,8 @@ def test_onnx_backend_agrees_and_caches_its_export(model_dir, phantom, tmp_path,
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
-    exact = create_engine("legsegnet", model=str(model_dir), device="cpu")
-    fast = create_engine("legsegnet", model=str(model_dir), device="cpu", backend="onnx")
+    exact = create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu"))
+    fast = create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="onnx"))
 
     exported = sorted((tmp_path / "onnx").glob("*.onnx"))
     assert len(exported) == 1  # one per fold
@@ -59,7 +60,7 @@ def test_onnx_backend_agrees_and_caches_its_export(model_dir, phantom, tmp_path,
     assert np.mean(labels == reference) > 0.999
 
     stamps = [path.stat().st_mtime_ns for path in exported]
-    create_engine("legsegnet", model=str(model_dir), device="cpu", backend="onnx")
+    create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="onnx"))
     assert [path.stat().st_mtime_ns for path in sorted((tmp_path / "onnx").glob("*.onnx"))] == stamps
     assert not list((tmp_path / "onnx").glob(".*partial"))
 
@@ -67,14 +68,14 @@ def test_onnx_backend_agrees_and_caches_its_export(model_dir, phantom, tmp_path,
 def test_onnx_backend_without_onnxruntime_says_what_to_install(model_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(BackendUnavailableError, match="pip install onnxruntime onnx"):
-        create_engine("legsegnet", model=str(model_dir), device="cpu", backend="onnx")
+        create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="onnx"))
 
 
 def test_backend_choice_is_checked(model_dir):
-    with pytest.raises(ValueError, match="unknown backend"):
-        create_engine("legsegnet", model=str(model_dir), device="cpu", backend="tensorrt")
-    with pytest.raises(EngineError, match="threshold engine takes no backend"):
-        create_engine("threshold", backend="onnx")
+    with pytest.raises(SettingsError, match="unknown backend"):
+        SegmentationSettings(model=str(model_dir), device="cpu", backend="tensorrt")
+    with pytest.raises(SettingsError, match="threshold engine takes no backend"):
+        SegmentationSettings(engine="threshold", backend="onnx")
 
 
 def test_onnx_backend_agrees_with_the_exact_path_on_a_trained_model(phantom, tmp_path, monkeypatch):
@@ -85,7 +86,7 @@ def test_onnx_backend_agrees_with_the_exact_path_on_a_trained_model(phantom, tmp
 
     monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
     bootstrap = str(resources_dir() / "Models" / "legsegnet-bootstrap")
-    reference = segment_volume(phantom, create_engine("legsegnet", model=bootstrap, device="cpu")).array
-    labels = segment_volume(phantom, create_engine("legsegnet", model=bootstrap, device="cpu", backend="onnx")).array
+    reference = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=bootstrap, device="cpu"))).array
+    labels = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=bootstrap, device="cpu", backend="onnx"))).array
     assert np.count_nonzero(reference) > 0.2 * reference.size  # the model really labels tissue here
     assert np.mean(labels == reference) > 0.9999

@@ -27,6 +27,7 @@ from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.segmenting.run import run_segmentation
 from LegSegNetLib.reading.volume import Volume
 from model_factory import make_model_folder
+from LegSegNetLib.settings import SegmentationSettings
 
 REPO = Path(__file__).resolve().parent.parent
 SAT, SM, IMAT, BONE = 1, 2, 3, 4
@@ -41,7 +42,7 @@ def model_dir(tmp_path_factory):
 def legsegnet(model_dir):
     from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 
-    return LegSegNetEngine.from_model_folder(model_dir, device="cpu")
+    return LegSegNetEngine.from_model_folder(model_dir, SegmentationSettings(device="cpu"))
 
 
 def phantom(shape=(3, 160, 160), seed=3, region="calf"):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.reading.layout import OrientationError, slice_layout
-from LegSegNetLib.segmenting.pipeline import SliceRange, segment_volume, slice_positions_mm, slice_range_from_mm, EmptyRangeError
+from LegSegNetLib.reading.layout import EmptyRangeError, SliceRange
+from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 
@@ -34,7 +35,7 @@ def test_every_storage_gives_the_radiological_picture(order, flips):
     expected = slice_layout(original).display_view(original.array)
     layout = slice_layout(stored)
     view = layout.display_view(stored.array)
-    positions = slice_positions_mm(stored, layout)
+    positions = layout.positions_mm
     if layout.superior_step_mm < 0:  # slices may run either way along S-I; compare in S order
         view, positions = view[::-1], positions[::-1]
     np.testing.assert_array_equal(view, expected)
@@ -113,7 +114,7 @@ def test_range_and_empty_slices_are_skipped_and_cancel_stops():
         seen.append(done)
         return done == 0
 
-    from LegSegNetLib.segmenting.pipeline import Cancelled
+    from LegSegNetLib.progress import Cancelled
     with pytest.raises(Cancelled):
         segment_volume(volume, _RecordingEngine(), progress=cancel_after_first, batch_size=1)
     assert seen == [0, 1]
@@ -122,6 +123,6 @@ def test_range_and_empty_slices_are_skipped_and_cancel_stops():
 def test_range_in_millimetres():
     volume = dicom_axial_volume(np.random.default_rng(4), shape=(6, 4, 4))  # S = 30, 32.5, ... 42.5
     layout = slice_layout(volume)
-    assert slice_range_from_mm(volume, layout, 33, 40) == SliceRange(2, 5)
+    assert layout.range_between_mm(33, 40) == SliceRange(2, 5)
     with pytest.raises(EmptyRangeError, match="spans"):
-        slice_range_from_mm(volume, layout, 100, 120)
+        layout.range_between_mm(100, 120)

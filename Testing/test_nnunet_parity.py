@@ -16,6 +16,7 @@ from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.reading.volume import Volume
 from model_factory import make_model_folder
 from nnunet_reference import ReferencePredictor, reference_uint8
+from LegSegNetLib.settings import SegmentationSettings
 
 pytest.importorskip("nnunetv2")
 pytest.importorskip("cv2")
@@ -79,8 +80,7 @@ def reference_results(model_dir, hu_slices, folds, tta):
 )
 def test_phantom_labels_and_logits_equal_the_reference(model_dirs, normalization, tta, folds):
     hu_slices = leg_phantom_slices((512, 512), count=2, seed=len(folds))
-    engine = LegSegNetEngine.from_model_folder(model_dirs[normalization], folds=folds, tta=tta, device="cpu",
-                                               batch_size=2)
+    engine = LegSegNetEngine.from_model_folder(model_dirs[normalization], SegmentationSettings(folds=folds, tta=tta, device="cpu", batch_size=2))
     ours = engine.predictor.predict(legsegnet_image(hu_slices))
     for result, (logits, bbox, labels) in zip(ours, reference_results(model_dirs[normalization], hu_slices, folds, tta)):
         assert [[s.start, s.stop] for s in result.bbox] == [list(b) for b in bbox]
@@ -91,7 +91,7 @@ def test_phantom_labels_and_logits_equal_the_reference(model_dirs, normalization
 @pytest.mark.parametrize("normalization,tta,folds", [("CTNormalization", True, FOLDS), ("ZScoreNormalization", False, (1,))])
 def test_real_ct_labels_equal_the_reference(model_dirs, real_ct, normalization, tta, folds):
     real_ct = real_ct[:2] if tta else real_ct
-    engine = LegSegNetEngine.from_model_folder(model_dirs[normalization], folds=folds, tta=tta, device="cpu")
+    engine = LegSegNetEngine.from_model_folder(model_dirs[normalization], SegmentationSettings(folds=folds, tta=tta, device="cpu"))
     labels = engine.segment_model_grid(real_ct)
     expected = [labels for _, _, labels in reference_results(model_dirs[normalization], real_ct, folds, tta)]
     np.testing.assert_array_equal(labels, np.stack(expected))
@@ -99,7 +99,7 @@ def test_real_ct_labels_equal_the_reference(model_dirs, real_ct, normalization, 
 
 
 def test_batch_size_one_gives_bit_identical_logits_on_real_ct(model_dirs, real_ct):
-    engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], folds=(0,), device="cpu", batch_size=1)
+    engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], SegmentationSettings(folds=(0,), device="cpu", batch_size=1))
     ours = engine.predictor.predict(legsegnet_image(real_ct[:2]))
     reference = reference_results(model_dirs["CTNormalization"], real_ct[:2], (0,), False)
     for result, (logits, _, _) in zip(ours, reference):
@@ -112,7 +112,7 @@ def test_256_volume_through_segment_volume_equals_the_reference(model_dirs, real
     # Store it as DICOM/LPS files do: i runs to the patient's left, j to posterior, k superior.
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     volume = Volume.from_spacing(np.ascontiguousarray(display), (2.0, 2.0, 1.0), directions_ras=lps_to_ras)
-    engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], folds=FOLDS, device="cpu")
+    engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], SegmentationSettings(folds=FOLDS, device="cpu"))
     labels = segment_volume(volume, engine)
     layout = slice_layout(labels, engine.in_plane_orientation)
     written = layout.display_view(labels.array)
@@ -122,7 +122,7 @@ def test_256_volume_through_segment_volume_equals_the_reference(model_dirs, real
 
 def test_non_square_slices_come_back_on_their_own_grid(model_dirs):
     hu_slices = leg_phantom_slices((300, 420), count=1)
-    engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], folds=(0,), device="cpu")
+    engine = LegSegNetEngine.from_model_folder(model_dirs["CTNormalization"], SegmentationSettings(folds=(0,), device="cpu"))
     native = engine.segment_slices(hu_slices, (0.8, 0.6))
     assert native.shape == hu_slices.shape and native.dtype == np.uint8
     model_grid = engine.segment_model_grid(hu_slices)[0]
@@ -138,6 +138,6 @@ def test_non_square_slices_come_back_on_their_own_grid(model_dirs):
 def test_non_square_reference_labels_with_opencv_arithmetic(model_dirs):
     """With OpenCV's own resize arithmetic (IPP off) the stretched slice, and so the labels, are the reference's."""
     hu_slices = leg_phantom_slices((300, 420), count=1)
-    engine = LegSegNetEngine.from_model_folder(model_dirs["ZScoreNormalization"], folds=(0,), device="cpu")
+    engine = LegSegNetEngine.from_model_folder(model_dirs["ZScoreNormalization"], SegmentationSettings(folds=(0,), device="cpu"))
     expected = reference_results(model_dirs["ZScoreNormalization"], hu_slices, (0,), False)[0][2]
     np.testing.assert_array_equal(engine.segment_model_grid(hu_slices)[0], expected)

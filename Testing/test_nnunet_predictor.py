@@ -8,9 +8,10 @@ from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import legsegnet_image
 from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, load_model_folder
 from LegSegNetLib.segmenting.engines.nnunet.predictor import (
-    DeviceUnavailableError, Predictor, gaussian_importance_map, resolve_device, tile_starts,
+    Predictor, gaussian_importance_map, tile_starts,
 )
 from model_factory import make_model_folder
+from LegSegNetLib.settings import SegmentationSettings
 
 nnunetv2 = pytest.importorskip("nnunetv2")
 
@@ -58,26 +59,6 @@ def test_several_tiles_and_padding_are_bit_exact(small_patch_model):
         np.testing.assert_array_equal(result.labels(), labels)
 
 
-def test_device_auto_falls_back_to_an_available_device():
-    device = resolve_device("auto")
-    if torch.cuda.is_available():
-        assert device.type == "cuda"
-    elif device.type != "mps":
-        assert device.type == "cpu"
-
-
-def test_unavailable_cuda_is_a_clear_error():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(DeviceUnavailableError, match="--device cpu"):
-        resolve_device("cuda")
-
-
-def test_unknown_device_is_refused():
-    with pytest.raises(ValueError, match="auto, cuda, mps, cpu"):
-        resolve_device("tpu")
-
-
 class OutOfMemoryAboveBatch(torch.nn.Module):
     """Behaves like a GPU that runs out of memory for batches larger than `limit`."""
 
@@ -110,9 +91,9 @@ def test_out_of_memory_at_batch_one_on_the_cpu_is_reported(model_dir):
 
 
 def test_engine_orientation_comes_from_the_model_folder(tmp_path, model_dir):
-    assert LegSegNetEngine.from_model_folder(model_dir, device="cpu").in_plane_orientation == "PL"
+    assert LegSegNetEngine.from_model_folder(model_dir, SegmentationSettings(device="cpu")).in_plane_orientation == "PL"
     other = make_model_folder(tmp_path / "other", in_plane_orientation="AR")
-    assert LegSegNetEngine.from_model_folder(other, device="cpu").in_plane_orientation == "AR"
+    assert LegSegNetEngine.from_model_folder(other, SegmentationSettings(device="cpu")).in_plane_orientation == "AR"
 
 
 def test_engine_refuses_a_model_without_the_four_tissues(tmp_path):
@@ -121,12 +102,12 @@ def test_engine_refuses_a_model_without_the_four_tissues(tmp_path):
     dataset["labels"] = {"background": 0, "muscle": 1, "fat": 2, "bone": 3, "skin": 4, "vessel": 5}
     (folder / "dataset.json").write_text(json.dumps(dataset))
     with pytest.raises(ModelFolderError):
-        LegSegNetEngine.from_model_folder(folder, device="cpu")
+        LegSegNetEngine.from_model_folder(folder, SegmentationSettings(device="cpu"))
 
 
 def test_engine_on_256_slices_returns_the_model_grid_labels(model_dir):
     hu = np.random.default_rng(10).uniform(-300, 300, (2, 256, 256)).astype(np.float32)
-    engine = LegSegNetEngine.from_model_folder(model_dir, device="cpu")
+    engine = LegSegNetEngine.from_model_folder(model_dir, SegmentationSettings(device="cpu"))
     labels = engine.segment_slices(hu, (1.0, 1.0))
     assert labels.dtype == np.uint8 and labels.shape == hu.shape
     np.testing.assert_array_equal(labels, engine.segment_model_grid(hu))

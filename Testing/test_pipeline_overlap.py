@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine
-from LegSegNetLib.segmenting.pipeline import Cancelled, segment_volume
+from LegSegNetLib.progress import Cancelled
+from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.reading.volume import Volume
+from LegSegNetLib.settings import SegmentationSettings
 
 WAIT_S = 10.0
 
@@ -80,7 +82,7 @@ def test_legsegnet_engine_cancel_waits_for_one_network_pass_at_most(tmp_path):
 
     from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
 
-    engine = LegSegNetEngine.from_model_folder(make_model_folder(tmp_path / "model"), device="cpu", batch_size=2)
+    engine = LegSegNetEngine.from_model_folder(make_model_folder(tmp_path / "model"), SegmentationSettings(device="cpu", batch_size=2))
     volume = _volume(slices=6)
     reports = []
 

@@ -20,11 +20,13 @@ from LegSegNetLib.measuring.measurements import dice  # noqa: E402
 from SlicerLegSegNetLib.segmentation_logic import ORIGINAL_LABELS_ROLE, InputVolumeError, LegSegNetLogic, volume_from_node  # noqa: E402
 from LegSegNetLib.reading.volume_files import read_volume  # noqa: E402
 from LegSegNetLib.reading.layout import slice_layout  # noqa: E402
-from LegSegNetLib.segmenting.pipeline import Cancelled, segment_volume, slice_range_from_mm  # noqa: E402
+from LegSegNetLib.progress import Cancelled  # noqa: E402
+from LegSegNetLib.segmenting.pipeline import segment_volume  # noqa: E402
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
 from LegSegNetLib.training.export import ExportError  # noqa: E402
 from LegSegNetLib.reading.validation import InputError  # noqa: E402
 from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume  # noqa: E402
+from LegSegNetLib.settings import SegmentationSettings
 
 # Each tissue is drawn with its own HU; the test engine maps each HU back to its label.
 TISSUE_HU = {0: -1000, 1: -100, 2: 50, 3: -60, 4: 700}
@@ -492,7 +494,7 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
 
     # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
     reference = read_volume(visible_human_dicom_dir)
-    reference_range = slice_range_from_mm(reference, slice_layout(reference), *mid_calf_mm)
+    reference_range = slice_layout(reference).range_between_mm(*mid_calf_mm)
     reference_labels = segment_volume(reference, HUBandEngine(), reference_range)
     rng = np.random.default_rng(1)
     labelled = np.argwhere(reference_labels.array > 0)
@@ -591,7 +593,7 @@ def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
     volume_node = add_volume_node(ct)
     options = dict(model=str(model), folds=(0,), device="cpu")
     segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine="legsegnet", **options)
-    expected = segment_volume(ct, create_engine("legsegnet", **options))
+    expected = segment_volume(ct, create_engine(SegmentationSettings(engine="legsegnet", **options)))
     np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
                                   expected.array)
     assert len(table_rows(table_node)) >= len(TISSUES)

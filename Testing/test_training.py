@@ -20,11 +20,13 @@ from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
 from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine, model_inputs
 from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
-from LegSegNetLib.segmenting.pipeline import SliceRange, segment_volume
+from LegSegNetLib.reading.layout import SliceRange
+from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import TrainingOptions
 from LegSegNetLib.training.plans import features_per_stage, foreground_intensity_properties, legsegnet_plans
 from LegSegNetLib.training.trainer import TrainingError, train
+from LegSegNetLib.settings import SegmentationSettings
 
 TINY = dict(width=0.125, batch_size=4, iterations_per_epoch=8, max_validation_slices=8)
 
@@ -178,7 +180,7 @@ def test_foreground_statistics_weigh_every_slice_equally():
 def test_export_train_segment_end_to_end(trained_model):
     folder, metrics = trained_model
     assert {path.name for path in folder.iterdir()} >= {"plans.json", "dataset.json", "splits_final.json", "fold_0"}
-    assert LegSegNetEngine.from_model_folder(folder, device="cpu").in_plane_orientation == "PL"
+    assert LegSegNetEngine.from_model_folder(folder, SegmentationSettings(device="cpu")).in_plane_orientation == "PL"
     assert {path.name for path in (folder / "fold_0").iterdir()} >= {
         "checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth"}
     assert set(metrics["dice"]) == {"SAT", "SM", "IMAT", "Bone"}
@@ -189,7 +191,7 @@ def test_export_train_segment_end_to_end(trained_model):
     assert "optimizer_state" not in checkpoint  # inference checkpoints stay small
 
     ct, _ = _phantom(seed=11)  # a phantom the model never saw
-    labels = segment_volume(ct, LegSegNetEngine.from_model_folder(folder, device="cpu"))
+    labels = segment_volume(ct, LegSegNetEngine.from_model_folder(folder, SegmentationSettings(device="cpu")))
     assert labels.array.shape == ct.array.shape and np.allclose(labels.ijk_to_ras, ct.ijk_to_ras)
     assert labels.array.dtype == np.uint8 and set(np.unique(labels.array)) <= {0, 1, 2, 3, 4}
     # Three tiny epochs teach little, but both losses must already fall (trained behaviour is checked on
@@ -208,7 +210,7 @@ def test_model_folder_predicts_the_same_in_nnunet_and_in_our_engine(trained_mode
     predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
     ct, _ = _phantom(seed=12, shape=(3, 256, 256))
     hu = slice_layout(ct).display_view(ct.array)
-    ours = LegSegNetEngine.from_model_folder(folder, device="cpu").segment_slices(np.ascontiguousarray(hu))
+    ours = LegSegNetEngine.from_model_folder(folder, SegmentationSettings(device="cpu")).segment_slices(np.ascontiguousarray(hu))
     for index, image in enumerate(model_inputs(hu)):
         reference = predictor.predict_single_npy_array(image[None, None].astype(np.float32), {"spacing": [999, 1, 1]})
         assert np.mean(reference[0] == ours[index]) > 0.999

@@ -1,5 +1,5 @@
-"""Which Python packages the LegSegNet model engine needs inside 3D Slicer, which are missing, and which compute
-devices torch can use. Pure Python: no Slicer or Qt, and torch is imported only when it is installed.
+"""Which Python packages the LegSegNet model engine needs inside 3D Slicer, which are missing, and what the user
+is asked before they are installed. Pure Python: no Slicer or Qt (compute devices: LegSegNetLib.device).
 
 Slicer bundles numpy and SimpleITK. torch must come from the PyTorch extension's PyTorchUtils when it is
 present (it picks the CUDA build matching the user's GPU); the rest is installed with Slicer's pip helper.
@@ -10,7 +10,6 @@ Nothing is installed without the user's consent: the module widget asks first.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -93,48 +92,3 @@ def consent_message(missing: list[Requirement], pytorch_utils_available: bool) -
         lines.append(f"  - {requirement.pip_spec}: {requirement.purpose}{how}")
     lines += ["", "Downloading them may take several minutes and about 1-3 GB of disk. Install now?"]
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class DeviceReport:
-    choices: tuple[tuple[str, str], ...]  # (device value for the engine, label shown to the user)
-    summary: str  # what was detected, one line
-
-
-_NO_DETECTION_CHOICES = (("auto", "Auto"), ("cpu", "CPU"))
-
-
-def detect_devices(torch_module=None) -> DeviceReport:
-    """The compute devices torch can use here; without torch only the choices that need no detection."""
-    try:
-        torch = torch_module if torch_module is not None else _import_torch_if_installed()
-    except (ImportError, OSError) as error:  # a broken install (a missing CUDA DLL, a half-removed package)
-        return DeviceReport(_NO_DETECTION_CHOICES, f"PyTorch is installed but cannot be loaded ({error}): reinstall "
-                                                   "it (PyTorch Utils module, or pip) and restart Slicer")
-    if torch is None:
-        return DeviceReport(_NO_DETECTION_CHOICES, "PyTorch is not installed yet")
-    choices = [("auto", "Auto (GPU if available)"), ("cpu", "CPU")]
-    if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
-        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
-        choices += [(f"cuda:{index}", f"GPU {index}: {name}") for index, name in enumerate(names)]
-        summary = f"GPU: {names[0]} ({memory:.0f} GiB), CUDA {torch.version.cuda}, torch {torch.__version__}"
-    elif _mps_available(torch):
-        choices.append(("mps", "Apple GPU (MPS)"))
-        summary = f"Apple GPU (MPS), torch {torch.__version__}"
-    else:
-        summary = f"no GPU found (torch {torch.__version__} CPU build or no CUDA driver): segmentation runs on CPU"
-    return DeviceReport(tuple(choices), summary)
-
-
-def _import_torch_if_installed():
-    if importlib.util.find_spec("torch") is None:
-        return None
-    import torch
-
-    return torch
-
-
-def _mps_available(torch) -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())

@@ -4,8 +4,9 @@
 It holds no Qt code; the Slicer module's widget only collects settings and calls it.
 
 All computing (segmentation, measurements, new segments and table contents) happens before the scene is
-touched. Output nodes are then created or updated in one step that is rolled back on any error, so a cancel
-or a failure leaves the scene exactly as it was.
+touched, in a `SegmentationTask` that may run in a worker thread (torch and numpy release the GIL, so the
+application stays responsive). Output nodes are then created or updated on the main thread in one step that is
+rolled back on any error, so a cancel or a failure leaves the scene exactly as it was.
 
 Each segmentation keeps the labels LegSegNet wrote into it (a hidden labelmap node it references), so that the
 slices a user corrected in Segment Editor can be exported as training pairs on their own.
@@ -14,18 +15,21 @@ slices a user corrected in Segment Editor can be exported as training pairs on t
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import contextmanager
+from typing import Optional
 
 import slicer
 import vtk
 
-from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
 from LegSegNetLib.measuring.measurements import compute_measurements
-from LegSegNetLib.segmenting.pipeline import SliceRange
-from LegSegNetLib.segmenting.run import run_segmentation, selected_slices
-from LegSegNetLib.training.export import ExportError, export_training_pairs
+from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
+from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
+from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.training.export import ExportError, export_training_pairs
+from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
@@ -64,6 +68,75 @@ def case_source_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.") or "scan"
 
 
+def settings_from_keywords(engine=None, slice_range=None, **fields) -> SegmentationSettings:
+    """Settings from process()'s keywords: an engine name (a ready engine brings its own), slice_range as a
+    (start, stop) pair, and any other SegmentationSettings field."""
+    if isinstance(engine, str):
+        fields["engine"] = engine
+    if slice_range is not None:
+        fields["slice_range"] = SliceRange(*slice_range)
+    return SegmentationSettings(**fields)
+
+
+class SegmentationTask:
+    """One segmentation's computing, apart from the scene: run() builds the engine (loading a model), segments
+    and measures a copy of the volume; it touches no MRML node, so it may run in a worker thread. cancel() asks it
+    to stop after the current batch of slices; done(), progress() and result() may be read from any thread."""
+
+    def __init__(self, volume: Volume, settings: SegmentationSettings, engine, volume_node):
+        self.volume, self.settings, self.engine, self.volume_node = volume, settings, engine, volume_node
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self._progress = (0, 0)
+        self._result: Optional[SegmentationResult] = None
+        self._error: Optional[BaseException] = None
+
+    def run(self, progress=None) -> None:
+        """Do the work; errors are kept for result(). `progress(done, total)` returning False cancels too."""
+        def report(done, total):
+            self._progress = (done, total)
+            if self._cancel.is_set():
+                return False
+            return None if progress is None else progress(done, total)
+
+        try:
+            engine = self.engine or _create_engine(self.settings)
+            self._result = run_segmentation(self.volume, engine, self.settings, report)
+        except BaseException as error:  # kept and re-raised on the main thread by result()
+            self._error = error
+        finally:
+            self._finished.set()
+
+    def start(self) -> threading.Thread:
+        """run() in a daemon worker thread; poll done() (for example from a Qt timer) and then finish."""
+        thread = threading.Thread(target=self.run, name="legsegnet-segmentation", daemon=True)
+        thread.start()
+        return thread
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def progress(self) -> tuple:
+        """(slices done, slices to do) so far."""
+        return self._progress
+
+    def result(self) -> SegmentationResult:
+        if not self.done():
+            raise RuntimeError("the segmentation is still running: wait until done() is True")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def _create_engine(settings: SegmentationSettings):
+    from LegSegNetLib.segmenting.engines.factory import create_engine  # torch is imported only for a model engine
+
+    return create_engine(settings)
+
+
 class _Transaction:
     """Undo log for one output step: nodes created are removed and node changes restored on error."""
 
@@ -99,24 +172,38 @@ class LegSegNetLogic:
 
     # ---- segmentation -----------------------------------------------------------------------------------------
 
-    def process(self, inputVolume, outputSegmentation=None, outputTable=None, *, engine="legsegnet", model=None,
-                folds=None, tta=False, device="auto", checkpoint=None, slice_range=None, range_mm=None,
-                progress=None):
-        """Segment `inputVolume`; returns (segmentationNode, tissueTableNode).
+    def process(self, inputVolume, outputSegmentation=None, outputTable=None, *, settings=None, engine=None,
+                progress=None, **options):
+        """Segment `inputVolume` and measure it; returns (segmentationNode, tissueTableNode).
 
-        engine: "legsegnet", "threshold" or a ready SliceEngine; model/folds/tta/device/checkpoint go to
-        engines.factory.create_engine. slice_range: (start, stop) slice indices, half-open; range_mm: two RAS S
-        positions (mm); give at most one, none means the whole volume. progress(done, total) is called after
-        each batch of slices; returning False cancels (pipeline.Cancelled is raised, the scene is untouched).
+        settings: a SegmentationSettings (engine, model, folds, TTA, device, axial range...); scripts may instead
+        give its fields as keywords (engine="threshold", range_mm=(-120, -40), slice_range=(0, 10)...). engine may
+        also be a ready SliceEngine, used with the settings' axial range. progress(done, total) is called after each
+        batch of slices; returning False cancels (progress.Cancelled is raised, the scene is untouched).
         Given output nodes are reused: only their LegSegNet segments / table contents are replaced.
         The input is checked first (validation.InputError for a volume that is not a CT in HU); warnings about
         a merely suspicious input are in `lastWarnings` afterwards.
         """
+        task = self.startSegmentation(inputVolume, settings, engine, **options)
+        task.run(progress)
+        return self.finishSegmentation(task, outputSegmentation, outputTable)
+
+    def startSegmentation(self, inputVolume, settings=None, engine=None, **options) -> "SegmentationTask":
+        """Check the input and copy its voxels (main thread); the returned task's run() does the work and may run
+        in a worker thread; finishSegmentation() then writes the results into the scene (main thread)."""
         self.lastWarnings = ()
+        if settings is None:
+            settings = settings_from_keywords(engine, **options)
         volume = volume_from_node(inputVolume)
-        slice_engine = self._engine(engine, model=model, folds=folds, tta=tta, device=device, checkpoint=checkpoint)
-        indices = SliceRange(*slice_range) if slice_range is not None else None
-        result = run_segmentation(volume, slice_engine, indices, range_mm, progress)
+        copy = Volume(volume.array.copy(), volume.ijk_to_ras)  # the node may change while the task runs
+        return SegmentationTask(copy, settings, engine if engine is not None and not isinstance(engine, str) else None,
+                                inputVolume)
+
+    def finishSegmentation(self, task: "SegmentationTask", outputSegmentation=None, outputTable=None):
+        """Put a finished task's labels and measurements into the scene; re-raises the task's error (the scene is
+        then untouched). Returns (segmentationNode, tissueTableNode)."""
+        result = task.result()
+        inputVolume = task.volume_node
         new_segments = mrml_segmentation.tissue_segments(result.labels)
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
@@ -131,14 +218,6 @@ class LegSegNetLogic:
         """Raise validation.InputError for a volume that cannot be segmented, before any model is loaded;
         return the warnings about a suspicious one (process() checks again)."""
         return tuple(validate_ct(volume_from_node(inputVolume)))
-
-    @staticmethod
-    def _engine(engine, **options):
-        if not isinstance(engine, str):
-            return engine
-        from LegSegNetLib.segmenting.engines.factory import create_engine  # torch is imported only when a model engine is asked for
-
-        return create_engine(engine, **options)
 
     def _new_segmentation(self, transaction: _Transaction, volume_node):
         node = transaction.add_node("vtkMRMLSegmentationNode", f"{volume_node.GetName()} LegSegNet")
@@ -220,9 +299,9 @@ class LegSegNetLogic:
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference = self._original_for_export(segmentationNode) if slices == "edited" else None
-        indices = SliceRange(*slice_range) if slice_range is not None else None
+        selection = settings_from_keywords(engine="threshold", slice_range=slice_range, range_mm=range_mm)
         return export_training_pairs(volume, labels, outputFolder, format=format,
-                                     slice_range=selected_slices(volume, indices, range_mm), reference=reference,
+                                     slice_range=selection.slices_to_segment(slice_layout(volume)), reference=reference,
                                      name=case_source_name(name or volumeNode.GetName()))
 
     def _original_for_export(self, segmentation_node) -> Volume:

@@ -12,13 +12,15 @@ from LegSegNetLib.reading.volume_files import write_volume
 from LegSegNetLib.writing.outputs import OutputExistsError, refuse_existing
 from LegSegNetLib.writing.overlay import write_overlay_png
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
-from LegSegNetLib.segmenting.run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
+from LegSegNetLib.segmenting.run import run_segmentation
+from LegSegNetLib.writing.tables import json_twin_path, measurement_record, write_slice_table, write_summary_table
 from LegSegNetLib.reading.sample_data import (SampleDataUnavailable, default_cache_dir, load_visible_human_leg_ct,
                            visible_human_dicom_dir)
 from LegSegNetLib.writing.labelmaps import write_labelmap
 from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.cli import UserError
 from LegSegNetLib.cli.segment import TerminalProgress
+from LegSegNetLib.settings import SegmentationSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def run(args) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
 
     ct, source, input_path = _demo_ct(args.offline, args.cache, args.output)
-    engine = create_engine("threshold")
+    engine = create_engine(SegmentationSettings(engine="threshold"))
     log.info("segmenting %s (%d x %d x %d voxels) with the %s engine", source, *ct.array.shape, engine.name)
     result = run_segmentation(ct, engine, progress=TerminalProgress("demo"))
     record = measurement_record(str(input_path), engine.name, result.measurements)

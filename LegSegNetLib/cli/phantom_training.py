@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import argparse
+from LegSegNetLib.settings import SegmentationSettings
 
 
 def register(subparsers) -> None:
@@ -56,7 +57,7 @@ def run_dice(args) -> int:
     from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
     from LegSegNetLib.training.phantom_dataset import phantom_dice
 
-    engine = LegSegNetEngine.from_model_folder(args.model, device=args.device)
+    engine = LegSegNetEngine.from_model_folder(args.model, SegmentationSettings(device=args.device))
     for tissue, value in phantom_dice(engine, args.seeds, args.slices).items():
         print(f"{tissue}\t{value:.4f}")
     return 0

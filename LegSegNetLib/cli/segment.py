@@ -12,39 +12,26 @@ inputs unless --measurements / --slice-areas name other files.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from LegSegNetLib.batch import RECORD_SUFFIX, Job, RecordError, TableOutput, refuse_results_of_other_settings, run_batch, write_tables
 from LegSegNetLib.cli import UserError
-from LegSegNetLib.segmenting.engines.factory import DEFAULT_MODEL, ENGINES, create_engine
-from LegSegNetLib.reading.volume_files import is_dicom_series_folder, read_volume
+from LegSegNetLib.device import DEVICE_HELP
 from LegSegNetLib.models.folds import parse_folds
-from LegSegNetLib.writing.outputs import (
-    OutputExistsError, OutputWriteError, atomic_output, check_writable_folder, extension_of, refuse_existing,
-    write_text,
-)
-from LegSegNetLib.segmenting.pipeline import SliceRange
-from LegSegNetLib.segmenting.run import json_twin_path, measurement_record, run_segmentation, write_slice_table, write_summary_table
-from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS, write_labelmap
+from LegSegNetLib.reading.layout import SliceRange
+from LegSegNetLib.reading.volume_files import is_dicom_series_folder
+from LegSegNetLib.segmenting.engines.factory import create_engine
+from LegSegNetLib.settings import BACKENDS, ENGINES, SegmentationSettings
+from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
+from LegSegNetLib.writing.outputs import OutputExistsError, OutputWriteError, check_writable_folder, extension_of, refuse_existing
+from LegSegNetLib.writing.tables import json_twin_path, write_slice_table, write_summary_table
 
 log = logging.getLogger("legsegnet")
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-RECORD_SUFFIX = ".measurements.json"
-
-
-@dataclass(frozen=True)
-class Job:
-    input: Path
-    name: str
-    labelmap: Optional[Path]
-    record: Optional[Path]  # per-input measurement record (--output-dir)
-    overlay: Optional[Path] = None  # quick-look picture (--overlay)
 
 
 def register(subparsers) -> None:
@@ -62,10 +49,10 @@ def register(subparsers) -> None:
     engine.add_argument("--folds", type=folds_argument, help="folds to ensemble, e.g. 0,1,2,3,4 (default: all present)")
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
-    engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    engine.add_argument("--device", default="auto", help=DEVICE_HELP)
     engine.add_argument("--batch-size", type=_positive_int, metavar="N",
                         help="slices per network batch (default: chosen from the device's free memory)")
-    engine.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+    engine.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
                              "labels may differ from nnU-Net's at near-ties")
     axial = parser.add_mutually_exclusive_group()
@@ -90,40 +77,36 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=segment_command)
 
 
-def segment_command(args) -> int:
-    jobs = plan_jobs(args)  # output problems surface before a model is loaded
-    return run_jobs(jobs, _engine(args), args)
-
-
-def run_jobs(jobs: list, engine, args) -> int:
-    """Process every job, carrying on past failures; write the run's tables; exit status 1 if any failed."""
-    records, failed = [], []
-    for number, job in enumerate(jobs, 1):
-        label = f"[{number}/{len(jobs)}] {job.name}" if len(jobs) > 1 else job.name
+def segment_command(args, engine=None) -> int:
+    """Run the command; `engine` replaces the one the settings describe (tests inject their own)."""
+    settings = settings_from_arguments(args)
+    jobs = plan_jobs(args, settings)  # output problems surface before a model is loaded
+    engine = engine or _engine(settings)
+    result = run_batch(jobs, engine, settings, lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))))
+    if result.records:
         try:
-            records.append(process(job, engine, args, label))
-        except KeyboardInterrupt:
-            if args.output_dir is not None and number > 1:
-                log.warning("interrupted during %s: the inputs finished before it are kept in %s; the same command "
-                            "continues from there", job.input, args.output_dir)
-            raise
-        except Exception as error:  # one bad input must not stop a batch
-            log.debug("details", exc_info=True)
-            log.error("%s: failed: %s", job.input, error)
-            failed.append(job.input)
-    for write, path, overwrite in _tables(args) if records else ():
-        try:
-            write(records, path, overwrite)
+            write_tables(_tables(args), result.records)
         except OSError as error:  # full disk, no permission, a file that appeared meanwhile
             raise UserError(str(error)) from error
-    if failed:
+    if result.failed:
         if len(jobs) > 1:  # one input's failure was just reported
-            log.error("%d of %d inputs failed: %s", len(failed), len(jobs), ", ".join(map(str, failed)))
+            log.error("%d of %d inputs failed: %s", len(result.failed), len(jobs), ", ".join(map(str, result.failed)))
         return 1
     return 0
 
 
-def plan_jobs(args) -> list:
+def settings_from_arguments(args) -> SegmentationSettings:
+    """The one settings object the run uses, from the command's arguments (checked here, before any work)."""
+    return SegmentationSettings(engine=args.engine, model=args.model, folds=args.folds, checkpoint=args.checkpoint,
+                                tta=args.tta, device=args.device, backend=args.backend, batch_size=args.batch_size,
+                                slice_range=args.range, range_mm=args.range_mm)
+
+
+def _job_label(job: Job, number: int, count: int) -> str:
+    return f"[{number}/{count}] {job.name}" if count > 1 else job.name
+
+
+def plan_jobs(args, settings: SegmentationSettings) -> list:
     """The inputs with their output paths; refuses, before any work, outputs that would clobber files."""
     inputs = expand_inputs(args.inputs, exclude=args.output_dir)
     if args.output_dir is None:
@@ -139,14 +122,16 @@ def plan_jobs(args) -> list:
         if args.overlay and args.labelmap is None:
             raise UserError("--overlay goes with --labelmap (the picture is written beside it) or --output-dir")
         overlay = _overlay_beside(args.labelmap, args) if args.labelmap else None
-        jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None, overlay)]
+        jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None, overlay, args.overwrite)]
     else:
         labelmaps = [args.output_dir / f"{input_name(path)}.{args.format or 'seg.nrrd'}" for path in inputs]
         jobs = [Job(path, input_name(path), labelmap, args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}",
-                    _overlay_beside(labelmap, args)) for path, labelmap in zip(inputs, labelmaps)]
+                    _overlay_beside(labelmap, args), args.overwrite) for path, labelmap in zip(inputs, labelmaps)]
         _refuse_duplicate_names(jobs)
-        if not args.overwrite:
-            _refuse_results_of_other_settings(jobs, run_settings(args))
+        try:
+            refuse_results_of_other_settings(jobs, settings)
+        except RecordError as error:
+            raise UserError(str(error)) from None
     for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
@@ -187,33 +172,6 @@ def expand_inputs(arguments, exclude: Optional[Path] = None) -> list:
 
 def input_name(path: Path) -> str:
     return path.name[: len(path.name) - len(extension_of(path))] if path.is_file() else path.resolve().name
-
-
-def process(job: Job, engine, args, label: str) -> dict:
-    """Segment and measure one input, write its outputs; returns its measurement record."""
-    if job.record is not None and job.record.exists() and job.labelmap.exists() and not args.overwrite:
-        log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
-        if job.overlay is not None and not job.overlay.exists():  # asked for only now: drawn from the saved labels
-            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
-        return _read_record(job.record)
-    started = time.monotonic()
-    ct = read_volume(job.input)
-    progress = TerminalProgress(label)
-    try:
-        result = run_segmentation(ct, engine, args.range, args.range_mm, progress=progress)
-    finally:
-        progress.close()
-    record = {**measurement_record(str(job.input), engine.name, result.measurements, _model_used(args)),
-              "settings": run_settings(args)}
-    if job.labelmap is not None:
-        write_labelmap(result.labels, job.labelmap, args.overwrite)
-    if job.overlay is not None:
-        write_overlay(ct, result.labels, job.overlay, args.overwrite)
-    if job.record is not None:  # written last: its presence marks the input as done
-        write_text(job.record, json.dumps(record, indent=1), args.overwrite)
-    log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
-             time.monotonic() - started)
-    return record
 
 
 class TerminalProgress:
@@ -280,62 +238,25 @@ def _split_range(text: str, number, message: str) -> tuple:
         raise argparse.ArgumentTypeError(message) from None
 
 
-def _engine(args):
+def _engine(settings: SegmentationSettings):
     try:
-        return create_engine(args.engine, model=args.model, folds=args.folds, tta=args.tta, device=args.device,
-                             checkpoint=args.checkpoint, batch_size=args.batch_size, backend=args.backend)
+        return create_engine(settings)
     except (ValueError, OSError, RuntimeError) as error:  # missing/broken model, unknown name, no such device
-        no_weights = args.engine == "legsegnet" and args.model is None and isinstance(error, FileNotFoundError)
+        no_weights = settings.uses_model and settings.model is None and isinstance(error, FileNotFoundError)
         hint = "; or segment without weights now with --engine threshold" if no_weights else ""
-        raise UserError(f"cannot load the {args.engine} engine: {error}{hint}") from error
+        raise UserError(f"cannot load the {settings.engine} engine: {error}{hint}") from error
 
 
 def _tables(args) -> list:
-    """(writer, path, overwrite) of each run table; the defaults in --output-dir are rebuilt every run."""
+    """The run's tables; the defaults in --output-dir are rebuilt every run."""
     tables = []
     for write, given, default_name in ((write_summary_table, args.measurements, "measurements.csv"),
                                        (write_slice_table, args.slice_areas, "slice_areas.csv")):
         if given is not None:
-            tables.append((write, given, args.overwrite))
+            tables.append(TableOutput(write, given, args.overwrite))
         elif args.output_dir is not None:
-            tables.append((write, args.output_dir / default_name, True))
+            tables.append(TableOutput(write, args.output_dir / default_name, True))
     return tables
-
-
-def run_settings(args) -> dict:
-    """The options that decide the labels, kept in each input's record: a done input is skipped only when
-    it was made with the same ones."""
-    return {"engine": args.engine, "model": args.model, "folds": list(args.folds) if args.folds else None,
-            "checkpoint": args.checkpoint, "tta": args.tta, "backend": args.backend,
-            "range": [args.range.start, args.range.stop] if args.range else None,
-            "range_mm": list(args.range_mm) if args.range_mm else None}
-
-
-def _refuse_results_of_other_settings(jobs: list, settings: dict) -> None:
-    for job in jobs:
-        if not (job.record.exists() and job.labelmap.exists()):
-            continue
-        made_with = _read_record(job.record).get("settings")
-        if made_with != settings:
-            differences = ", ".join(f"{key} {(made_with or {}).get(key)} there, {value} now"
-                                    for key, value in settings.items() if (made_with or {}).get(key) != value)
-            raise UserError(f"{job.record} was made with other settings ({differences}); add --overwrite to redo "
-                            "those inputs with these settings, or choose another --output-dir")
-
-
-def _model_used(args) -> str:
-    """For the tables: the model folder as an absolute path, or the installed model's name."""
-    if args.engine != "legsegnet":
-        return ""
-    model = args.model or DEFAULT_MODEL
-    return str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else model
-
-
-def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
-    from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
-
-    with atomic_output(path, overwrite) as temporary:
-        write_overlay_png(ct, labels, temporary)
 
 
 def _overlay_beside(labelmap: Path, args) -> Optional[Path]:
@@ -355,10 +276,3 @@ def _refuse_duplicate_names(jobs: list) -> None:
 
 def _is_volume_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and extension_of(path) in VOLUME_EXTENSIONS
-
-
-def _read_record(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error

@@ -50,8 +50,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from LegSegNetLib.reading.layout import RADIOLOGICAL, slice_layout
-from LegSegNetLib.segmenting.pipeline import slice_positions_mm
+from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES
 from LegSegNetLib.reading.volume import Volume
 
@@ -145,13 +144,14 @@ SLICE_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + (
 )
 
 
-def compute_measurements(ct: Volume, labels: Volume) -> Measurements:
-    """Measure the tissues `labels` marks on `ct` (same grid; HU as stored in `ct`)."""
+def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayout] = None) -> Measurements:
+    """Measure the tissues `labels` marks on `ct` (same grid; HU as stored in `ct`). `layout`: the volume's
+    radiological slice layout when the caller has it already."""
     _check_same_grid(ct, labels)
-    layout = slice_layout(labels, RADIOLOGICAL)
+    layout = layout or slice_layout(labels, RADIOLOGICAL)
     hu_view = layout.display_view(ct.array)
     label_view = layout.display_view(_checked_labels(labels.array))
-    positions = slice_positions_mm(labels, layout)
+    positions = layout.positions_mm
     pixel_cm2 = layout.pixel_area_mm2 / 100.0
 
     totals = {side: np.zeros((_LABEL_COUNT, 5)) for side in SIDES}

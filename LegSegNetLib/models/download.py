@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from LegSegNetLib.segmenting.pipeline import Cancelled
+from LegSegNetLib.progress import Cancelled
 from LegSegNetLib.models import checksums, paths
 from LegSegNetLib.models.install import commit_install, ensure_replaceable
 from LegSegNetLib.models.manifest import FileRecord, sha256_of

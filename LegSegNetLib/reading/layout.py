@@ -7,11 +7,15 @@ orientation codes, so a scan stored LPS, RAS, permuted or slightly oblique yield
 
 `display_view` returns a numpy *view* [slice, row, column]; writing labels through the same view of
 the output array puts them back on the input's own voxel grid with no resampling.
+
+The layout also holds each slice's superior-inferior position, so positions and axial ranges in mm are
+computed once per volume, in this one place.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -34,6 +38,26 @@ class OrientationError(ValueError):
     pass
 
 
+class EmptyRangeError(ValueError):
+    """An axial range that selects no slice; the message gives the volume's extent."""
+
+
+@dataclass(frozen=True)
+class SliceRange:
+    """Half-open range of display slice indices [start, stop) to segment; None ends mean the volume's ends."""
+
+    start: Optional[int] = None
+    stop: Optional[int] = None
+
+    def resolve(self, slice_count: int) -> range:
+        start, stop, _ = slice(self.start, self.stop).indices(slice_count)
+        if stop <= start:
+            raise EmptyRangeError(
+                f"the axial range {self.start}:{self.stop} selects no slice of a volume with {slice_count} slices"
+            )
+        return range(start, stop)
+
+
 @dataclass(frozen=True)
 class SliceLayout:
     slice_axis: int  # array axis ([k, j, i] numbering) closest to superior-inferior
@@ -45,6 +69,7 @@ class SliceLayout:
     spacing_row_mm: float
     spacing_column_mm: float
     superior_step_mm: float  # signed S-I displacement per slice index (positive: index goes superior)
+    positions_mm: np.ndarray = field(compare=False, repr=False)  # RAS S of each slice's centre, by slice index
 
     @property
     def pixel_area_mm2(self) -> float:
@@ -61,6 +86,18 @@ class SliceLayout:
 
     def slice_count(self, shape) -> int:
         return shape[self.slice_axis]
+
+    def range_between_mm(self, start_mm: float, stop_mm: float) -> SliceRange:
+        """Slices whose centre lies between two superior-inferior positions (RAS S coordinate, mm, either order)."""
+        positions = self.positions_mm
+        low, high = sorted((start_mm, stop_mm))
+        inside = np.flatnonzero((positions >= low - 1e-6) & (positions <= high + 1e-6))
+        if inside.size == 0:
+            raise EmptyRangeError(
+                f"no slice centre lies between S = {low:g} and {high:g} mm; the volume spans "
+                f"S = {positions.min():g} to {positions.max():g} mm"
+            )
+        return SliceRange(int(inside.min()), int(inside.max()) + 1)
 
 
 def slice_layout(volume: Volume, in_plane_orientation: str = RADIOLOGICAL) -> SliceLayout:
@@ -98,7 +135,17 @@ def slice_layout(volume: Volume, in_plane_orientation: str = RADIOLOGICAL) -> Sl
         spacing_row_mm=float(spacing_kji[row_axis]),
         spacing_column_mm=float(spacing_kji[column_axis]),
         superior_step_mm=float(spacing_kji[slice_axis] * (superior @ directions_kji[:, slice_axis])),
+        positions_mm=_slice_positions_mm(volume, slice_axis),
     )
+
+
+def _slice_positions_mm(volume: Volume, slice_axis: int) -> np.ndarray:
+    """Superior-inferior (RAS S) coordinate of each slice's centre."""
+    count = volume.array.shape[slice_axis]
+    centre = (np.array(volume.array.shape, dtype=float) - 1) / 2
+    kji = np.tile(centre, (count, 1))
+    kji[:, slice_axis] = np.arange(count)
+    return volume.ras_of_index(kji)[:, 2]
 
 
 def _parse_in_plane(orientation: str) -> tuple[str, str]:

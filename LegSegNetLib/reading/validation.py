@@ -6,9 +6,11 @@ that are not numbers, intensities that cannot be HU) and returns warnings for me
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.reading.layout import SliceLayout, slice_layout
 from LegSegNetLib.reading.volume import Volume
 
 MIN_IN_PLANE_PIXELS = 16
@@ -21,20 +23,25 @@ class InputError(ValueError):
     """The input cannot be segmented as it is; the message says why and what to do."""
 
 
-def validate_ct(volume: Volume) -> list[str]:
-    """Raise InputError for a volume that cannot be segmented; return warnings (strings) for suspicious ones."""
+def validate_ct(volume: Volume, layout: Optional[SliceLayout] = None) -> list[str]:
+    """Raise InputError for a volume that cannot be segmented; return warnings (strings) for suspicious ones.
+    `layout`: the volume's slice layout when the caller has it already."""
+    check_voxel_array(volume)
+    warnings = _shape_warnings(volume, layout or slice_layout(volume))
+    _check_finite(volume.array)
+    return warnings + _intensity_warnings(volume.array)
+
+
+def check_voxel_array(volume: Volume) -> None:
+    """InputError unless the voxels form a 3D array of numbers (what a slice layout needs)."""
     array = volume.array
     if array.ndim != 3:
         raise InputError(f"the volume has {array.ndim} dimensions; a 3D CT volume is needed")
     if array.dtype.kind not in "iuf":
         raise InputError(f"voxel type {array.dtype} is not a number type; a CT in Hounsfield units is needed")
-    warnings = _shape_warnings(volume)
-    _check_finite(array)
-    return warnings + _intensity_warnings(array)
 
 
-def _shape_warnings(volume: Volume) -> list[str]:
-    layout = slice_layout(volume)
+def _shape_warnings(volume: Volume, layout: SliceLayout) -> list[str]:
     rows, columns = volume.array.shape[layout.row_axis], volume.array.shape[layout.column_axis]
     if min(rows, columns) < MIN_IN_PLANE_PIXELS:
         raise InputError(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine, SliceEngine
-from LegSegNetLib.reading.layout import SliceLayout, slice_layout
+from LegSegNetLib.progress import ProgressCallback, report
+from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.volume import Volume
 
 # A slice whose brightest voxel is below this holds only air (and maybe noise): no body to segment.
@@ -23,55 +23,6 @@ BODY_MIN_HU = -300.0
 
 # Slices handed to an engine at a time when it states no preference of its own.
 DEFAULT_BATCH_SIZE = 8
-
-ProgressCallback = Callable[[int, int], Optional[bool]]
-"""Called as progress(slices_done, slices_total); returning False requests cancel."""
-
-
-class Cancelled(Exception):
-    """Raised when the progress callback asked to stop; no output was produced."""
-
-
-class EmptyRangeError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class SliceRange:
-    """Half-open range of display slice indices [start, stop) to segment; None ends mean the volume's ends."""
-
-    start: Optional[int] = None
-    stop: Optional[int] = None
-
-    def resolve(self, slice_count: int) -> range:
-        start, stop, _ = slice(self.start, self.stop).indices(slice_count)
-        if stop <= start:
-            raise EmptyRangeError(
-                f"the axial range {self.start}:{self.stop} selects no slice of a volume with {slice_count} slices"
-            )
-        return range(start, stop)
-
-
-def slice_range_from_mm(volume: Volume, layout: SliceLayout, start_mm: float, stop_mm: float) -> SliceRange:
-    """Slices whose centre lies between two superior-inferior positions (RAS S coordinate, mm, either order)."""
-    positions = slice_positions_mm(volume, layout)
-    low, high = sorted((start_mm, stop_mm))
-    inside = np.flatnonzero((positions >= low - 1e-6) & (positions <= high + 1e-6))
-    if inside.size == 0:
-        raise EmptyRangeError(
-            f"no slice centre lies between S = {low:g} and {high:g} mm; the volume spans "
-            f"S = {positions.min():g} to {positions.max():g} mm"
-        )
-    return SliceRange(int(inside.min()), int(inside.max()) + 1)
-
-
-def slice_positions_mm(volume: Volume, layout: SliceLayout) -> np.ndarray:
-    """Superior-inferior (RAS S) coordinate of each display slice's centre."""
-    count = volume.array.shape[layout.slice_axis]
-    centre = (np.array(volume.array.shape, dtype=float) - 1) / 2
-    kji = np.tile(centre, (count, 1))
-    kji[:, layout.slice_axis] = np.arange(count)
-    return volume.ras_of_index(kji)[:, 2]
 
 
 def has_body(hu_slice: np.ndarray) -> bool:
@@ -99,13 +50,13 @@ def segment_volume(
     pixel_spacing = (layout.spacing_row_mm, layout.spacing_column_mm)
     batches = [indices[start:start + batch_size] for start in range(0, len(indices), batch_size)]
 
-    _report(progress, 0, len(indices))
+    report(progress, 0, len(indices))
     done = 0
     with closing(_labelled_batches(engine, hu, batches, pixel_spacing)) as labelled:  # closed on cancel too
         for batch, batch_labels in zip(batches, labelled):
             labels_view[batch] = batch_labels
             done += len(batch)
-            _report(progress, done, len(indices))
+            report(progress, done, len(indices))
     return volume.with_array(labels)
 
 
@@ -130,8 +81,3 @@ def _labelled_batches(engine: SliceEngine, hu: np.ndarray, batches: list, pixel_
         finally:
             if upcoming is not None:
                 upcoming.cancel()  # a preparation already running is waited for when the pool closes
-
-
-def _report(progress: Optional[ProgressCallback], done: int, total: int) -> None:
-    if progress is not None and progress(done, total) is False:
-        raise Cancelled(f"cancelled after {done} of {total} slices")

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from LegSegNetLib.reading.volume_files import write_volume
 from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
-from LegSegNetLib.segmenting.pipeline import SliceRange
+from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.training.options import EXPORT_FORMATS as FORMATS

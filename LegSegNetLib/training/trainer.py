@@ -26,6 +26,7 @@ import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from tqdm import tqdm
 
+from LegSegNetLib.device import resolve_device
 from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.models.validate import MODEL_PROPERTIES_FILE
 from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
@@ -55,20 +56,6 @@ def train(dataset_dir, out_dir, options: TrainingOptions = TrainingOptions(),
           epoch_callback: Optional[EpochCallback] = None) -> dict:
     """Train fold `options.fold` on an nnU-Net raw dataset; returns the last epoch's metrics."""
     return _Trainer(load_raw_dataset(dataset_dir), Path(out_dir), options).run(epoch_callback)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise TrainingError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked but this torch has no CUDA GPU; use --device cpu")
-    return device
 
 
 class _Trainer:

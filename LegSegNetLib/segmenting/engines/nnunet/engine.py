@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from LegSegNetLib.reading.layout import RADIOLOGICAL
+from LegSegNetLib.settings import SegmentationSettings
 from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, NNUNetModel, load_model_folder
 from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError, onnx_networks
-from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax, resolve_device
+from LegSegNetLib.device import resolve_device
+from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 
 model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
@@ -42,18 +44,12 @@ class LegSegNetEngine:
         self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
 
     @classmethod
-    def from_model_folder(
-        cls,
-        folder,
-        folds: Optional[Sequence] = None,
-        checkpoint: Optional[str] = None,
-        tta: bool = False,
-        device: str = "auto",
-        batch_size: Optional[int] = None,
-        backend: str = "torch",
-    ) -> "LegSegNetEngine":
-        return cls(load_model_folder(folder, folds=folds, checkpoint=checkpoint), tta=tta, device=device,
-                   batch_size=batch_size, backend=backend)
+    def from_model_folder(cls, folder, settings: SegmentationSettings = SegmentationSettings()) -> "LegSegNetEngine":
+        """The engine for a model folder, with the folds, checkpoint, TTA, device, batch size and backend of
+        `settings`."""
+        model = load_model_folder(folder, folds=settings.folds, checkpoint=settings.checkpoint)
+        return cls(model, tta=settings.tta, device=settings.device, batch_size=settings.batch_size,
+                   backend=settings.backend)
 
     @property
     def device(self) -> torch.device:

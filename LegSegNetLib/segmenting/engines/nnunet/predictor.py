@@ -19,20 +19,16 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from LegSegNetLib.device import resolve_device
 from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import nonzero_bbox, normalize
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8
 GAUSSIAN_PEAK = 10.0
 DEFAULT_CPU_BATCH = 4
 MAX_GPU_BATCH = 64
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested compute device does not exist in this torch installation or machine."""
 
 
 @dataclass
@@ -65,35 +61,6 @@ def class_argmax(scores: torch.Tensor, dim: int) -> np.ndarray:
     if scores.device.type == "cpu":
         return scores.numpy().argmax(dim).astype(np.uint8)
     return scores.argmax(dim).to(torch.uint8).cpu().numpy()
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU; an explicit choice that is unavailable is an error."""
-    name = str(device).lower()
-    kind = name.split(":")[0]
-    if kind not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device '{device}': choose one of {', '.join(DEVICE_CHOICES)}")
-    if kind == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise DeviceUnavailableError(
-            f"CUDA was requested but torch {torch.__version__} ({build}) sees no usable NVIDIA GPU. Install a "
-            "CUDA build of torch that matches your driver (in Slicer: the PyTorch extension), or use --device cpu."
-        )
-    if kind == "mps" and not _mps_available():
-        raise DeviceUnavailableError(
-            "Apple MPS was requested but is not available (it needs an Apple-silicon Mac with macOS 12.3 or later "
-            "and a torch build with MPS); use --device cpu."
-        )
-    return torch.device(name)
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
 
 
 def gaussian_importance_map(patch_size: Sequence[int]) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""A batch of segmentation jobs: each input read, segmented, measured and written, then the run's tables.
+
+A `Job` is complete: its input, every output path and whether existing files may be replaced. Each input's
+record (its measurements plus the settings that made them) is written last, so its presence marks the input
+as done; a re-run reuses done inputs made with the same settings and refuses to mix in others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from LegSegNetLib.progress import ProgressCallback
+from LegSegNetLib.reading.volume_files import read_volume
+from LegSegNetLib.segmenting.engines.base import SliceEngine
+from LegSegNetLib.segmenting.run import run_segmentation
+from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.writing.labelmaps import write_labelmap
+from LegSegNetLib.writing.outputs import atomic_output, write_text
+from LegSegNetLib.writing.tables import measurement_record
+
+log = logging.getLogger("legsegnet")
+
+RECORD_SUFFIX = ".measurements.json"
+
+
+class RecordError(ValueError):
+    """An earlier result cannot be reused; the message says how to redo it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    input: Path
+    name: str
+    labelmap: Optional[Path]
+    record: Optional[Path]  # per-input measurement record (batch runs into an output folder)
+    overlay: Optional[Path] = None  # quick-look picture
+    overwrite: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Finished by an earlier run (and not to be redone)."""
+        return (not self.overwrite and self.record is not None and self.record.exists()
+                and self.labelmap is not None and self.labelmap.exists())
+
+
+@dataclass(frozen=True)
+class TableOutput:
+    write: Callable  # writing.tables.write_summary_table or write_slice_table: (records, path, overwrite)
+    path: Path
+    overwrite: bool
+
+
+@dataclass
+class BatchResult:
+    records: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # inputs that failed
+
+
+def run_batch(jobs: list, engine: SliceEngine, settings: SegmentationSettings,
+              progress_for: Callable[[Job, int], Optional[ProgressCallback]] = lambda job, number: None) -> BatchResult:
+    """Process every job, carrying on past failures (each logged). `progress_for(job, number)` gives the
+    progress callback for one job."""
+    result = BatchResult()
+    for number, job in enumerate(jobs, 1):
+        try:
+            result.records.append(process_job(job, engine, settings, progress_for(job, number)))
+        except KeyboardInterrupt:
+            if job.record is not None and number > 1:
+                log.warning("interrupted during %s: the inputs finished before it are kept in %s; the same command "
+                            "continues from there", job.input, job.record.parent)
+            raise
+        except Exception as error:  # one bad input must not stop a batch
+            log.debug("details", exc_info=True)
+            log.error("%s: failed: %s", job.input, error)
+            result.failed.append(job.input)
+    return result
+
+
+def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
+                progress: Optional[ProgressCallback] = None) -> dict:
+    """Segment and measure one input and write its outputs; returns its measurement record. A done job's record
+    is read back instead (and a picture asked for only now is drawn from its saved labels)."""
+    if job.done:
+        log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
+        if job.overlay is not None and not job.overlay.exists():
+            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
+        return read_record(job.record)
+    started = time.monotonic()
+    ct = read_volume(job.input)
+    result = run_segmentation(ct, engine, settings, progress)
+    record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used()),
+              "settings": settings.record()}
+    if job.labelmap is not None:
+        write_labelmap(result.labels, job.labelmap, job.overwrite)
+    if job.overlay is not None:
+        write_overlay(ct, result.labels, job.overlay, job.overwrite)
+    if job.record is not None:  # written last: its presence marks the input as done
+        write_text(job.record, json.dumps(record, indent=1), job.overwrite)
+    log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
+             time.monotonic() - started)
+    return record
+
+
+def write_tables(tables: list, records: list) -> None:
+    for table in tables:
+        table.write(records, table.path, table.overwrite)
+
+
+def refuse_results_of_other_settings(jobs: list, settings: SegmentationSettings) -> None:
+    """RecordError when a done job was made with other settings: its results would pass for these."""
+    wanted = settings.record()
+    for job in jobs:
+        if not job.done:
+            continue
+        made_with = read_record(job.record).get("settings") or {}
+        differences = [f"{key} {made_with.get(key)} there, {value} now"
+                       for key, value in wanted.items() if made_with.get(key) != value]
+        if differences:
+            raise RecordError(f"{job.record} was made with other settings ({', '.join(differences)}); add "
+                              "--overwrite to redo those inputs with these settings, or choose another --output-dir")
+
+
+def read_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RecordError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
+
+
+def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
+    from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
+
+    with atomic_output(path, overwrite) as temporary:
+        write_overlay_png(ct, labels, temporary)

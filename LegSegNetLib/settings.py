@@ -1,0 +1,108 @@
+"""The one settings object that crosses from the command line or the Slicer module into the core.
+
+`SegmentationSettings` is frozen and checked when it is made: an engine name, device or fold list that cannot
+work fails here, with a message that says what to give instead, before any volume is read or model loaded.
+The command line builds it once from its arguments, the Slicer widget from its parameter node; the engine
+factory, the segmentation run and the batch records all read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from LegSegNetLib.device import check_device_name
+from LegSegNetLib.models.folds import parse_folds
+from LegSegNetLib.reading.layout import SliceLayout, SliceRange
+
+ENGINES = ("legsegnet", "threshold")
+MODEL_ENGINE, THRESHOLD_ENGINE = ENGINES
+DEFAULT_MODEL = "legsegnet"  # registry name of the published LegSegNet weights
+BACKENDS = ("torch", "onnx")  # torch: exact; the others run the same network faster on the CPU, labels may differ
+PREPROCESSING = ("legsegnet", "native")  # None: the model folder or registry entry says which
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work together; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    engine: str = MODEL_ENGINE
+    model: Optional[str] = None  # model folder or installed/registry name; None: DEFAULT_MODEL
+    folds: Union[None, str, tuple] = None  # fold numbers to ensemble, or their text ("0,1,2", "all"); None: all
+    checkpoint: Optional[str] = None  # file name in each fold folder; None: final, else best
+    tta: bool = False
+    device: str = "auto"
+    backend: str = "torch"
+    batch_size: Optional[int] = None  # slices per network pass; None: the engine chooses
+    preprocessing: Optional[str] = None
+    slice_range: Optional[SliceRange] = None  # display slice indices, half-open
+    range_mm: Optional[tuple] = None  # (start, stop) RAS S positions in mm; at most one of the two ranges
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise SettingsError(f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        object.__setattr__(self, "device", check_device_name(self.device))
+        if isinstance(self.folds, str):
+            object.__setattr__(self, "folds", parse_folds(self.folds))
+        elif self.folds is not None:
+            object.__setattr__(self, "folds", tuple(sorted({int(fold) for fold in self.folds})))
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.preprocessing not in (None, *PREPROCESSING):
+            raise SettingsError(f"unknown preprocessing {self.preprocessing!r}: choose {' or '.join(PREPROCESSING)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise SettingsError(f"the batch size must be at least 1, not {self.batch_size}")
+        self._check_ranges()
+        if self.engine == THRESHOLD_ENGINE:
+            self._refuse_model_options()
+
+    def _check_ranges(self) -> None:
+        if self.slice_range is not None and self.range_mm is not None:
+            raise SettingsError("give the axial range in slice indices or in millimetres, not both")
+        if self.range_mm is not None:
+            if len(self.range_mm) != 2 or not all(math.isfinite(float(value)) for value in self.range_mm):
+                raise SettingsError(f"the axial range in mm needs two finite positions, not {self.range_mm!r}")
+            object.__setattr__(self, "range_mm", tuple(float(value) for value in self.range_mm))
+
+    def _refuse_model_options(self) -> None:
+        given = {"model": self.model, "folds": self.folds, "checkpoint": self.checkpoint, "tta": self.tta,
+                 "batch_size": self.batch_size, "preprocessing": self.preprocessing,
+                 "backend": None if self.backend == "torch" else self.backend}
+        named = [name for name, value in given.items() if value not in (None, False)]
+        if named:
+            raise SettingsError(f"the threshold engine takes no {', '.join(named)}: those choose a LegSegNet model")
+
+    @property
+    def uses_model(self) -> bool:
+        return self.engine == MODEL_ENGINE
+
+    def replace(self, **changes) -> "SegmentationSettings":
+        return dataclasses.replace(self, **changes)
+
+    def slices_to_segment(self, layout: SliceLayout) -> Optional[SliceRange]:
+        """The chosen axial range as display slice indices of a volume with this layout (None: every slice)."""
+        if self.range_mm is not None:
+            return layout.range_between_mm(*self.range_mm)
+        return self.slice_range
+
+    def model_used(self) -> str:
+        """For the tables: the model folder as an absolute path, or the installed model's name ('' without one)."""
+        if not self.uses_model:
+            return ""
+        model = self.model or DEFAULT_MODEL
+        path = Path(model).expanduser()
+        return str(path.resolve()) if path.is_dir() else model
+
+    def record(self) -> dict:
+        """The settings that decide the labels, as JSON data kept in each batch input's record: a done input is
+        reused only when made with the same ones."""
+        return {"engine": self.engine, "model": self.model, "folds": list(self.folds) if self.folds else None,
+                "checkpoint": self.checkpoint, "tta": self.tta, "backend": self.backend,
+                "preprocessing": self.preprocessing,
+                "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
+                "range_mm": list(self.range_mm) if self.range_mm else None}

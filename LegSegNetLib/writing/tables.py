@@ -1,0 +1,81 @@
+"""The measurement files: one row per input (wide CSV with a JSON twin giving each column's unit and
+description) and per-slice areas (long CSV).
+
+CSV cells of undefined values (NaN: a ratio or mean with a zero denominator) are empty; JSON has null.
+CSV numbers have 10 significant digits, so binary rounding noise (2233.8160000000003) stays out of
+spreadsheets; the JSON files keep full precision.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements
+from LegSegNetLib.writing.outputs import write_text
+
+# Columns the command line puts before the summary columns in its one-row-per-input table.
+INPUT_COLUMNS = (
+    ColumnInfo("input", "", "the CT file or DICOM folder measured"),
+    ColumnInfo("engine", "", "the engine that made the labels"),
+    ColumnInfo("model", "", "the model folder or installed model name the legsegnet engine used"),
+)
+RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS
+SLICE_RECORD_COLUMNS = INPUT_COLUMNS[:1] + SLICE_COLUMNS
+
+
+def measurement_record(input_name: str, engine_name: str, measurements: Measurements, model: str = "") -> dict:
+    """Everything measured on one input, as plain JSON-able data (NaN becomes None)."""
+    return _json_safe({
+        "input": input_name, "engine": engine_name, "model": model, "summary": measurements.summary,
+        "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
+    })
+
+
+def write_summary_table(records: list, path, overwrite: bool = False) -> None:
+    """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
+    rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""), **record["summary"]}
+            for record in records]
+    twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
+            "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
+            "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}
+    write_text(path, csv_text(RECORD_COLUMNS, rows), overwrite)
+    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
+
+
+def write_slice_table(records: list, path, overwrite: bool = False) -> None:
+    """The per-slice areas of every record, long format (CSV)."""
+    rows = [{"input": record["input"], **row} for record in records for row in record["slice_rows"]]
+    write_text(path, csv_text(SLICE_RECORD_COLUMNS, rows), overwrite)
+
+
+def json_twin_path(csv_path) -> Path:
+    return Path(csv_path).with_suffix(".json")
+
+
+def csv_text(columns, rows: list) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([column.name for column in columns])
+    for row in rows:
+        writer.writerow([_cell(row.get(column.name)) for column in columns])
+    return buffer.getvalue()
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
