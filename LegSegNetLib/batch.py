@@ -86,10 +86,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     """Segment and measure one input and write its outputs; returns its measurement record. A done job's record
     is read back instead (and a picture asked for only now is drawn from its saved labels)."""
     if job.done:
-        log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
-        if job.overlay is not None and not job.overlay.exists():
-            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
-        return read_record(job.record)
+        return reuse_done_job(job)
     started = time.monotonic()
     ct = read_volume(job.input)
     result = run_segmentation(ct, engine, settings, progress)
@@ -104,6 +101,14 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
              time.monotonic() - started)
     return record
+
+
+def reuse_done_job(job: Job) -> dict:
+    """A done job's record, read back (and a picture asked for only now drawn from its saved labels)."""
+    log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
+    if job.overlay is not None and not job.overlay.exists():
+        write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
+    return read_record(job.record)
 
 
 def write_tables(tables: list, records: list) -> None:

@@ -5,6 +5,7 @@ detected, so checking a name works where torch is missing."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ def resolve_device(name: str = "auto"):
 def mps_available(torch) -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or a batch job's share, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ exist is done and skipped if made with the same settings (redone with --overwrit
 reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json)
 and DIR/slice_areas.csv, rebuilt at the end of every run from the per-input records, summarise the run's
 inputs unless --measurements / --slice-areas name other files.
+With --workers N or --scheduler ADDRESS the inputs are segmented on a Dask cluster, one input per task, with the
+same outputs and the same resuming (see LegSegNetLib/cohort.py and the README's cluster recipes).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Optional
 
 from LegSegNetLib.batch import RECORD_SUFFIX, Job, RecordError, TableOutput, refuse_results_of_other_settings, run_batch, write_tables
 from LegSegNetLib.cli import UserError
+from LegSegNetLib.cohort import Cluster, run_cohort
 from LegSegNetLib.device import DEVICE_HELP
 from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
-from LegSegNetLib.segmenting.engines.factory import create_engine
+from LegSegNetLib.segmenting.engines.factory import create_engine, resolve_model_folder
 from LegSegNetLib.settings import BACKENDS, ENGINES, SegmentationSettings
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
 from LegSegNetLib.writing.outputs import OutputExistsError, OutputWriteError, check_writable_folder, extension_of, refuse_existing
@@ -74,15 +77,30 @@ def register(subparsers) -> None:
                          help="also write a quick-look PNG per input (axial slices and a coronal view, tissues in "
                               "colour) beside its label map: NAME.overlay.png")
     outputs.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo done inputs)")
+    _add_cluster_arguments(parser)
     parser.set_defaults(handler=segment_command)
+
+
+def _add_cluster_arguments(parser) -> None:
+    cluster = parser.add_argument_group("cluster (Dask, optional extra: pip install 'legsegnet-slicer[dask]')")
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="segment on N worker processes of this machine, one input each at a time")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="send the inputs to the workers of a running Dask scheduler (e.g. tcp://node1:8786); "
+                            "they must see the inputs, the model and the output folder at the same paths")
 
 
 def segment_command(args, engine=None) -> int:
     """Run the command; `engine` replaces the one the settings describe (tests inject their own)."""
     settings = settings_from_arguments(args)
     jobs = plan_jobs(args, settings)  # output problems surface before a model is loaded
-    engine = engine or _engine(settings)
-    result = run_batch(jobs, engine, settings, lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))))
+    if args.workers or args.scheduler:
+        result = _run_on_cluster(jobs, settings, Cluster(args.scheduler, args.workers), engine)
+    else:
+        engine = engine or _engine(settings)
+        result = run_batch(jobs, engine, settings,
+                           lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))))
     if result.records:
         try:
             write_tables(_tables(args), result.records)
@@ -245,6 +263,16 @@ def _engine(settings: SegmentationSettings):
         no_weights = settings.uses_model and settings.model is None and isinstance(error, FileNotFoundError)
         hint = "; or segment without weights now with --engine threshold" if no_weights else ""
         raise UserError(f"cannot load the {settings.engine} engine: {error}{hint}") from error
+
+
+def _run_on_cluster(jobs: list, settings: SegmentationSettings, cluster: Cluster, engine=None):
+    """The workers load the model; here only its folder is found, so a wrong name fails before any work."""
+    if engine is None and settings.uses_model:
+        try:
+            resolve_model_folder(settings.model)
+        except (ValueError, OSError) as error:
+            raise UserError(f"cannot load the {settings.engine} engine: {error}") from error
+    return run_cohort(jobs, settings, cluster, create_engine if engine is None else lambda _settings: engine)
 
 
 def _tables(args) -> list:

@@ -1,0 +1,226 @@
+"""`legsegnet segment --workers N / --scheduler ADDRESS`: a batch on a Dask cluster gives the serial run's
+results, file for file; a lost worker costs only its task; a poison input fails alone; Ctrl-C keeps what is done.
+
+Clusters here are a LocalCluster of worker processes, or a scheduler and workers started as separate processes
+(the `dask scheduler` / `dask worker` commands) on 127.0.0.1; no process outlives its test.
+"""
+
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("distributed")
+
+from cohort_engines import POISON_HU, STALL_HU, WorkerKillingEngine, mark_input, noted_threshold_engine  # noqa: E402
+
+from LegSegNetLib import cohort  # noqa: E402
+from LegSegNetLib.batch import RECORD_SUFFIX, Job  # noqa: E402
+from LegSegNetLib.cli import build_parser, main  # noqa: E402
+from LegSegNetLib.cli.segment import segment_command  # noqa: E402
+from LegSegNetLib.cohort import Cluster, ClusterError, run_cohort  # noqa: E402
+from LegSegNetLib.device import available_cores  # noqa: E402
+from LegSegNetLib.reading.volume_files import write_volume  # noqa: E402
+from LegSegNetLib.settings import SegmentationSettings  # noqa: E402
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom  # noqa: E402
+
+TESTING = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """Every process a test starts (cluster workers, nannies, a scheduler) has ended when it returns."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+    started = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    _, alive = psutil.wait_procs([process for process in started if _running(process)], timeout=20)
+    running = [process for process in alive if _running(process)]
+    for process in running:
+        process.kill()
+    assert not running, f"processes left running: {[process.cmdline() for process in running]}"
+
+
+def _running(process) -> bool:
+    """Alive and not multiprocessing's resource tracker (one per Python process that starts others, by design)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def write_phantoms(folder: Path, names, marks=None):
+    """Small two-leg phantoms, one seed per name; `marks` gives some of them a marker HU block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(names):
+        ct, _ = make_leg_phantom(seed=seed, shape=(3, 64, 64))
+        if marks and name in marks:
+            ct = mark_input(ct, marks[name])
+        write_volume(ct, folder / f"{name}.nrrd")
+    return folder
+
+
+def segment(*argv, engine=None):
+    args = build_parser().parse_args(["segment", *map(str, argv)])
+    return segment_command(args, engine)
+
+
+def serial_results(tmp_path, inputs):
+    out = tmp_path / "serial"
+    assert main(["segment", str(inputs), "--engine", "threshold", "--output-dir", str(out)]) == 0
+    return out
+
+
+def assert_same_files(expected: Path, actual: Path):
+    """The same visible files with the same bytes (labels, records, tables)."""
+    names = sorted(path.name for path in expected.iterdir())
+    assert sorted(path.name for path in actual.iterdir() if not path.name.startswith(".")) == names
+    for name in names:
+        assert (actual / name).read_bytes() == (expected / name).read_bytes(), name
+
+
+def test_local_cluster_gives_the_serial_results_and_a_rerun_rebuilds_lost_tables(tmp_path, capsys, caplog):
+    inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c", "d"])
+    serial = serial_results(tmp_path, inputs)
+    out = tmp_path / "cohort"
+    argv = ["segment", str(inputs), "--engine", "threshold", "--output-dir", str(out), "--workers", "2"]
+    assert main(argv) == 0
+    assert_same_files(serial, out)
+
+    (out / "measurements.csv").unlink()  # the client died before writing the tables
+    labels_time = (out / "a.seg.nrrd").stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(argv) == 0
+    assert caplog.text.count("already done, skipped") == 4
+    assert (out / "a.seg.nrrd").stat().st_mtime_ns == labels_time
+    assert_same_files(serial, out)
+
+    assert main([*argv, "--range", "1:3"]) == 2  # other settings: refused before any work, as in a serial run
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_worker_process_builds_its_engine_once_with_its_share_of_the_cores(tmp_path, workers):
+    inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c", "d", "e"])
+    jobs = [Job(path, path.stem, tmp_path / "out" / f"{path.stem}.nii.gz", tmp_path / "out" / f"{path.stem}{RECORD_SUFFIX}")
+            for path in sorted(inputs.iterdir())]
+    notes = tmp_path / "builds"
+    notes.mkdir()
+    settings = SegmentationSettings(engine="legsegnet", model="stand-in")  # a model engine: torch threads are set
+    result = run_cohort(jobs, settings, Cluster(workers=workers), functools.partial(noted_threshold_engine, notes))
+    assert len(result.records) == 5 and not result.failed
+    builds = [note.read_text().split() for note in notes.iterdir()]
+    assert 1 <= len(builds) == len({pid for pid, _ in builds}) <= workers  # once per process, not per input
+    assert {int(threads) for _, threads in builds} == {max(1, available_cores() // workers)}
+
+
+def test_a_lost_worker_costs_only_its_task_and_a_poison_input_fails_alone(tmp_path, caplog):
+    inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c"])
+    serial = serial_results(tmp_path, inputs)
+    bad = write_phantoms(tmp_path / "bad", ["poison"], {"poison": POISON_HU})
+    (bad / "broken.nrrd").write_bytes(b"NRRD0004\nnonsense")
+    out = tmp_path / "cohort"
+    killer = WorkerKillingEngine(once_marker=tmp_path / "killed-once")
+    with caplog.at_level(logging.INFO):
+        status = segment(inputs, bad, "--engine", "threshold", "--output-dir", out, "--workers", "2", engine=killer)
+    assert status == 1
+    assert (tmp_path / "killed-once").exists()  # one worker died mid-task; its input was redone elsewhere
+    assert "poison.nrrd: failed: its worker process died on every try" in caplog.text
+    assert "broken.nrrd: failed" in caplog.text
+    assert_same_files(serial, out)
+
+
+@pytest.fixture
+def scheduler_with_two_workers(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, in another working folder, configured as the
+    README says; a task whose worker dies twice is given up."""
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTING.parent), str(TESTING)]),
+           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1", "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
+    log_file = open(tmp_path / "dask.log", "wb")
+    processes = []
+
+    def start(module, *arguments):
+        processes.append(subprocess.Popen([sys.executable, "-m", f"distributed.cli.{module}", *arguments,
+                                           "--scheduler-file", str(scheduler_file), "--no-dashboard"],
+                                          cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT))
+
+    try:
+        start("dask_scheduler", "--host", "127.0.0.1", "--port", "0")
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(2):
+            start("dask_worker", "--host", "127.0.0.1", "--nthreads", "1")
+        yield json.loads(scheduler_file.read_text())["address"]
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log_file.close()
+
+
+def test_separately_started_scheduler_and_workers(tmp_path, caplog, scheduler_with_two_workers):
+    inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c"])
+    serial = serial_results(tmp_path, inputs)
+    bad = write_phantoms(tmp_path / "bad", ["poison"], {"poison": POISON_HU})
+    out = tmp_path / "cohort"
+    killer = WorkerKillingEngine(once_marker=tmp_path / "killed-once")
+    with caplog.at_level(logging.INFO):
+        status = segment(inputs, bad, "--engine", "threshold", "--output-dir", out,
+                         "--scheduler", scheduler_with_two_workers, engine=killer)
+    assert status == 1
+    assert (tmp_path / "killed-once").exists()
+    assert "poison.nrrd: failed: its worker process died on every try" in caplog.text
+    assert_same_files(serial, out)
+
+
+class InterruptAfterFirstInput(logging.Handler):
+    """Ctrl-C on the client as soon as it reports the first input done."""
+
+    def emit(self, record):
+        if "slices labelled" in record.getMessage():
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_the_finished_inputs_recorded(tmp_path, caplog):
+    inputs = write_phantoms(tmp_path / "cts", ["a", "stall"], {"stall": STALL_HU})
+    out = tmp_path / "cohort"
+    interrupt = InterruptAfterFirstInput()
+    logging.getLogger("legsegnet").addHandler(interrupt)
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(KeyboardInterrupt):
+            segment(inputs, "--engine", "threshold", "--output-dir", out, "--workers", "2", engine=WorkerKillingEngine())
+    finally:
+        logging.getLogger("legsegnet").removeHandler(interrupt)
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == [
+        "a.measurements.json", "a.seg.nrrd"]
+    assert "interrupted: 1 of the 2 inputs sent to the cluster finished, kept in" in caplog.text and "the same command continues" in caplog.text
+
+
+def test_cluster_options_and_their_errors(tmp_path, capsys, monkeypatch):
+    inputs = write_phantoms(tmp_path / "cts", ["a"])
+    base = ["segment", str(inputs), "--engine", "threshold", "--output-dir", str(tmp_path / "out")]
+    for extra in (["--workers", "0"], ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, *extra])
+    monkeypatch.setattr(cohort, "CONNECT_TIMEOUT_S", 1)
+    assert main([*base, "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the dask extra were not installed
+    assert main([*base, "--workers", "2"]) == 2
+    assert "pip install 'legsegnet-slicer[dask]'" in capsys.readouterr().err
+    with pytest.raises(ClusterError):
+        Cluster()
+    assert not (tmp_path / "out" / "a.seg.nrrd").exists()
