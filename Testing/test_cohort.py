@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import psutil
@@ -137,6 +138,18 @@ def test_a_lost_worker_costs_only_its_task_and_a_poison_input_fails_alone(tmp_pa
     assert_same_files(serial, out)
 
 
+def test_a_retried_task_may_replace_only_what_this_run_wrote(tmp_path, monkeypatch):
+    """A worker lost between writing the labels and the record leaves labels its input's retry must replace;
+    labels that were there before the run stay protected, as in a serial run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    fresh = Job(Path("a.nrrd"), "a", Path("out/a.seg.nrrd"), Path(f"out/a{RECORD_SUFFIX}"))
+    sent = cohort.job_for_worker(fresh)
+    assert sent.overwrite and sent.input == tmp_path / "a.nrrd" and sent.labelmap == tmp_path / "out" / "a.seg.nrrd"
+    (tmp_path / "out" / "a.seg.nrrd").write_bytes(b"labels from before this run")
+    assert not cohort.job_for_worker(fresh).overwrite
+
+
 @pytest.fixture
 def scheduler_with_two_workers(tmp_path):
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1, in another working folder, configured as the
@@ -224,3 +237,28 @@ def test_cluster_options_and_their_errors(tmp_path, capsys, monkeypatch):
     with pytest.raises(ClusterError):
         Cluster()
     assert not (tmp_path / "out" / "a.seg.nrrd").exists()
+
+
+class RecipeStopped(Exception):
+    """Raised by a stand-in SLURMCluster, with the arguments the recipe gave it."""
+
+
+def test_readme_slurm_recipe_makes_single_threaded_gpu_workers_in_this_environment(monkeypatch):
+    slurm = pytest.importorskip("dask_jobqueue.slurm")
+    readme = (TESTING.parent / "README.md").read_text(encoding="utf-8")
+    recipe = next(block for block in readme.split("```python\n")[1:] if "SLURMCluster(" in block).split("```")[0]
+
+    def stand_in(**arguments):
+        raise RecipeStopped(arguments)
+
+    fake = types.ModuleType("dask_jobqueue")
+    fake.SLURMCluster = stand_in
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", fake)
+    with pytest.raises(RecipeStopped) as stopped:
+        exec(compile(recipe, "README.md", "exec"), {"__name__": "slurm_cohort"})
+    arguments = stopped.value.args[0]
+    arguments.pop("scheduler_options")  # the cluster's own, not the job's
+    script = slurm.SLURMJob(scheduler="tcp://127.0.0.1:8786", name="worker", **arguments).job_script()
+    assert "#SBATCH --cpus-per-task=8" in script and "#SBATCH --gres=gpu:1" in script
+    assert f"{sys.executable} -m distributed.cli.dask_worker" in script
+    assert "--nthreads 1" in script and "--resources GPU=1" in script

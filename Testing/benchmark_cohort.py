@@ -1,0 +1,118 @@
+"""Inputs per hour of `legsegnet segment` run serially and on a local Dask cluster of 1 and 2 workers, in one run.
+
+Every mode is the command a user runs (`python -m LegSegNetLib segment DIR --output-dir OUT [--workers N]`), in a
+fresh process, over the same phantom inputs (two-leg phantoms of 256 x 256 pixels). Each mode runs over a small
+and a large set of inputs: the difference of the two wall times is the marginal time of the extra inputs, in
+which the fixed costs (Python start, cluster start, model loading and warm-up) cancel. "Per hour" is the
+marginal throughput, what a cohort of thousands sees; the wall times with their fixed costs are shown too.
+The load average is recorded before and after each mode: other processes share the cores. The outputs of every
+mode are checked equal to the serial run's. No GPU is used; a GPU node's throughput is not measured here.
+
+    python Testing/benchmark_cohort.py                            # threshold engine and the bootstrap model
+    python Testing/benchmark_cohort.py --engine threshold --inputs 8 16 --slices 40 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TESTING = Path(__file__).resolve().parent
+ROOT = TESTING.parent
+sys.path.insert(0, str(ROOT))
+
+from LegSegNetLib.reading.volume_files import write_volume  # noqa: E402
+from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom  # noqa: E402
+
+BOOTSTRAP_MODEL = ROOT / "Resources" / "Models" / "legsegnet-bootstrap"
+ENGINE_ARGUMENTS = {
+    "threshold": ["--engine", "threshold"],
+    "bootstrap": ["--model", str(BOOTSTRAP_MODEL), "--device", "cpu"],
+}
+DEFAULT_SIZES = {"threshold": ((8, 16), 40), "bootstrap": ((3, 6), 8)}  # (input counts, slices per input)
+MODES = (("serial", []), ("1 worker", ["--workers", "1"]), ("2 workers", ["--workers", "2"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=(*ENGINE_ARGUMENTS, "both"), default="both")
+    parser.add_argument("--inputs", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="input counts of the two sets")
+    parser.add_argument("--slices", type=int, help="slices per input")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every mode and set (the median is kept)")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores; load average at start {load_average()}")
+    for engine in ENGINE_ARGUMENTS if args.engine == "both" else (args.engine,):
+        counts, slices = DEFAULT_SIZES[engine]
+        benchmark(engine, args.inputs or counts, args.slices or slices, args.repeats)
+
+
+def benchmark(engine: str, counts: tuple, slices: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="legsegnet-cohort-benchmark-") as temporary:
+        folder = Path(temporary)
+        sets = {count: write_inputs(folder / f"inputs-{count}", count, slices) for count in counts}
+        walls = {mode: {count: [] for count in counts} for mode, _ in MODES}
+        loads = {mode: [] for mode, _ in MODES}
+        for repeat in range(repeats):
+            for count in counts:
+                for mode, extra in MODES:  # interleaved, so that a burst of load from others hits every mode alike
+                    out = folder / f"out-{mode.replace(' ', '-')}-{count}-{repeat}"
+                    loads[mode].append(load_average())
+                    walls[mode][count].append(run_segment(sets[count], out, [*ENGINE_ARGUMENTS[engine], *extra]))
+                    loads[mode].append(load_average())
+                    check_equal(folder / f"out-serial-{count}-{repeat}", out)
+        report(engine, counts, slices, walls, loads)
+
+
+def write_inputs(folder: Path, count: int, slices: int) -> Path:
+    folder.mkdir(parents=True)
+    for seed in range(count):
+        ct, _ = make_leg_phantom(seed=seed, shape=(slices, 256, 256))
+        write_volume(ct, folder / f"leg{seed:03d}.nrrd")
+    return folder
+
+
+def run_segment(inputs: Path, out: Path, arguments: list) -> float:
+    command = [sys.executable, "-m", "LegSegNetLib", "segment", str(inputs), "--output-dir", str(out), *arguments]
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
+    return wall
+
+
+def check_equal(serial: Path, other: Path) -> None:
+    for name in ("measurements.csv", "slice_areas.csv"):
+        if (serial / name).read_bytes() != (other / name).read_bytes():
+            raise SystemExit(f"{other / name} differs from the serial run's {serial / name}")
+
+
+def report(engine: str, counts: tuple, slices: int, walls: dict, loads: dict) -> None:
+    small, large = counts
+    print(f"\n{engine} engine, {slices} slices of 256 x 256 per input; wall times (median) for {small} and {large} "
+          "inputs; per hour and per input from the difference")
+    print("| mode | wall small (s) | wall large (s) | s per input | inputs per hour | vs serial | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|")
+    marginal = {mode: (statistics.median(runs[large]) - statistics.median(runs[small])) / (large - small)
+                for mode, runs in walls.items()}
+    for mode, runs in walls.items():
+        per_input = marginal[mode]
+        print(f"| {mode} | {statistics.median(runs[small]):.1f} | {statistics.median(runs[large]):.1f} | "
+              f"{per_input:.2f} | {3600 / per_input:.0f} | {marginal['serial'] / per_input:.2f}x | "
+              f"{min(loads[mode]):.1f}-{max(loads[mode]):.1f} |")
+    overhead = marginal["1 worker"] / marginal["serial"] - 1
+    print(f"one worker's overhead per input against the serial batch: {100 * overhead:+.1f}%")
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+if __name__ == "__main__":
+    main()
