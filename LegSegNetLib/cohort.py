@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 import uuid
 from collections import Counter
@@ -182,8 +183,9 @@ def _connected(cluster: Cluster) -> Iterator:
     if cluster.workers is not None:
         with dask.config.set(LOCAL_SCHEDULER_CONFIG):
             local = LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                 dashboard_address=None, silence_logs=logging.ERROR)
+                                 dashboard_address=":0", silence_logs=logging.ERROR)  # any free port, not 8787
         with local, Client(local) as client:
+            client.register_plugin(_interrupts_left_to_the_client())
             yield client
         return
     try:
@@ -195,6 +197,20 @@ def _connected(cluster: Cluster) -> Iterator:
         if not client.scheduler_info(n_workers=-1)["workers"]:
             log.info("no worker has joined the scheduler at %s yet: the inputs wait for one", cluster.scheduler)
         yield client
+
+
+def _interrupts_left_to_the_client():
+    """Ctrl-C in a terminal reaches a local cluster's worker processes too; the client alone handles it (it
+    cancels the tasks and stops the workers), instead of every worker printing a traceback."""
+    from distributed import WorkerPlugin
+
+    class InterruptsIgnored(WorkerPlugin):
+        name = "legsegnet-interrupts-ignored"
+
+        def setup(self, worker):  # on the worker's main thread, also in a worker restarted after a crash
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return InterruptsIgnored()
 
 
 @contextmanager

@@ -5,8 +5,12 @@ fresh process, over the same phantom inputs (two-leg phantoms of 256 x 256 pixel
 and a large set of inputs: the difference of the two wall times is the marginal time of the extra inputs, in
 which the fixed costs (Python start, cluster start, model loading and warm-up) cancel. "Per hour" is the
 marginal throughput, what a cohort of thousands sees; the wall times with their fixed costs are shown too.
-The load average is recorded before and after each mode: other processes share the cores. The outputs of every
-mode are checked equal to the serial run's. No GPU is used; a GPU node's throughput is not measured here.
+The load average is recorded before and after each mode: other processes share the cores, and wall times on a
+busy machine say little. So the CPU time of each run's whole process tree (client, workers) is measured too:
+its marginal per input is the work an input costs in each mode, whatever the load; "2 idle cores" projects the
+2-worker throughput from it for an engine whose serial run uses one core (the threshold engine), as a
+projection. The outputs of every mode are checked equal to the serial run's. No GPU is used; a GPU node's
+throughput is not measured here.
 
     python Testing/benchmark_cohort.py                            # threshold engine and the bootstrap model
     python Testing/benchmark_cohort.py --engine threshold --inputs 8 16 --slices 40 --repeats 2
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,7 +40,7 @@ ENGINE_ARGUMENTS = {
     "threshold": ["--engine", "threshold"],
     "bootstrap": ["--model", str(BOOTSTRAP_MODEL), "--device", "cpu"],
 }
-DEFAULT_SIZES = {"threshold": ((8, 16), 40), "bootstrap": ((3, 6), 8)}  # (input counts, slices per input)
+DEFAULT_SIZES = {"threshold": ((6, 18), 40), "bootstrap": ((3, 6), 8)}  # (input counts, slices per input)
 MODES = (("serial", []), ("1 worker", ["--workers", "1"]), ("2 workers", ["--workers", "2"]))
 
 
@@ -57,16 +62,19 @@ def benchmark(engine: str, counts: tuple, slices: int, repeats: int) -> None:
         folder = Path(temporary)
         sets = {count: write_inputs(folder / f"inputs-{count}", count, slices) for count in counts}
         walls = {mode: {count: [] for count in counts} for mode, _ in MODES}
+        cpus = {mode: {count: [] for count in counts} for mode, _ in MODES}
         loads = {mode: [] for mode, _ in MODES}
         for repeat in range(repeats):
             for count in counts:
                 for mode, extra in MODES:  # interleaved, so that a burst of load from others hits every mode alike
                     out = folder / f"out-{mode.replace(' ', '-')}-{count}-{repeat}"
                     loads[mode].append(load_average())
-                    walls[mode][count].append(run_segment(sets[count], out, [*ENGINE_ARGUMENTS[engine], *extra]))
+                    wall, cpu = run_segment(sets[count], out, [*ENGINE_ARGUMENTS[engine], *extra])
+                    walls[mode][count].append(wall)
+                    cpus[mode][count].append(cpu)
                     loads[mode].append(load_average())
                     check_equal(folder / f"out-serial-{count}-{repeat}", out)
-        report(engine, counts, slices, walls, loads)
+        report(engine, counts, slices, walls, cpus, loads)
 
 
 def write_inputs(folder: Path, count: int, slices: int) -> Path:
@@ -77,14 +85,21 @@ def write_inputs(folder: Path, count: int, slices: int) -> Path:
     return folder
 
 
-def run_segment(inputs: Path, out: Path, arguments: list) -> float:
+def run_segment(inputs: Path, out: Path, arguments: list) -> tuple:
+    """Wall seconds and CPU seconds of the command and every process it started (reaped children count)."""
     command = [sys.executable, "-m", "LegSegNetLib", "segment", str(inputs), "--output-dir", str(out), *arguments]
+    cpu_before = children_cpu_seconds()
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if completed.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{completed.stderr[-3000:]}")
-    return wall
+    return wall, children_cpu_seconds() - cpu_before
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def check_equal(serial: Path, other: Path) -> None:
@@ -93,21 +108,27 @@ def check_equal(serial: Path, other: Path) -> None:
             raise SystemExit(f"{other / name} differs from the serial run's {serial / name}")
 
 
-def report(engine: str, counts: tuple, slices: int, walls: dict, loads: dict) -> None:
+def report(engine: str, counts: tuple, slices: int, walls: dict, cpus: dict, loads: dict) -> None:
     small, large = counts
-    print(f"\n{engine} engine, {slices} slices of 256 x 256 per input; wall times (median) for {small} and {large} "
-          "inputs; per hour and per input from the difference")
-    print("| mode | wall small (s) | wall large (s) | s per input | inputs per hour | vs serial | load avg (1 min) |")
-    print("|---|---|---|---|---|---|---|")
-    marginal = {mode: (statistics.median(runs[large]) - statistics.median(runs[small])) / (large - small)
-                for mode, runs in walls.items()}
+    print(f"\n{engine} engine, {slices} slices of 256 x 256 per input; medians of runs over {small} and {large} "
+          "inputs; per input: the difference divided by the extra inputs")
+    print("| mode | wall small / large (s) | wall s per input | inputs per hour | vs serial | CPU s per input | "
+          "CPU vs serial | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    wall, cpu = marginal(walls, small, large), marginal(cpus, small, large)
     for mode, runs in walls.items():
-        per_input = marginal[mode]
-        print(f"| {mode} | {statistics.median(runs[small]):.1f} | {statistics.median(runs[large]):.1f} | "
-              f"{per_input:.2f} | {3600 / per_input:.0f} | {marginal['serial'] / per_input:.2f}x | "
-              f"{min(loads[mode]):.1f}-{max(loads[mode]):.1f} |")
-    overhead = marginal["1 worker"] / marginal["serial"] - 1
-    print(f"one worker's overhead per input against the serial batch: {100 * overhead:+.1f}%")
+        print(f"| {mode} | {statistics.median(runs[small]):.1f} / {statistics.median(runs[large]):.1f} | "
+              f"{wall[mode]:.2f} | {3600 / wall[mode]:.0f} | {wall['serial'] / wall[mode]:.2f}x | {cpu[mode]:.2f} | "
+              f"{100 * (cpu[mode] / cpu['serial'] - 1):+.1f}% | {min(loads[mode]):.1f}-{max(loads[mode]):.1f} |")
+    print(f"one worker's overhead per input against the serial batch: wall {100 * (wall['1 worker'] / wall['serial'] - 1):+.1f}%, "
+          f"CPU {100 * (cpu['1 worker'] / cpu['serial'] - 1):+.1f}%")
+    print(f"projection for 2 idle cores (serial on one core): 2 workers {2 * cpu['serial'] / cpu['2 workers']:.2f}x the serial "
+          "throughput")
+
+
+def marginal(seconds: dict, small: int, large: int) -> dict:
+    return {mode: (statistics.median(runs[large]) - statistics.median(runs[small])) / (large - small)
+            for mode, runs in seconds.items()}
 
 
 def load_average() -> float:

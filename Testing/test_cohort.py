@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -199,27 +200,43 @@ def test_separately_started_scheduler_and_workers(tmp_path, caplog, scheduler_wi
     assert_same_files(serial, out)
 
 
-class InterruptAfterFirstInput(logging.Handler):
-    """Ctrl-C on the client as soon as it reports the first input done."""
+SEGMENT_WITH_STALLING_ENGINE = """
+import sys
+import LegSegNetLib.cli.segment as segment
+from cohort_engines import WorkerKillingEngine
+from LegSegNetLib.cli import main
+segment.create_engine = lambda settings: WorkerKillingEngine()
+sys.exit(main(sys.argv[1:]))
+"""  # `legsegnet` with the test engine: a minute on inputs marked STALL_HU
 
-    def emit(self, record):
-        if "slices labelled" in record.getMessage():
-            raise KeyboardInterrupt
 
-
-def test_ctrl_c_keeps_the_finished_inputs_recorded(tmp_path, caplog):
+def test_ctrl_c_in_the_terminal_keeps_the_finished_inputs_recorded(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: the client stops the workers and says what is
+    kept; no worker prints a traceback."""
     inputs = write_phantoms(tmp_path / "cts", ["a", "stall"], {"stall": STALL_HU})
     out = tmp_path / "cohort"
-    interrupt = InterruptAfterFirstInput()
-    logging.getLogger("legsegnet").addHandler(interrupt)
+    command = [sys.executable, "-c", SEGMENT_WITH_STALLING_ENGINE, "segment", str(inputs), "--engine", "threshold",
+               "--output-dir", str(out), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTING.parent), str(TESTING)])}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        with caplog.at_level(logging.INFO), pytest.raises(KeyboardInterrupt):
-            segment(inputs, "--engine", "threshold", "--output-dir", out, "--workers", "2", engine=WorkerKillingEngine())
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "a.nrrd: 3 slices labelled" in line:
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        lines += process.stderr.readlines()
+        assert process.wait(timeout=60) == 130
     finally:
-        logging.getLogger("legsegnet").removeHandler(interrupt)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    messages = "".join(lines)
     assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == [
         "a.measurements.json", "a.seg.nrrd"]
-    assert "interrupted: 1 of the 2 inputs sent to the cluster finished, kept in" in caplog.text and "the same command continues" in caplog.text
+    assert "interrupted: 1 of the 2 inputs sent to the cluster finished, kept in" in messages
+    assert "the same command continues" in messages and "Traceback" not in messages
 
 
 def test_cluster_options_and_their_errors(tmp_path, capsys, monkeypatch):
