@@ -111,7 +111,8 @@ def test_local_cluster_gives_the_serial_results_and_a_rerun_rebuilds_lost_tables
 @pytest.mark.parametrize("workers", [1, 2])
 def test_each_worker_process_builds_its_engine_once_with_its_share_of_the_cores(tmp_path, workers):
     inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c", "d", "e"])
-    jobs = [Job(path, path.stem, tmp_path / "out" / f"{path.stem}.nii.gz", tmp_path / "out" / f"{path.stem}{RECORD_SUFFIX}")
+    out = tmp_path / "out"
+    jobs = [Job(path, path.stem, out / f"{path.stem}.nii.gz", out / f"{path.stem}{RECORD_SUFFIX}")
             for path in sorted(inputs.iterdir())]
     notes = tmp_path / "builds"
     notes.mkdir()
@@ -157,7 +158,8 @@ def scheduler_with_two_workers(tmp_path):
     README says; a task whose worker dies twice is given up."""
     scheduler_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTING.parent), str(TESTING)]),
-           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1", "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
+           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
+           "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
     log_file = open(tmp_path / "dask.log", "wb")
     processes = []
 
@@ -251,8 +253,9 @@ def test_cluster_options_and_their_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the dask extra were not installed
     assert main([*base, "--workers", "2"]) == 2
     assert "pip install 'legsegnet-slicer[dask]'" in capsys.readouterr().err
-    with pytest.raises(ClusterError):
-        Cluster()
+    for wrong in ({}, {"scheduler": " "}, {"scheduler": "tcp://node1:8786", "workers": 2}):
+        with pytest.raises(ClusterError):
+            Cluster(**wrong)
     assert not (tmp_path / "out" / "a.seg.nrrd").exists()
 
 
@@ -279,3 +282,4 @@ def test_readme_slurm_recipe_makes_single_threaded_gpu_workers_in_this_environme
     assert "#SBATCH --cpus-per-task=8" in script and "#SBATCH --gres=gpu:1" in script
     assert f"{sys.executable} -m distributed.cli.dask_worker" in script
     assert "--nthreads 1" in script and "--resources GPU=1" in script
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
