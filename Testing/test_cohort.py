@@ -271,14 +271,16 @@ def test_readme_slurm_recipe_makes_single_threaded_gpu_workers_in_this_environme
     def stand_in(**arguments):
         raise RecipeStopped(arguments)
 
-    fake = types.ModuleType("dask_jobqueue")
-    fake.SLURMCluster = stand_in
-    monkeypatch.setitem(sys.modules, "dask_jobqueue", fake)
+    jobqueue, dask = types.ModuleType("dask_jobqueue"), types.ModuleType("dask")
+    jobqueue.SLURMCluster = stand_in
+    scheduler_config = {}
+    dask.config = types.SimpleNamespace(set=scheduler_config.update)  # not this process's own configuration
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", jobqueue)
+    monkeypatch.setitem(sys.modules, "dask", dask)
     with pytest.raises(RecipeStopped) as stopped:
         exec(compile(recipe, "README.md", "exec"), {"__name__": "slurm_cohort"})
-    arguments = stopped.value.args[0]
-    arguments.pop("scheduler_options")  # the cluster's own, not the job's
-    script = slurm.SLURMJob(scheduler="tcp://127.0.0.1:8786", name="worker", **arguments).job_script()
+    assert scheduler_config == {key: value for key, value in cohort.LOCAL_CLUSTER_CONFIG.items() if "scheduler" in key}
+    script = slurm.SLURMJob(scheduler="tcp://127.0.0.1:8786", name="worker", **stopped.value.args[0]).job_script()
     assert "#SBATCH --cpus-per-task=8" in script and "#SBATCH --gres=gpu:1" in script
     assert f"{sys.executable} -m distributed.cli.dask_worker" in script
     assert "--nthreads 1" in script and "--resources GPU=1" in script
