@@ -152,6 +152,29 @@ def test_a_retried_task_may_replace_only_what_this_run_wrote(tmp_path, monkeypat
     assert not cohort.job_for_worker(fresh).overwrite
 
 
+class SchedulerInfoOnly:
+    """A client that only reports its workers."""
+
+    def __init__(self, *workers):
+        self.workers = {f"tcp://10.0.0.{number}:1": worker for number, worker in enumerate(workers)}
+
+    def scheduler_info(self, n_workers):
+        return {"workers": self.workers}
+
+
+def test_inputs_ask_for_a_gpu_only_where_workers_offer_one_and_the_model_may_use_it(caplog):
+    gpu, cpu, two_threads = {"nthreads": 1, "resources": {"GPU": 1}}, {"nthreads": 1}, {"nthreads": 2}
+    model = SegmentationSettings(model="stand-in")
+    assert cohort._resources(SchedulerInfoOnly(gpu, cpu), model) == {"GPU": 1}
+    assert cohort._resources(SchedulerInfoOnly(gpu), model.replace(device="cuda:0")) == {"GPU": 1}
+    assert cohort._resources(SchedulerInfoOnly(gpu), model.replace(device="cpu")) is None
+    assert cohort._resources(SchedulerInfoOnly(gpu), SegmentationSettings(engine="threshold")) is None
+    assert cohort._resources(SchedulerInfoOnly(cpu), model) is None
+    assert "--nthreads 1" not in caplog.text
+    cohort._resources(SchedulerInfoOnly(cpu, two_threads), model)
+    assert "several inputs at once with one model" in caplog.text and "--nthreads 1" in caplog.text
+
+
 @pytest.fixture
 def scheduler_with_two_workers(tmp_path):
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1, in another working folder, configured as the
