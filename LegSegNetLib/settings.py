@@ -23,6 +23,8 @@ MODEL_ENGINE, THRESHOLD_ENGINE = ENGINES
 DEFAULT_MODEL = "legsegnet"  # registry name of the published LegSegNet weights
 BACKENDS = ("torch", "onnx")  # torch: exact; the others run the same network faster on the CPU, labels may differ
 PREPROCESSING = ("legsegnet", "native")  # None: the model folder or registry entry says which
+# Fields that choose or run a model: the threshold engine takes none of them.
+MODEL_OPTIONS = ("model", "folds", "checkpoint", "tta", "batch_size", "preprocessing", "backend")
 
 
 class SettingsError(ValueError):
@@ -70,10 +72,8 @@ class SegmentationSettings:
             object.__setattr__(self, "range_mm", tuple(float(value) for value in self.range_mm))
 
     def _refuse_model_options(self) -> None:
-        given = {"model": self.model, "folds": self.folds, "checkpoint": self.checkpoint, "tta": self.tta,
-                 "batch_size": self.batch_size, "preprocessing": self.preprocessing,
-                 "backend": None if self.backend == "torch" else self.backend}
-        named = [name for name, value in given.items() if value not in (None, False)]
+        defaults = SegmentationSettings()
+        named = [name for name in MODEL_OPTIONS if getattr(self, name) != getattr(defaults, name)]
         if named:
             raise SettingsError(f"the threshold engine takes no {', '.join(named)}: those choose a LegSegNet model")
 

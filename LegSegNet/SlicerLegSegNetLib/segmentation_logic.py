@@ -1,6 +1,6 @@
 """The MRML side of LegSegNet: a CT volume node in, a segmentation node and measurement tables out.
 
-`LegSegNetLogic` works wherever the `slicer` MRML API exists: inside 3D Slicer and on PyPI `slicer-core`.
+`SegmentationLogic` works wherever the `slicer` MRML API exists: inside 3D Slicer and on PyPI `slicer-core`.
 It holds no Qt code; the Slicer module's widget only collects settings and calls it.
 
 All computing (segmentation, measurements, new segments and table contents) happens before the scene is
@@ -22,13 +22,16 @@ from typing import Optional
 import slicer
 import vtk
 
+from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
-from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.settings import SegmentationSettings, SettingsError  # noqa: F401 (SettingsError re-exported)
 from LegSegNetLib.training.export import ExportError, export_training_pairs
+from LegSegNetLib.training.options import EXPORT_FORMATS
 from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
@@ -163,7 +166,7 @@ class _Transaction:
                 self.scene.RemoveNode(node)
 
 
-class LegSegNetLogic:
+class SegmentationLogic:
     """Segment a CT volume node into the four LegSegNet tissues and measure them."""
 
     def __init__(self, scene=None):
