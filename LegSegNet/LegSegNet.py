@@ -103,6 +103,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._choices = {}  # EngineChoice.key -> EngineChoice
         self._devicesDetected = False
+        self._shownChoiceKey = None  # the engine whose model status the model section shows
         self._task = None  # the running SegmentationTask
         self._taskTimer = None
         self._started = 0.0
@@ -203,7 +204,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._selectComboData(self.ui.exportSlicesComboBox, node.exportSlices)
         if self.ui.exportFolderPathLineEdit.currentPath != node.exportFolder:
             self.ui.exportFolderPathLineEdit.currentPath = node.exportFolder
-        self._updateModelSection()
+        if self._shownChoiceKey != self._currentChoice().key:  # not on every keystroke: it reads the model folder
+            self._updateModelSection()
         self._updateButtons()
 
     def _updateButtons(self):
@@ -274,6 +276,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateModelSection(self):
         choice = self._currentChoice()
+        self._shownChoiceKey = choice.key
         status = status_texts.engine_status(choice)
         self.ui.modelStatusLabel.text = status.text
         self.ui.modelButtonsWidget.visible = choice.needs_model
@@ -477,7 +480,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._taskTimer.stop()
         self._task = None
-        node = self._parameterNode
+        node = self.logic.getParameterNode()  # also when the user has left the module meanwhile
         try:
             segmentation, table = self.logic.segmentation.finishSegmentation(task, node.outputSegmentation,
                                                                              node.outputTable)

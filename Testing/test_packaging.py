@@ -126,13 +126,13 @@ SLICER_SIDE = {"slicer", "vtk", "qt", "ctk", "PythonQt", "mrml", "SlicerLegSegNe
 
 
 def test_the_core_imports_nothing_from_slicer_vtk_or_qt():
-    offenders = {path.relative_to(ROOT).as_posix(): sorted(imported_top_level_names(ast.parse(path.read_text())) & SLICER_SIDE)
+    offenders = {path.relative_to(ROOT).as_posix(): sorted(imported_top_level_names(ast.parse(path.read_text(encoding="utf-8"))) & SLICER_SIDE)
                  for path in (ROOT / "LegSegNetLib").rglob("*.py")}
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
 def test_the_widget_reaches_the_core_only_through_its_logic_classes():
-    tree = ast.parse(MODULE_SOURCE_PATH.read_text())
+    tree = ast.parse(MODULE_SOURCE_PATH.read_text(encoding="utf-8"))
     widget_code = [node for node in tree.body if not (isinstance(node, ast.ClassDef) and node.name.endswith("Test"))]
     used = set().union(*(imported_top_level_names(node) for node in widget_code))
     assert "LegSegNetLib" not in used and "SlicerLegSegNetLib" in used

@@ -12,6 +12,7 @@ inputs unless --measurements / --slice-areas name other files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
                         help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
                              "labels may differ from nnU-Net's at near-ties")
     axial = parser.add_mutually_exclusive_group()
-    axial.add_argument("--range", type=parse_index_range, metavar="START:END",
+    axial.add_argument("--range", dest="slice_range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
     axial.add_argument("--range-mm", type=parse_mm_range, metavar="START:END",
                        help="only slices whose centre lies between these S positions in mm "
@@ -96,10 +97,10 @@ def segment_command(args, engine=None) -> int:
 
 
 def settings_from_arguments(args) -> SegmentationSettings:
-    """The one settings object the run uses, from the command's arguments (checked here, before any work)."""
-    return SegmentationSettings(engine=args.engine, model=args.model, folds=args.folds, checkpoint=args.checkpoint,
-                                tta=args.tta, device=args.device, backend=args.backend, batch_size=args.batch_size,
-                                slice_range=args.range, range_mm=args.range_mm)
+    """The one settings object the run uses: every option whose destination names a settings field (checked
+    there, before any work). A new option needs its argument here and its field in SegmentationSettings."""
+    names = {field.name for field in dataclasses.fields(SegmentationSettings)}
+    return SegmentationSettings(**{name: value for name, value in vars(args).items() if name in names})
 
 
 def _job_label(job: Job, number: int, count: int) -> str:
