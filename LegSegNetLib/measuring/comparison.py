@@ -86,7 +86,7 @@ def overlap(mask: np.ndarray, reference: np.ndarray, spacing_kji) -> Overlap:
     if not (in_mask and in_reference):
         where = "both" if not (in_mask or in_reference) else "the prediction" if not in_mask else "the reference"
         undefined = "Dice and surface distances undefined" if where == "both" else "surface distances undefined"
-        return Overlap(dice(mask, reference), math.nan, math.nan, f"absent from {where}: {undefined}")
+        return Overlap(float(dice(mask, reference)), math.nan, math.nan, f"absent from {where}: {undefined}")
     require_package("monai", "Surface distances (HD95, ASSD)")
     import torch
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
@@ -102,7 +102,7 @@ def overlap(mask: np.ndarray, reference: np.ndarray, spacing_kji) -> Overlap:
                                           spacing=spacing)
         assd = compute_average_surface_distance(pred, ref, include_background=True, symmetric=True,
                                                 spacing=spacing)
-    return Overlap(dice(mask, reference), float(hd95), float(assd))
+    return Overlap(float(dice(mask, reference)), float(hd95), float(assd))
 
 
 def align_reference(reference: Volume, prediction: Volume) -> tuple:
