@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import slicer
 import vtk
 
-from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
+from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_tables
+from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.measuring.measurements import compute_measurements
 from LegSegNetLib.segmenting.pipeline import SliceRange
 from LegSegNetLib.segmenting.run import run_segmentation, selected_slices
@@ -197,6 +199,45 @@ class LegSegNetLogic:
         measurements = compute_measurements(volume, labels)
         with self._transaction() as transaction:
             return self._write_tables(transaction, measurements, outputTable, volumeNode)
+
+    # ---- comparison with a reference ----------------------------------------------------------------------------
+
+    def compareWithReference(self, segmentationNode, volumeNode, reference=None, outputTable=None):
+        """Compare the LegSegNet segments as they are now with a reference, per tissue (Dice, HD95, ASSD, volumes
+        and their difference, mean HU: mrml_comparison.COMPARISON_COLUMNS); returns the table node (reused when
+        given). reference: a segmentation node (its tissue segments, by tag, ID or name), a labelmap volume node
+        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
+        into this segmentation, which measures the corrections made since. Surface distances need MONAI
+        (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
+        ct = volume_from_node(volumeNode)
+        labels = ct.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
+        reference_labels, name, notes = self._reference_labels(segmentationNode, volumeNode, ct, reference)
+        content = mrml_comparison.comparison_table_content(ct, labels, reference_labels, notes)
+        with self._transaction() as transaction:
+            table_node = outputTable or self._new_table(
+                transaction, f"{segmentationNode.GetName()} vs {name}", volumeNode)
+            transaction.apply(mrml_tables.TableReplacement(table_node, content))
+        return table_node
+
+    def _reference_labels(self, segmentation_node, volume_node, ct: Volume, reference) -> tuple:
+        """(tissue labels as a Volume, a name for the table, notes) of a compareWithReference reference."""
+        if reference is None:
+            original = self.originalLabels(segmentation_node)
+            if original is None:
+                raise ValueError(f"'{segmentation_node.GetName()}' does not hold the labels LegSegNet first wrote "
+                                 "(it was not made by Segment leg): pick a reference segmentation instead")
+            return original, "original labels", ()
+        if isinstance(reference, (str, Path)):
+            read = read_label_map(reference)
+            return read.labels, Path(reference).name, read.notes
+        if reference.IsA("vtkMRMLSegmentationNode"):
+            ids = mrml_comparison.reference_segment_ids(reference)
+            labels = mrml_segmentation.labels_from_segmentation(reference, volume_node, ids)
+            return ct.with_array(labels), reference.GetName(), ()
+        if reference.IsA("vtkMRMLLabelMapVolumeNode"):
+            return _node_volume(reference), reference.GetName(), ()
+        raise ValueError(f"'{reference.GetName()}' is neither a segmentation nor a labelmap: pick a reference "
+                         "segmentation")
 
     # ---- training pairs ---------------------------------------------------------------------------------------
 

@@ -76,23 +76,28 @@ class LabelMap:
 def read_label_map(path, label_set: LabelSet = DEFAULT_LABEL_SET) -> LabelMap:
     """Read a label map (.nii.gz .nii .nrrd .mha .mhd or Slicer .seg.nrrd) as tissue labels of `label_set`."""
     path = Path(path)
-    if extension_of(path) == ".seg.nrrd":
-        values, notes = _segment_values(path, label_set)
-    else:
-        values, notes = dict((value, key) for key, value in label_set.values), []
-    volume = read_volume(path)
+    if extension_of(path) != ".seg.nrrd":
+        return tissue_labels(read_volume(path), label_set, str(path))
+    values, notes = _segment_values(path, label_set)
+    read = tissue_labels(read_volume(path), LabelSet(tuple((key, value) for value, key in values.items())),
+                         str(path))
+    return LabelMap(read.labels, tuple(notes))  # values outside: those of the segments noted
+
+
+def tissue_labels(volume: Volume, label_set: LabelSet = DEFAULT_LABEL_SET, source: str = "the label map") -> LabelMap:
+    """Renumber a label map's values (`label_set`'s file values) to tissue values; other values become 0."""
     array = volume.array
     if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
-        raise VolumeReadError(f"{path} holds fractional values: a label map holds whole-number labels")
+        raise VolumeReadError(f"{source} holds fractional values: a label map holds whole-number labels")
     present = np.unique(array)
     if present.size and present.min() < 0:
-        raise VolumeReadError(f"{path} holds negative values: a label map holds labels 0..255")
-    outside = [int(value) for value in present if value != 0 and int(value) not in values]
-    if outside and extension_of(path) != ".seg.nrrd":
-        notes.append(f"label values {outside} are not in the label set ({label_set.describe()}): counted as "
-                     "background (give --labels to compare them)")
-    lookup = np.zeros(int(max(present.max(initial=0), max(values, default=0))) + 1, dtype=np.uint8)
-    for value, key in values.items():
+        raise VolumeReadError(f"{source} holds negative values: a label map holds labels 0..255")
+    file_values = {value: key for key, value in label_set.values}
+    outside = [int(value) for value in present if value != 0 and int(value) not in file_values]
+    notes = [f"label values {outside} are not in the label set ({label_set.describe()}): counted as background "
+             "(give --labels to compare them)"] if outside else []
+    lookup = np.zeros(int(max(present.max(initial=0), max(file_values))) + 1, dtype=np.uint8)
+    for value, key in file_values.items():
         lookup[value] = TISSUE_BY_KEY[key].value
     index = array if array.dtype.kind in "iu" else array.astype(np.intp)
     return LabelMap(volume.with_array(lookup[index]), tuple(notes))
