@@ -70,7 +70,7 @@ def compare_command(args) -> int:
     except MissingPackageError as error:
         raise UserError(str(error)) from None
     predictions, references = label_files(args.pred), label_files(args.ref)
-    pairs = pair_cases(predictions, references)
+    pairs = pair_cases(predictions, references, by_name=not (args.pred.is_file() and args.ref.is_file()))
     if not pairs:
         raise UserError(f"no case of {args.pred} has a reference of the same name in {args.ref} (cases are paired "
                         f"by file name without extensions; predictions: {_names(predictions)}; references: "
@@ -130,9 +130,9 @@ def label_files(path: Path) -> dict:
     return found
 
 
-def pair_cases(predictions: dict, references: dict) -> dict:
-    """{case: (prediction file, reference file)}; two single files pair whatever their names."""
-    if len(predictions) == len(references) == 1:
+def pair_cases(predictions: dict, references: dict, by_name: bool = True) -> dict:
+    """{case: (prediction file, reference file)} of the cases named alike; not by_name: the one file of each."""
+    if not by_name:
         (name, prediction), = predictions.items()
         return {name: (prediction, next(iter(references.values())))}
     return {name: (predictions[name], references[name]) for name in predictions if name in references}

@@ -163,12 +163,13 @@ def compare_case(case: str, prediction: Volume, reference: Volume, label_set: La
     for key in label_set.keys:
         value = TISSUE_BY_KEY[key].value
         result = overlap(prediction.array == value, reference.array == value, prediction.spacing[::-1])
-        pred_row, ref_row = (rows_[key] for rows_ in tissue_rows)
+        pred_row, ref_row = (by_tissue[key] for by_tissue in tissue_rows)
         rows.append({
             "case": case, "prediction": prediction_name, "tissue": key, "dice": result.dice,
-            "hd95_mm": result.hd95_mm, "assd_mm": result.assd_mm, "volume_pred_cm3": pred_row["volume_cm3"],
-            "volume_ref_cm3": ref_row["volume_cm3"], "volume_difference_cm3": pred_row["volume_cm3"] - ref_row[
-                "volume_cm3"], "mean_HU_pred": pred_row["mean_HU"] if ct is not None else math.nan,
+            "hd95_mm": result.hd95_mm, "assd_mm": result.assd_mm,
+            "volume_pred_cm3": pred_row["volume_cm3"], "volume_ref_cm3": ref_row["volume_cm3"],
+            "volume_difference_cm3": pred_row["volume_cm3"] - ref_row["volume_cm3"],
+            "mean_HU_pred": pred_row["mean_HU"] if ct is not None else math.nan,
             "mean_HU_ref": ref_row["mean_HU"] if ct is not None else math.nan,
             "note": "; ".join(filter(None, [result.note, *notes])),
         })

@@ -127,9 +127,9 @@ def _segment_values(path: Path, label_set: LabelSet) -> tuple:
             if key in values.values():
                 raise VolumeReadError(f"{path} has two segments for {key}; merge them in Segment Editor first")
             values[value] = key
-        else:
-            notes.append(f"segment {name or segment_id!r} is not in the label set ({', '.join(label_set.keys)}): "
-                         "not compared")
+        elif key is None:  # a tissue left out of --labels is left out on purpose
+            notes.append(f"segment {name or segment_id!r} is not a tissue of the label set "
+                         f"({', '.join(label_set.keys)}): not compared")
     if not values:
         raise VolumeReadError(f"no segment of {path} is named after a tissue of the label set "
                               f"({', '.join(label_set.keys)}); name the segments (e.g. 'Skeletal muscle' or 'SM')")

@@ -103,7 +103,8 @@ def _agreement_figure(item, pred, ref):
     scatter.set_ylabel(f"prediction{unit}")
     scatter.set_title(f"{item.metric}: r = {_text(item.pearson_r)}, ICC(2,1) = {_text(item.icc)}")
     bland_altman.scatter((pred + ref) / 2, pred - ref, s=18)
-    for value, style, label in ((item.bias, "-", "bias"), (item.loa_low, "--", "95% limits"), (item.loa_high, "--", None)):
+    lines = ((item.bias, "-", "bias"), (item.loa_low, "--", "95% limits"), (item.loa_high, "--", None))
+    for value, style, label in lines:
         if math.isfinite(value):
             bland_altman.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=label)
     bland_altman.set_xlabel(f"mean of prediction and reference{unit}")
