@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 import slicer
@@ -25,6 +26,7 @@ import vtk
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.measuring.measurements import compute_measurements
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
+from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
@@ -32,7 +34,7 @@ from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
 from LegSegNetLib.settings import SegmentationSettings, SettingsError  # noqa: F401 (SettingsError re-exported)
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import EXPORT_FORMATS
-from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
+from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_tables
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
@@ -279,6 +281,45 @@ class SegmentationLogic:
         measurements = compute_measurements(volume, labels)
         with self._transaction() as transaction:
             return self._write_tables(transaction, measurements, outputTable, volumeNode)
+
+    # ---- comparison with a reference ----------------------------------------------------------------------------
+
+    def compareWithReference(self, segmentationNode, volumeNode, reference=None, outputTable=None):
+        """Compare the LegSegNet segments as they are now with a reference, per tissue (Dice, HD95, ASSD, volumes
+        and their difference, mean HU: mrml_comparison.COMPARISON_COLUMNS); returns the table node (reused when
+        given). reference: a segmentation node (its tissue segments, by tag, ID or name), a labelmap volume node
+        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
+        into this segmentation, which measures the corrections made since. Surface distances need MONAI
+        (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
+        ct = volume_from_node(volumeNode)
+        labels = ct.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
+        reference_labels, name, notes = self._reference_labels(segmentationNode, volumeNode, ct, reference)
+        content = mrml_comparison.comparison_table_content(ct, labels, reference_labels, notes)
+        with self._transaction() as transaction:
+            table_node = outputTable or self._new_table(
+                transaction, f"{segmentationNode.GetName()} vs {name}", volumeNode)
+            transaction.apply(mrml_tables.TableReplacement(table_node, content))
+        return table_node
+
+    def _reference_labels(self, segmentation_node, volume_node, ct: Volume, reference) -> tuple:
+        """(tissue labels as a Volume, a name for the table, notes) of a compareWithReference reference."""
+        if reference is None:
+            original = self.originalLabels(segmentation_node)
+            if original is None:
+                raise ValueError(f"'{segmentation_node.GetName()}' does not hold the labels LegSegNet first wrote "
+                                 "(it was not made by Segment leg): pick a reference segmentation instead")
+            return original, "original labels", ()
+        if isinstance(reference, (str, Path)):
+            read = read_label_map(reference)
+            return read.labels, Path(reference).name, read.notes
+        if reference.IsA("vtkMRMLSegmentationNode"):
+            ids = mrml_comparison.reference_segment_ids(reference)
+            labels = mrml_segmentation.labels_from_segmentation(reference, volume_node, ids)
+            return ct.with_array(labels), reference.GetName(), ()
+        if reference.IsA("vtkMRMLLabelMapVolumeNode"):
+            return _node_volume(reference), reference.GetName(), ()
+        raise ValueError(f"'{reference.GetName()}' is neither a segmentation nor a labelmap: pick a reference "
+                         "segmentation")
 
     # ---- training pairs ---------------------------------------------------------------------------------------
 

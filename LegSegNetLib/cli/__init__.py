@@ -10,6 +10,7 @@ import sys
 
 SUBCOMMAND_MODULES = (
     "segment",
+    "compare",
     "models",
     "demo",
     "phantom_volume",

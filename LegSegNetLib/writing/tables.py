@@ -79,3 +79,11 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+def write_table_with_twin(columns, rows: list, path, overwrite: bool = False) -> None:
+    """Any table as CSV plus a .json twin holding the column units and descriptions and the rows (NaN: null)."""
+    twin = {"columns": [column.__dict__ for column in columns],
+            "rows": [{column.name: row.get(column.name) for column in columns} for row in rows]}
+    write_text(path, csv_text(columns, rows), overwrite)
+    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
