@@ -92,6 +92,7 @@ class LegSegNetParameterNode:
     exportSlices: str = EXPORT_SLICES[0]
     exportRangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
     exportRangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    compareReference: vtkMRMLSegmentationNode  # None: the labels LegSegNet first wrote
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -144,6 +145,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.setExportRangeFromButton.clicked.connect(lambda: self.onSetExportRangeFromSliceView("exportRangeFromMm"))
         self.ui.setExportRangeToButton.clicked.connect(lambda: self.onSetExportRangeFromSliceView("exportRangeToMm"))
         self.ui.exportButton.clicked.connect(self.onExportTrainingPairs)
+        self.ui.compareButton.clicked.connect(lambda: self.onCompare(self._parameterNode.compareReference))
+        self.ui.compareFileButton.clicked.connect(self.onCompareWithFile)
 
         self._populateEngineChoices()
         self.initializeParameterNode()
@@ -219,11 +222,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        else "Segment every axial slice of the CT into SAT, muscle, IMAT and bone.")
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
                        self.ui.optionsCollapsibleButton, self.ui.outputsCollapsibleButton,
-                       self.ui.trainingCollapsibleButton):
+                       self.ui.compareCollapsibleButton, self.ui.trainingCollapsibleButton):
             widget.enabled = not running
         self.ui.updateMeasurementsButton.enabled = hasResult and not running
         self.ui.show3DButton.enabled = hasResult and not running
         self.ui.exportButton.enabled = hasResult and not running
+        self.ui.compareButtonsWidget.enabled = hasResult and not running
         self.ui.axialRangeWidget.enabled = bool(node and node.useAxialRange)
         self.ui.exportRangeWidget.enabled = bool(node and node.exportSlices == "range")
 
@@ -309,9 +313,11 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self._installDependencies(self._currentChoice())
 
     def _installDependencies(self, choice):
+        return self._installPackages(self.logic.models.missingRequirements(choice))
+
+    def _installPackages(self, missing):
         """Ask, then install what is missing; True when everything is ready to use without a restart."""
         models = self.logic.models
-        missing = models.missingRequirements(choice)
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(models.consentMessage(missing),
@@ -559,6 +565,33 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         skipped = f"; {len(result.skipped_empty)} selected slices had no tissue" if result.skipped_empty else ""
         self.ui.exportStatusLabel.text = (f"Exported {len(result.slices)} slices ({len(result.files)} files) "
                                           f"to {node.exportFolder}{skipped}.")
+
+    # ---- comparison with a reference --------------------------------------------------------------------------
+
+    def onCompareWithFile(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Reference label map or segmentation", "",
+                                              "Label maps (*.seg.nrrd *.nii.gz *.nii *.nrrd *.mha)")
+        if path:
+            self.onCompare(path)
+
+    def onCompare(self, reference):
+        """Compare the segments as they are now with `reference` (a segmentation node, a file, or None: the labels
+        LegSegNet first wrote) and show the table."""
+        node = self._parameterNode
+        if not self._installPackages(self.logic.models.missingComparisonRequirements()):
+            return
+        try:
+            with slicer.util.WaitCursor():
+                table = self.logic.segmentation.compareWithReference(node.outputSegmentation, node.inputVolume,
+                                                                     reference)
+        except ValueError as error:  # a reference that cannot be compared: the message says what to pick
+            self.ui.compareStatusLabel.text = f"Not compared: {error}"
+            return
+        except Exception as error:
+            slicer.util.errorDisplay(f"Comparing with the reference failed: {error}", detailedText=traceback.format_exc())
+            return
+        self.ui.compareStatusLabel.text = f"Comparison in table '{table.GetName()}'."
+        self._showResults(table)
 
     def onShow3D(self, on):
         if self._parameterNode and self._parameterNode.outputSegmentation:

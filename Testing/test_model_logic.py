@@ -71,3 +71,16 @@ def test_offline_install_asks_before_replacing_then_removal(hf_model):
     assert logic.installFrom(hf_model, LEGSEGNET, confirm_replace=lambda: True) == folder
     logic.remove(LEGSEGNET)
     assert model_status("legsegnet").state == NOT_INSTALLED
+
+
+def test_comparison_needs_monai_and_torch_only_when_missing(monkeypatch):
+    assert ModelLogic.missingComparisonRequirements() == []  # both installed here
+    real_version = dependencies.importlib.metadata.version
+
+    def version(name):
+        if name == "monai":
+            raise dependencies.importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(dependencies.importlib.metadata, "version", version)
+    assert [r.distribution for r in ModelLogic.missingComparisonRequirements()] == ["monai"]

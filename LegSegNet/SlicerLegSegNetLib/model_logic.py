@@ -72,6 +72,11 @@ class ModelLogic:
     def missingRequirements(self, choice: EngineChoice) -> list:
         return dependencies.missing_requirements(self.requirements(choice))
 
+    @staticmethod
+    def missingComparisonRequirements() -> list:
+        """What comparing with a reference needs (MONAI's surface distances) and is not installed."""
+        return dependencies.missing_requirements(dependencies.COMPARISON_REQUIREMENTS)
+
     def consentMessage(self, missing: list) -> str:
         return dependencies.consent_message(missing, self.pytorch_utils is not None)
 
