@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from LegSegNetLib.progress import ProgressCallback
+from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume_files import read_volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.run import run_segmentation
@@ -73,6 +74,8 @@ def run_batch(jobs: list, engine: SliceEngine, settings: SegmentationSettings,
             if job.record is not None and number > 1:
                 log.warning("interrupted during %s: the inputs finished before it are kept in %s; the same command "
                             "continues from there", job.input, job.record.parent)
+            raise
+        except EmptyRangeError:  # the range given is a usage problem, not this input's
             raise
         except Exception as error:  # one bad input must not stop a batch
             log.debug("details", exc_info=True)

@@ -23,6 +23,13 @@ class UserError(Exception):
     """A problem the user can fix; printed as one clear line, without a traceback."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="legsegnet", description="Lower-extremity CT tissue segmentation (LegSegNet).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")

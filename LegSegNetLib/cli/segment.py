@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from LegSegNetLib.batch import RECORD_SUFFIX, Job, RecordError, TableOutput, refuse_results_of_other_settings, run_batch, write_tables
-from LegSegNetLib.cli import UserError
+from LegSegNetLib.cli import UserError, positive_int
 from LegSegNetLib.device import DEVICE_HELP
 from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
     engine.add_argument("--device", default="auto", help=DEVICE_HELP)
-    engine.add_argument("--batch-size", type=_positive_int, metavar="N",
+    engine.add_argument("--batch-size", type=positive_int, metavar="N",
                         help="slices per network batch (default: chosen from the device's free memory)")
     engine.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
@@ -212,7 +212,10 @@ def folds_argument(text: str) -> Optional[tuple]:
 
 def parse_index_range(text: str) -> SliceRange:
     start, stop = _split_range(text, int, "--range takes START:END slice indices, e.g. 40:300 or 40:")
-    return SliceRange(start, stop)
+    try:
+        return SliceRange(start, stop)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_mm_range(text: str) -> tuple:
@@ -220,12 +223,6 @@ def parse_mm_range(text: str) -> tuple:
     if start is None or stop is None:
         raise argparse.ArgumentTypeError("--range-mm needs both ends, e.g. -120:-40")
     return start, stop
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return int(text)
 
 
 def _split_range(text: str, number, message: str) -> tuple:
