@@ -297,3 +297,123 @@ def test_disk_filling_during_writing(tmp_path):
     assert sorted(path.name for path in out.iterdir()) == [
         "leg.measurements.json", "leg.nii.gz", "measurements.csv", "measurements.json", "slice_areas.csv"]
     assert json.loads((out / "leg.measurements.json").read_text())["summary"]["slice_count"] == 6
+
+
+# ---- outputs that collide, concurrent runs, killed runs ------------------------------------------------------
+
+@pytest.fixture
+def leg_file(tmp_path):
+    write_volume(phantom()[0], tmp_path / "leg.nrrd")
+    return tmp_path / "leg.nrrd"
+
+
+@pytest.mark.parametrize("arguments", [
+    ("--labelmap", "{input}", "--overwrite"),  # would replace the CT with its labels
+    ("--measurements", "{dir}/t.csv", "--slice-areas", "{dir}/t.csv"),
+    ("--measurements", "{dir}/t.csv", "--slice-areas", "{dir}/elsewhere/../t.csv"),
+    ("--output-dir", "{dir}/od", "--measurements", "{dir}/od/slice_areas.csv"),  # the folder's default table
+    ("--output-dir", "{dir}/od", "--slice-areas", "{dir}/od/measurements.csv"),
+])
+def test_outputs_that_are_one_file_are_refused_before_any_work(leg_file, tmp_path, capsys, arguments):
+    before = leg_file.read_bytes()
+    argv = [argument.format(input=leg_file, dir=tmp_path) for argument in arguments]
+    assert segment_cli(leg_file, *argv) == 2
+    assert "are the same file" in capsys.readouterr().err
+    assert leg_file.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["leg.nrrd"]
+
+
+def test_a_second_run_on_a_busy_output_folder_is_refused(leg_file, tmp_path, capsys):
+    from LegSegNetLib.writing.outputs import output_folder_lock
+
+    out = tmp_path / "out"
+    with output_folder_lock(out):  # as a first run in another process holds it
+        assert segment_cli(leg_file, "--output-dir", out) == 2
+        assert f"another legsegnet run (process {os.getpid()}) is writing to {out}" in capsys.readouterr().err
+        assert sorted(path.name for path in out.iterdir()) == [".legsegnet.lock"]
+    assert segment_cli(leg_file, "--output-dir", out) == 0
+    assert not (out / ".legsegnet.lock").exists()
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(leg_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".legsegnet.lock").write_text("99999999")  # its process is gone, and so is its operating-system lock
+    assert segment_cli(leg_file, "--output-dir", out) == 0
+
+
+def test_sigterm_mid_write_leaves_no_partial_and_stale_partials_are_cleaned(leg_file, tmp_path):
+    """A SIGTERM while the label map is being written stops the run like Ctrl+C (its temporary file removed);
+    the hidden partial files of runs killed harder (SIGKILL, power loss) are removed by the next run."""
+    out = tmp_path / "out"
+    script = (
+        "import os, signal, sys\n"
+        "import SimpleITK as sitk\n"
+        "write = sitk.WriteImage\n"
+        "def write_then_get_killed(*args, **kwargs):\n"
+        "    write(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "sitk.WriteImage = write_then_get_killed\n"
+        "from LegSegNetLib.cli import main\n"
+        f"sys.exit(main(['segment', '--engine', 'threshold', {str(leg_file)!r}, '--output-dir', {str(out)!r}]))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert killed.returncode == 130, killed.stderr
+    assert list(out.iterdir()) == []
+
+    stale = out / ".leg.seg.nrrd.0123abcd.partial.seg.nrrd"
+    stale.write_bytes(b"half a label map")
+    assert segment_cli(leg_file, "--output-dir", out) == 0
+    assert not stale.exists()
+    assert not any(path.name.startswith(".") for path in out.iterdir())
+
+
+# ---- ranges and counts that are usage errors -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["-1000:5", "2:-1"])
+def test_negative_slice_indices_are_refused(leg_file, tmp_path, capsys, text):
+    with pytest.raises(SystemExit) as exit_:
+        segment_cli(leg_file, f"--range={text}", "--measurements", tmp_path / "m.csv")
+    assert exit_.value.code == 2
+    assert "slice indices start at 0" in capsys.readouterr().err
+
+
+def test_an_empty_range_is_a_usage_error(leg_file, tmp_path, capsys):
+    assert segment_cli(leg_file, "--range", "50:60", "--measurements", tmp_path / "m.csv") == 2
+    assert "selects no slice of a volume with 3 slices" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize("epochs", ["0", "-3"])
+def test_training_for_no_epochs_is_refused(tmp_path, capsys, epochs):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "model"), f"--epochs={epochs}"])
+    assert exit_.value.code == 2
+    assert "expected a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+# ---- geometry a format cannot keep ---------------------------------------------------------------------------
+
+def sheared(volume):
+    """The volume on a grid whose slice axis leans 20 degrees in the row direction (as after a gantry tilt,
+    stored without resampling)."""
+    ijk_to_ras = volume.ijk_to_ras.copy()
+    ijk_to_ras[:3, 2] += np.tan(np.radians(20)) * ijk_to_ras[:3, 1] * np.linalg.norm(ijk_to_ras[:3, 2]) \
+        / np.linalg.norm(ijk_to_ras[:3, 1])
+    return Volume(volume.array, ijk_to_ras)
+
+
+def test_a_sheared_grid_is_never_written_where_its_geometry_is_lost(tmp_path, caplog):
+    ct = sheared(phantom()[0])
+    write_volume(ct, tmp_path / "tilted.nrrd")
+    np.testing.assert_allclose(read_volume(tmp_path / "tilted.nrrd").ijk_to_ras, ct.ijk_to_ras, atol=1e-6)
+
+    with caplog.at_level(logging.ERROR):
+        assert segment_cli(tmp_path / "tilted.nrrd", "--labelmap", tmp_path / "labels.nii.gz") != 0
+    assert "cannot store this volume's voxel grid, which is sheared" in caplog.text
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tilted.nrrd"]
+
+    for kept in ("labels.seg.nrrd", "labels.nrrd"):
+        assert segment_cli(tmp_path / "tilted.nrrd", "--labelmap", tmp_path / kept) == 0
+        np.testing.assert_allclose(read_volume(tmp_path / kept).ijk_to_ras, ct.ijk_to_ras, atol=1e-5)
