@@ -96,7 +96,8 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     started = time.monotonic()
     ct = read_volume(job.input)
     result = run_segmentation(ct, engine, settings, progress)
-    record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used()),
+    record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used(),
+                                   result.warnings),
               "settings": settings.record()}
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, job.overwrite)

@@ -88,7 +88,8 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
 
     rows = read_csv(out / "m.csv")
     assert len(rows) == 1
-    assert list(rows[0]) == ["input", "engine", "model"] + [column.name for column in SUMMARY_COLUMNS]
+    assert list(rows[0]) == ["input", "engine", "model", "warnings"] + [column.name for column in SUMMARY_COLUMNS]
+    assert rows[0]["warnings"] == ""
     assert rows[0]["engine"] == "hu-bands"
     for tissue, pixels in PER_LEG_SLICE.items():
         assert float(rows[0][f"{tissue}_volume_cm3"]) == pytest.approx(2 * pixels * 6 * VOXEL_CM3)
