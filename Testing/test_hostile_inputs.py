@@ -563,3 +563,20 @@ def test_spacing_a_ct_cannot_have(tmp_path, caplog):
     huge = Volume(ct.array, np.diag([1e6, 1e6, 1e6, 1.0]))
     write_volume(huge, tmp_path / "huge.nrrd")
     assert_refused(tmp_path, tmp_path / "huge.nrrd", caplog, "is impossible for a CT")
+
+
+def test_every_test_the_readme_names_for_a_promise_exists():
+    """The README backs each promise with tests by name: a renamed or deleted test must not leave it unbacked."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What LegSegNet promises", 1)[1].split("\n## ", 1)[0]
+    named, current_file = [], None
+    for file_name, test_name in re.findall(r"`(test_\w+\.py)?(?:::)?(test_\w+)?`", section):
+        current_file = file_name or current_file  # `::test_x` and a bare `test_x` belong to the file named last
+        if test_name:
+            named.append((current_file, test_name))
+    assert len(named) > 30
+    for file_name, test_name in named:
+        source = (REPO / "Testing" / file_name).read_text(encoding="utf-8")
+        assert f"def {test_name}(" in source, f"README names {file_name}::{test_name}, which does not exist"
