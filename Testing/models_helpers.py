@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from model_factory import make_model_folder
+from weights_server import WeightsServer
 
 HF_FILES = ("plans.json", "dataset.json", "fold_0/checkpoint_best.pth")
 # Big enough (about 2 MB) that a transfer takes several reads, so it can be cut, resumed and cancelled midway.
@@ -33,6 +34,14 @@ def hf_model(tmp_path_factory) -> Path:
     """A model folder in the layout Hugging Face serves (plans.json, dataset.json, fold_0/checkpoint_best.pth)."""
     return make_model_folder(tmp_path_factory.mktemp("hf") / "LegSegNet", checkpoint_name="checkpoint_best.pth",
                              features_per_stage=SERVED_FEATURES)
+
+
+@pytest.fixture
+def server(hf_model, monkeypatch):
+    """The local weights server holding hf_model, set as the mirror (LEGSEGNET_WEIGHTS_URL)."""
+    with WeightsServer(hf_model) as running:
+        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
+        yield running
 
 
 def sha256(path: Path) -> str:

@@ -20,17 +20,9 @@ from LegSegNetLib.models import NOT_INSTALLED, download_model, model_status, pat
 from LegSegNetLib.models.download import DiskFullError, DownloadDeadlineError, OversizedDownloadError
 from LegSegNetLib.reading.volume_files import write_volume
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
-from models_helpers import HF_FILES, hf_model, isolated_home, write_registry, zip_folder  # noqa: F401
-from weights_server import WeightsServer
+from models_helpers import HF_FILES, hf_model, isolated_home, server, write_registry, zip_folder  # noqa: F401
 
 CHECKPOINT = "fold_0/checkpoint_best.pth"
-
-
-@pytest.fixture
-def server(hf_model, monkeypatch):
-    with WeightsServer(hf_model) as running:
-        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
-        yield running
 
 
 def registry_entry(path, url_pattern, files):

@@ -16,17 +16,10 @@ from LegSegNetLib.models import (CORRUPT, INSTALLED, NOT_INSTALLED, ChecksumMism
                                  ModelValidationError, download_model, forget_recorded_checksums, model_status,
                                  resolve_model, verify_model)
 from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
-from models_helpers import HF_FILES, hf_model, isolated_home, sha256, write_registry  # noqa: F401
+from models_helpers import HF_FILES, hf_model, isolated_home, server, sha256, write_registry  # noqa: F401
 from weights_server import WeightsServer
 
 CHECKPOINT = "fold_0/checkpoint_best.pth"
-
-
-@pytest.fixture
-def server(hf_model, monkeypatch):
-    with WeightsServer(hf_model) as running:
-        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
-        yield running
 
 
 def url_path(relative):
