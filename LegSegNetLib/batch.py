@@ -75,9 +75,9 @@ def run_batch(jobs: list, engine: SliceEngine, settings: SegmentationSettings,
                 log.warning("interrupted during %s: the inputs finished before it are kept in %s; the same command "
                             "continues from there", job.input, job.record.parent)
             raise
-        except EmptyRangeError:  # the range given is a usage problem, not this input's
-            raise
         except Exception as error:  # one bad input must not stop a batch
+            if isinstance(error, EmptyRangeError) and len(jobs) == 1:
+                raise  # the range given selects nothing of the one input: a usage problem (exit status 2)
             log.debug("details", exc_info=True)
             log.error("%s: failed: %s", job.input, error)
             result.failed.append(job.input)

@@ -386,9 +386,15 @@ def test_negative_slice_indices_are_refused(leg_file, tmp_path, capsys, text):
 
 
 def test_an_empty_range_is_a_usage_error(leg_file, tmp_path, capsys):
+    """For the one input given; in a batch it is that input's failure and the others are done (exit status 1)."""
     assert segment_cli(leg_file, "--range", "50:60", "--measurements", tmp_path / "m.csv") == 2
     assert "selects no slice of a volume with 3 slices" in capsys.readouterr().err
     assert not (tmp_path / "m.csv").exists()
+
+    write_volume(phantom(shape=(6, 160, 160))[0], tmp_path / "longer.nrrd")
+    assert segment_cli(leg_file, tmp_path / "longer.nrrd", "--range", "4:6", "--output-dir", tmp_path / "out") == 1
+    assert [row["input"] for row in csv.DictReader((tmp_path / "out" / "measurements.csv").read_text().splitlines())] == [
+        str(tmp_path / "longer.nrrd")]
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3"])
