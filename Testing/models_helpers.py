@@ -38,7 +38,7 @@ def hf_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def server(hf_model, monkeypatch):
-    """The local weights server holding hf_model, set as the mirror (LEGSEGNET_WEIGHTS_URL)."""
+    """The served model behind a local stand-in for Hugging Face, set as the weights mirror."""
     with WeightsServer(hf_model) as running:
         monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
         yield running
