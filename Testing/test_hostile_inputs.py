@@ -507,6 +507,7 @@ def test_unrescaled_ct_with_negative_padding_is_measured_with_a_warning(tmp_path
     with caplog.at_level(logging.WARNING):
         warnings = measured_warnings(tmp_path, tmp_path / "stored.nrrd")
     assert "no fat peak (-190..-30 HU)" in warnings and "stored values must be rescaled" in warnings
+    assert "almost no voxel lies at air's -1100..-900 HU" in warnings
     assert "no fat peak" in caplog.text
 
 

@@ -17,6 +17,8 @@ MIN_IN_PLANE_PIXELS = 16
 # Leg CT nearly always shows the air around the body (about -1000 HU); without any voxel this dark the
 # image is probably not CT in HU (for example MR, or CT rescaled to another range).
 AIR_EXPECTED_BELOW_HU = -500.0
+AIR_BAND_HU = (-1100.0, -900.0)  # air itself; values below -500 only elsewhere are padding (-2000, -3024 ...)
+_AIR_MIN_SHARE = 0.001
 # Where CT in Hounsfield units puts the two tissues every leg has: a histogram peak (a mode inside the band, not
 # a slope running into it) in each. Unrescaled CT (stored values 0..4095), MR and noise put theirs elsewhere.
 TISSUE_PEAK_BANDS_HU = {"fat": (-190.0, -30.0), "muscle": (-29.0, 150.0)}
@@ -114,7 +116,24 @@ def _intensity_warnings(array: np.ndarray) -> list[str]:
     if low > AIR_EXPECTED_BELOW_HU:
         warnings.append(f"no voxel is below {AIR_EXPECTED_BELOW_HU:g} (range {low:g}..{high:g}); leg CT in Hounsfield "
                         "units shows air at about -1000: check that this is a CT (the model is for CT, not MR)")
+    elif not _shows_air(array):
+        warnings.append(f"almost no voxel lies at air's {AIR_BAND_HU[0]:g}..{AIR_BAND_HU[1]:g} HU (the dark values are "
+                        "padding at other values): check that this is a CT in Hounsfield units (the model is for CT, "
+                        "not MR; stored values must be rescaled to HU)")
     return warnings
+
+
+def _histogram_sample(array: np.ndarray) -> np.ndarray:
+    """Whole planes spread over the volume (no aliasing with the row length), at most about
+    _HISTOGRAM_MAX_VOXELS voxels."""
+    step = max(1, int(np.ceil(array.size / _HISTOGRAM_MAX_VOXELS)))
+    return array[::step] if array.shape[0] >= step else array
+
+
+def _shows_air(array: np.ndarray) -> bool:
+    sample = _histogram_sample(array)
+    in_air = np.count_nonzero((sample >= AIR_BAND_HU[0]) & (sample <= AIR_BAND_HU[1]))
+    return in_air >= _AIR_MIN_SHARE * sample.size
 
 
 def _band(name: str) -> str:
@@ -124,9 +143,7 @@ def _band(name: str) -> str:
 
 def tissue_peaks_hu(array: np.ndarray) -> dict:
     """The HU of the fat and muscle histogram peaks (None where a band holds no peak) among the body's voxels."""
-    step = max(1, int(np.ceil(array.size / _HISTOGRAM_MAX_VOXELS)))
-    sample = array[::step] if array.shape[0] >= step else array  # whole planes: no aliasing with the row length
-    counts, edges = np.histogram(sample, bins=np.arange(*_HISTOGRAM_RANGE_HU, _HISTOGRAM_BIN_HU) + 0.5)
+    counts, edges = np.histogram(_histogram_sample(array), bins=np.arange(*_HISTOGRAM_RANGE_HU, _HISTOGRAM_BIN_HU) + 0.5)
     kernel = np.exp(-0.5 * (np.arange(-4, 5) / 2.0) ** 2)
     smooth = np.convolve(counts, kernel / kernel.sum(), mode="same")  # noise must not make a mode of its own
     centres = (edges[:-1] + edges[1:]) / 2
