@@ -105,7 +105,7 @@ def _intensity_warnings(array: np.ndarray) -> list[str]:
               "applied (stored values such as 0..4095); convert it to HU first")
     if low >= 0:
         raise InputError(f"all values are >= 0 (range {low:g}..{high:g}), so there is no air at about -1000: {not_hu}")
-    peaks = tissue_peaks_hu(array)
+    peaks = _tissue_peaks_hu(array)
     missing = [name for name, mode in peaks.items() if mode is None]
     if len(missing) == len(peaks):
         raise InputError(f"the intensities show neither a fat peak ({_band('fat')}) nor a muscle peak "
@@ -141,9 +141,10 @@ def _band(name: str) -> str:
     return f"{low:g}..{high:g}"
 
 
-def tissue_peaks_hu(array: np.ndarray) -> dict:
+def _tissue_peaks_hu(array: np.ndarray) -> dict:
     """The HU of the fat and muscle histogram peaks (None where a band holds no peak) among the body's voxels."""
-    counts, edges = np.histogram(_histogram_sample(array), bins=np.arange(*_HISTOGRAM_RANGE_HU, _HISTOGRAM_BIN_HU) + 0.5)
+    bins = np.arange(*_HISTOGRAM_RANGE_HU, _HISTOGRAM_BIN_HU) + 0.5
+    counts, edges = np.histogram(_histogram_sample(array), bins=bins)
     kernel = np.exp(-0.5 * (np.arange(-4, 5) / 2.0) ** 2)
     smooth = np.convolve(counts, kernel / kernel.sum(), mode="same")  # noise must not make a mode of its own
     centres = (edges[:-1] + edges[1:]) / 2
