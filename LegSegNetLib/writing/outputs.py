@@ -132,7 +132,7 @@ def _try_lock(stream) -> bool:
         if os.name == "nt":
             import msvcrt
 
-            stream.seek(0)
+            stream.seek(1 << 20)  # a byte past the process id, which stays readable for the message
             msvcrt.locking(stream.fileno(), msvcrt.LK_NBLCK, 1)
         else:
             import fcntl
