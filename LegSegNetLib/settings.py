@@ -31,6 +31,11 @@ class SettingsError(ValueError):
     """Settings that cannot work together; the message says what to change."""
 
 
+def _is_plain_file_name(name: str) -> bool:
+    """A file name without any folder part, so that it cannot reach outside the model folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(sep in name for sep in "/\\:")
+
+
 @dataclass(frozen=True)
 class SegmentationSettings:
     engine: str = MODEL_ENGINE
@@ -57,6 +62,9 @@ class SegmentationSettings:
             raise SettingsError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.preprocessing not in (None, *PREPROCESSING):
             raise SettingsError(f"unknown preprocessing {self.preprocessing!r}: choose {' or '.join(PREPROCESSING)}")
+        if self.checkpoint is not None and not _is_plain_file_name(self.checkpoint):
+            raise SettingsError(f"--checkpoint names a file inside each fold folder of the model (such as "
+                                f"checkpoint_best.pth), not a path: {self.checkpoint!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SettingsError(f"the batch size must be at least 1, not {self.batch_size}")
         self._check_ranges()

@@ -121,3 +121,20 @@ def test_references_that_cannot_be_used_are_refused(leg, mrml_scene):
         logic.compareWithReference(loaded, volume_node)
     with pytest.raises(ValueError, match="neither"):
         logic.compareWithReference(segmentation_node, volume_node, volume_node)
+
+
+def test_under_a_parent_transform_the_original_labels_and_edits_still_line_up(mrml_scene):
+    """The segment and its original labels live on the node's grid while the CT is measured in world
+    coordinates: both must be placed by the same transform, or nothing would overlap."""
+    from test_slicer_logic import TILT_ABOUT_R
+
+    ct, _ = phantom(shape=(20, 20, 24))
+    volume_node = add_volume_node(ct)
+    transform = mrml_scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(TILT_ABOUT_R))
+    volume_node.SetAndObserveTransformNodeID(transform.GetID())
+    logic = SegmentationLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
+    rows = rows_by_tissue(logic.compareWithReference(segmentation_node, volume_node))
+    assert all(rows[tissue.key]["dice"] == 1.0 for tissue in TISSUES if not math.isnan(rows[tissue.key]["dice"]))
+    assert any(rows[tissue.key]["dice"] == 1.0 for tissue in TISSUES)

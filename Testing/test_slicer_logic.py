@@ -18,7 +18,8 @@ from slicer_scene import SlicerScene, mrml_scene  # noqa: E402,F401 (pytest fixt
 
 from SlicerLegSegNetLib import mrml_segmentation  # noqa: E402
 from LegSegNetLib.measuring.measurements import dice  # noqa: E402
-from SlicerLegSegNetLib.segmentation_logic import ORIGINAL_LABELS_ROLE, InputVolumeError, SegmentationLogic, volume_from_node  # noqa: E402
+from SlicerLegSegNetLib.segmentation_logic import (ORIGINAL_LABELS_ROLE, InputVolumeError, SegmentationLogic,  # noqa: E402
+                                                   OutputNodeError, volume_from_node)
 from LegSegNetLib.reading.volume_files import read_volume  # noqa: E402
 from LegSegNetLib.reading.layout import slice_layout  # noqa: E402
 from LegSegNetLib.progress import Cancelled  # noqa: E402
@@ -190,13 +191,53 @@ def test_outputs_go_under_the_input_study_in_the_subject_hierarchy(scene):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == table_item
 
 
-def test_segmentation_follows_the_input_volume_transform(scene):
-    ct, _ = phantom()
+TILT_ABOUT_R = np.array([[1, 0, 0, 5], [0, 0, -1, 0], [0, 1, 0, -3], [0, 0, 0, 1]], float)  # 90 degrees: S -> A
+
+
+def test_a_linear_parent_transform_is_applied_and_the_segmentation_follows_it(scene):
+    """The slices the engine sees are axial in the world (after the transform), the segmentation is under the same
+    transform with the labels on the node's own grid, and a reused segmentation is moved under it too."""
+    ct, _ = phantom(shape=(20, 20, 24))
     volume_node = add_volume_node(ct)
     transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(TILT_ABOUT_R))
     volume_node.SetAndObserveTransformNodeID(transform.GetID())
-    segmentation_node, _ = SegmentationLogic().process(volume_node, engine=AnteriorRightEngine())
+    logic = SegmentationLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     assert segmentation_node.GetTransformNodeID() == transform.GetID()
+
+    in_world = segment_volume(Volume(ct.array, TILT_ABOUT_R @ ct.ijk_to_ras), AnteriorRightEngine()).array
+    as_stored = segment_volume(ct, AnteriorRightEngine()).array
+    assert not np.array_equal(in_world, as_stored)  # the transform changes which slices are axial
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node), in_world)
+
+    reused = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "given")
+    logic.process(volume_node, reused, engine=AnteriorRightEngine())
+    assert reused.GetTransformNodeID() == transform.GetID()
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(reused, volume_node), in_world)
+
+
+def test_a_non_linear_parent_transform_is_refused_with_what_to_do(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    warp = scene.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    volume_node.SetAndObserveTransformNodeID(warp.GetID())
+    nodes = scene_node_ids(scene)
+    with pytest.raises(InputVolumeError, match="non-linear transform 'warp'.*Harden transform"):
+        SegmentationLogic().process(volume_node, engine=AnteriorRightEngine())
+    assert scene_node_ids(scene) == nodes
+
+
+@pytest.mark.parametrize("output", ["outputSegmentation", "outputTable"])
+def test_a_volume_given_as_an_output_node_is_refused_with_what_to_pick(scene, output):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    other = add_volume_node(ct, "another CT")
+    nodes = scene_node_ids(scene)
+    kind = "segmentation" if output == "outputSegmentation" else "table"
+    with pytest.raises(OutputNodeError, match=f"'another CT' .* cannot hold the output {kind}: pick a {kind} node"):
+        SegmentationLogic().process(volume_node, engine=AnteriorRightEngine(), **{output: other})
+    assert scene_node_ids(scene) == nodes
 
 
 def test_tables_hold_tissue_rows_summary_and_slice_areas_with_units(scene):
@@ -476,13 +517,15 @@ def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
     ct, _ = phantom()
     no_air = add_volume_node(ct.with_array(np.maximum(ct.array, -400).astype(np.int16)), "no air")
     logic = SegmentationLogic()
-    segmentation_node, _ = logic.process(no_air, engine=AnteriorRightEngine())
+    segmentation_node, table_node = logic.process(no_air, engine=AnteriorRightEngine())
     assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
     assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
     assert logic.checkInput(no_air) == logic.lastWarnings
+    assert table_rows(logic.summaryTable(table_node))[0]["warnings"] == logic.lastWarnings[0]  # kept with the numbers
 
-    logic.process(add_volume_node(ct), segmentation_node, engine=AnteriorRightEngine())
+    logic.process(add_volume_node(ct), segmentation_node, table_node, engine=AnteriorRightEngine())
     assert logic.lastWarnings == ()
+    assert table_rows(logic.summaryTable(table_node))[0]["warnings"] == ""
 
 
 def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
