@@ -17,6 +17,7 @@ from LegSegNetLib.measuring.measurements import (
     SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
 )
 from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.writing.tables import WARNINGS_COLUMN, warnings_cell
 
 
 @dataclass
@@ -57,9 +58,11 @@ def tissue_table_content(measurements: Measurements) -> TableContent:
     return table_content(TISSUE_COLUMNS, rows)
 
 
-def summary_table_content(measurements: Measurements) -> TableContent:
-    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg)."""
-    return table_content(SUMMARY_COLUMNS, [measurements.summary])
+def summary_table_content(measurements: Measurements, warnings=()) -> TableContent:
+    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg), after
+    the warnings about the input they were measured on."""
+    return table_content((WARNINGS_COLUMN, *SUMMARY_COLUMNS),
+                         [{WARNINGS_COLUMN.name: warnings_cell(warnings), **measurements.summary}])
 
 
 def area_column_name(side: str, tissue_key: str) -> str:
