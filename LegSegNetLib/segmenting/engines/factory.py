@@ -26,8 +26,25 @@ def create_engine(settings: SegmentationSettings) -> SliceEngine:
         threshold = _import_engine_module("threshold", "LegSegNetLib.segmenting.engines.threshold")
         return threshold.ThresholdEngine()
     folder = resolve_model_folder(settings.model)
-    nnunet_engine = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.engine")
-    return nnunet_engine.LegSegNetEngine.from_model_folder(folder, settings)
+    model_module = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.model")
+    model = model_module.load_model_folder(folder, folds=settings.folds, checkpoint=settings.checkpoint)
+    if _preprocessing(settings, model) == model_module.NATIVE_PROFILE:
+        engine_class = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.native").NativeEngine
+    else:
+        engine_class = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.engine").LegSegNetEngine
+    return engine_class(model, tta=settings.tta, device=settings.device, batch_size=settings.batch_size,
+                        backend=settings.backend)
+
+
+def _preprocessing(settings: SegmentationSettings, model) -> str:
+    """The settings' profile, else the model folder's legsegnet.json, else its registry entry, else the rule of
+    NNUNetModel.declared_preprocessing (PNG-trained: legsegnet; otherwise native)."""
+    if settings.preprocessing or model.extra.get("preprocessing"):
+        return settings.preprocessing or model.declared_preprocessing
+    name = settings.model or DEFAULT_MODEL
+    registry = _import_engine_module("legsegnet", "LegSegNetLib.models.registry")
+    spec = None if Path(name).expanduser().is_dir() else registry.load_registry().get(name)
+    return (spec.preprocessing if spec is not None and spec.preprocessing else None) or model.declared_preprocessing
 
 
 def resolve_model_folder(model: Optional[str]) -> Path:
