@@ -100,7 +100,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
                                    result.warnings),
               "settings": settings.record()}
     if job.labelmap is not None:
-        write_labelmap(result.labels, job.labelmap, job.overwrite)
+        write_labelmap(result.labels, job.labelmap, job.overwrite, result.label_set)
     if job.overlay is not None:
         write_overlay(ct, result.labels, job.overlay, job.overwrite)
     if job.record is not None:  # written last: its presence marks the input as done

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from LegSegNetLib.measuring.label_measurements import CT, MR
 from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.segmenting.engines.nnunet.engine import ORIENTATION_KEY, with_backend
 from LegSegNetLib.segmenting.engines.nnunet.model import NATIVE_PROFILE, ModelFolderError, NNUNetModel
@@ -42,6 +43,7 @@ class NativeEngine:
                 "but a run gives one image per slice; segment with a single-channel model")
         self.model = with_backend(model, backend, device)
         self.label_set = label_set_from_names(model.dataset_json["labels"])
+        self.modality = CT if model.normalization == "CTNormalization" or model.channel_names[0].upper() == CT else MR
         self.in_plane_orientation = model.extra.get(ORIENTATION_KEY, RADIOLOGICAL)
         self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
 
