@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from LegSegNetLib.measuring.label_measurements import FatWater
 from LegSegNetLib.progress import ProgressCallback
 from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume_files import read_volume
@@ -41,6 +42,7 @@ class Job:
     record: Optional[Path]  # per-input measurement record (batch runs into an output folder)
     overlay: Optional[Path] = None  # quick-look picture
     overwrite: bool = False
+    fat_water: Optional[tuple] = None  # Dixon MRI: the (fat, water) image files of the input
 
     @property
     def done(self) -> bool:
@@ -95,7 +97,11 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
         return read_record(job.record)
     started = time.monotonic()
     ct = read_volume(job.input)
-    result = run_segmentation(ct, engine, settings, progress)
+    fat_water = None
+    if job.fat_water is not None:
+        fat, water = (read_volume(path) for path in job.fat_water)
+        fat_water = FatWater(fat, water, settings.imat_fat_fraction)
+    result = run_segmentation(ct, engine, settings, progress, fat_water)
     record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used(),
                                    result.warnings),
               "settings": settings.record()}

@@ -49,6 +49,7 @@ class SegmentationSettings:
     preprocessing: Optional[str] = None
     slice_range: Optional[SliceRange] = None  # display slice indices, half-open
     range_mm: Optional[tuple] = None  # (start, stop) RAS S positions in mm; at most one of the two ranges
+    imat_fat_fraction: float = 0.1  # Dixon MRI: muscle voxels above this fat fraction count as IMAT
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -65,6 +66,8 @@ class SegmentationSettings:
         if self.checkpoint is not None and not _is_plain_file_name(self.checkpoint):
             raise SettingsError(f"--checkpoint names a file inside each fold folder of the model (such as "
                                 f"checkpoint_best.pth), not a path: {self.checkpoint!r}")
+        if not 0.0 < self.imat_fat_fraction < 1.0:
+            raise SettingsError(f"the IMAT fat-fraction threshold must lie between 0 and 1, not {self.imat_fat_fraction}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SettingsError(f"the batch size must be at least 1, not {self.batch_size}")
         self._check_ranges()
@@ -111,6 +114,6 @@ class SegmentationSettings:
         reused only when made with the same ones."""
         return {"engine": self.engine, "model": self.model, "folds": list(self.folds) if self.folds else None,
                 "checkpoint": self.checkpoint, "tta": self.tta, "backend": self.backend,
-                "preprocessing": self.preprocessing,
+                "preprocessing": self.preprocessing, "imat_fat_fraction": self.imat_fat_fraction,
                 "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
                 "range_mm": list(self.range_mm) if self.range_mm else None}

@@ -107,3 +107,34 @@ def test_the_four_tissues_keep_legsegnets_measurements_and_tables_carry_other_co
     assert "SM_volume_cm3" in header and "psoas_IMAT_fraction" in header
     twin = json.loads((tmp_path / "m.json").read_text())
     assert {column["name"] for column in twin["columns"]} == set(header)
+
+
+def test_the_command_line_runs_a_native_mr_model_with_dixon_images(tmp_path):
+    from model_factory import make_model_folder
+    from test_nnunet_parity import leg_phantom_slices
+
+    from LegSegNetLib.cli import main
+    from LegSegNetLib.reading.volume_files import write_volume
+
+    model = make_model_folder(tmp_path / "thigh", "ZScoreNormalization", seed=7, patch_size=(128, 128),
+                              native={"spacing": (1.2, 1.2), "labels": ["quadriceps", "hamstrings", "SAT"],
+                                      "channels": ("T1",)})
+    intensities = np.clip(leg_phantom_slices((96, 96), count=3) + 1000.0, 0, None)
+    image = Volume.from_spacing(intensities.astype(np.float32), (1.0, 1.0, 5.0))
+    fat = image.with_array(np.full(intensities.shape, 20.0, np.float32))
+    water = image.with_array(np.full(intensities.shape, 80.0, np.float32))
+    for name, volume in (("t1", image), ("fat", fat), ("water", water)):
+        write_volume(volume, tmp_path / f"{name}.nii.gz")
+    status = main(["segment", str(tmp_path / "t1.nii.gz"), "--model", str(model), "--device", "cpu",
+                   "--fat", str(tmp_path / "fat.nii.gz"), "--water", str(tmp_path / "water.nii.gz"),
+                   "--imat-fat-fraction", "0.15", "--labelmap", str(tmp_path / "labels.seg.nrrd"),
+                   "--measurements", str(tmp_path / "m.csv")])
+    assert status == 0
+    segments = slicerio.read_segmentation(str(tmp_path / "labels.seg.nrrd"))["segments"]
+    assert [segment["id"] for segment in segments] == ["quadriceps", "hamstrings", "SAT"]
+    row = json.loads((tmp_path / "m.json").read_text())["rows"][0]
+    # every voxel has fat fraction 20 / (20 + 80) = 0.2, above 0.15: all muscle is IMAT
+    assert row["quadriceps_fat_fraction"] == pytest.approx(0.2) and "quadriceps_mean_HU" not in row
+    measured = [key for key in ("quadriceps", "hamstrings") if row[f"{key}_volume_cm3"] > 0]
+    assert measured and all(row[f"{key}_IMAT_fraction"] == 1.0 for key in measured)
+    assert "SAT_IMAT_fraction" not in row

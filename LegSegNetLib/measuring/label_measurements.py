@@ -74,8 +74,11 @@ def compute_label_measurements(image: Volume, labels: Volume, label_set: LabelSe
     if fat_water is not None:
         if modality == CT:
             raise ValueError("fat and water images are Dixon MRI: they cannot go with a CT model's labels")
-        _check_same_grid(fat_water.fat, labels)
-        _check_same_grid(fat_water.water, labels)
+        for volume in (fat_water.fat, fat_water.water):
+            if volume.array.shape != labels.array.shape or not np.allclose(volume.ijk_to_ras, labels.ijk_to_ras,
+                                                                            atol=1e-4):
+                raise ValueError("the fat and water images must share the input image's voxel grid (shape, "
+                                 "spacing, origin, directions): give the Dixon images of the same acquisition")
     layout = layout or slice_layout(labels, RADIOLOGICAL)
     views = [layout.display_view(volume.array) for volume in
              (labels, image, *((fat_water.fat, fat_water.water) if fat_water else ()))]

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from LegSegNetLib.measuring.label_measurements import CT, measure_labels
+from LegSegNetLib.measuring.label_measurements import CT, FatWater, measure_labels
 from LegSegNetLib.measuring.measurements import Measurements
 from LegSegNetLib.progress import ProgressCallback
 from LegSegNetLib.reading.layout import slice_layout
@@ -36,10 +36,12 @@ def run_segmentation(
     engine: SliceEngine,
     settings: SegmentationSettings = SegmentationSettings(),
     progress: Optional[ProgressCallback] = None,
+    fat_water: Optional[FatWater] = None,
 ) -> SegmentationResult:
     """Validate `ct`, label the axial slices `settings` select with `engine` (built from the same settings)
     and measure the result. Raises validation.InputError for a volume that cannot be segmented,
-    layout.EmptyRangeError for a range with no slice, progress.Cancelled."""
+    layout.EmptyRangeError for a range with no slice, progress.Cancelled. `fat_water`: Dixon images of an MR
+    input, for fat fractions and IMAT (see measuring.label_measurements)."""
     check_voxel_array(ct)
     layout = slice_layout(ct)
     modality = getattr(engine, "modality", CT)
@@ -48,7 +50,7 @@ def run_segmentation(
         log.warning(warning)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
     label_set = getattr(engine, "label_set", LEGSEGNET_LABELS)
-    measurements = measure_labels(ct, labels, label_set, modality, layout=layout)
+    measurements = measure_labels(ct, labels, label_set, modality, fat_water, layout)
     if not labels.array.any():
         warnings.append(NOTHING_LABELLED)
         log.warning(NOTHING_LABELLED)
