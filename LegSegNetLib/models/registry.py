@@ -136,6 +136,9 @@ def resolve_model(name_or_path) -> Path:
         manifest = read_manifest(folder)
     except ManifestError as error:
         raise ModelNotInstalledError(f"{error}; {reinstall}") from error
+    bundled = paths.bundled_model_dir(name)
+    if manifest is None and bundled is not None:
+        return bundled
     if manifest is None and name not in load_registry():  # nothing to download: a mistyped folder or name
         raise ModelNotInstalledError(
             f"model {name!r} is not installed in {paths.models_dir()}, not in the registry either, and there is no "

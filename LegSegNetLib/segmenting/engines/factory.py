@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from LegSegNetLib.segmenting.engines.base import SliceEngine
+from LegSegNetLib.segmenting.engines.nnunet.profiles import NATIVE_PROFILE
 from LegSegNetLib.settings import DEFAULT_MODEL, THRESHOLD_ENGINE, SegmentationSettings
 
 
@@ -28,7 +29,7 @@ def create_engine(settings: SegmentationSettings) -> SliceEngine:
     folder = resolve_model_folder(settings.model)
     model_module = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.model")
     model = model_module.load_model_folder(folder, folds=settings.folds, checkpoint=settings.checkpoint)
-    if _preprocessing(settings, model) == model_module.NATIVE_PROFILE:
+    if model.preprocessing(settings.preprocessing, _registry_profile(settings.model)) == NATIVE_PROFILE:
         engine_class = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.native").NativeEngine
     else:
         engine_class = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.engine").LegSegNetEngine
@@ -36,15 +37,13 @@ def create_engine(settings: SegmentationSettings) -> SliceEngine:
                         backend=settings.backend)
 
 
-def _preprocessing(settings: SegmentationSettings, model) -> str:
-    """The settings' profile, else the model folder's legsegnet.json, else its registry entry, else the rule of
-    NNUNetModel.declared_preprocessing (PNG-trained: legsegnet; otherwise native)."""
-    if settings.preprocessing or model.extra.get("preprocessing"):
-        return settings.preprocessing or model.declared_preprocessing
-    name = settings.model or DEFAULT_MODEL
-    registry = _import_engine_module("legsegnet", "LegSegNetLib.models.registry")
-    spec = None if Path(name).expanduser().is_dir() else registry.load_registry().get(name)
-    return (spec.preprocessing if spec is not None and spec.preprocessing else None) or model.declared_preprocessing
+def _registry_profile(model: Optional[str]) -> Optional[str]:
+    """The preprocessing the registry entry of a model given by name declares (None for folders)."""
+    name = model or DEFAULT_MODEL
+    if Path(name).expanduser().is_dir():
+        return None
+    spec = _import_engine_module("legsegnet", "LegSegNetLib.models.registry").load_registry().get(name)
+    return spec.preprocessing if spec is not None else None
 
 
 def resolve_model_folder(model: Optional[str]) -> Path:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.settings import SegmentationSettings
 from LegSegNetLib.tissues import label_set_from_names
-from LegSegNetLib.segmenting.engines.nnunet.model import LEGSEGNET_PROFILE, NNUNetModel, load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel, load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.profiles import LEGSEGNET_PROFILE
 from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError, onnx_networks
 from LegSegNetLib.device import resolve_device
 from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax

@@ -18,13 +18,11 @@ import torch
 
 from LegSegNetLib.segmenting.engines.nnunet.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import IntensityProperties
+from LegSegNetLib.segmenting.engines.nnunet.profiles import LEGSEGNET_PROFILE, NATIVE_PROFILE, choose_preprocessing
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 IMPORTABLE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.architectures.")
 SUPPORTED_NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization", "RescaleTo01Normalization", "NoNormalization")
-PROFILES = ("legsegnet", "native")  # see settings.PREPROCESSING
-LEGSEGNET_PROFILE, NATIVE_PROFILE = PROFILES
-PREPROCESSING_KEY = "preprocessing"  # in legsegnet.json: the profile the model was trained with
 DEFAULT_MIRRORING_AXES_2D = (0, 1)
 # Bounds on plans values that decide memory: a hostile or corrupt plans.json must not allocate gigabytes.
 PATCH_SIZE_LIMITS = (8, 2048)  # pixels per side of the 2D patch
@@ -96,17 +94,12 @@ class NNUNetModel:
         default = 3 if kind == "data" else 1
         return int(self.configuration.get(f"resampling_fn_{kind}_kwargs", {}).get("order", default))
 
-    @property
-    def declared_preprocessing(self) -> str:
-        """The profile the folder declares in legsegnet.json, else `legsegnet` for models trained on PNG slices
-        (LegSegNet's 8-bit images) and `native` for everything else."""
-        declared = self.extra.get(PREPROCESSING_KEY)
-        if declared in PROFILES:
-            return declared
-        if declared is not None:
-            raise ModelFolderError(f"{self.folder / 'legsegnet.json'} names preprocessing {declared!r}; "
-                                   f"use one of {', '.join(PROFILES)}")
-        return LEGSEGNET_PROFILE if self.dataset_json.get("file_ending") == ".png" else NATIVE_PROFILE
+    def preprocessing(self, requested: Optional[str] = None, registry_profile: Optional[str] = None) -> str:
+        """The profile that runs this model (see profiles.choose_preprocessing)."""
+        try:
+            return choose_preprocessing(self.dataset_json, self.extra, self.folder, requested, registry_profile)
+        except ValueError as error:
+            raise ModelFolderError(str(error)) from error
 
     def check_profile(self, profile: str) -> None:
         """Refuse a preprocessing profile this model cannot run with; the message says why."""

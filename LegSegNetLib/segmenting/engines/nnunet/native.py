@@ -17,8 +17,9 @@ import numpy as np
 from LegSegNetLib.measuring.label_measurements import CT, MR
 from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.segmenting.engines.nnunet.engine import ORIENTATION_KEY, with_backend
-from LegSegNetLib.segmenting.engines.nnunet.model import NATIVE_PROFILE, ModelFolderError, NNUNetModel
+from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, NNUNetModel
 from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor
+from LegSegNetLib.segmenting.engines.nnunet.profiles import NATIVE_PROFILE
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import (
     nonzero_bbox, normalize, resample_planes, resampled_shape)
 from LegSegNetLib.tissues import label_set_from_names
