@@ -1,6 +1,7 @@
-"""Tissue labels <-> the four LegSegNet segments of a Slicer segmentation node (needs the `slicer` MRML API).
+"""Tissue labels <-> the LegSegNet segments of a Slicer segmentation node (needs the `slicer` MRML API): the four
+tissues, or the labels of the model that made them (a tissues.LabelSet).
 
-The four segments share one binary-labelmap layer (one image, label values 1-4) on the input volume's own voxel
+The segments share one binary-labelmap layer (one image, label values 1-4) on the input volume's own voxel
 grid, so each voxel of the segmentation is exactly the library's label at that physical point. Segments are
 recognised by a tag (or, in files the command line wrote, by their ID), not by name, so users may rename them and
 may keep their own segments beside them.
@@ -16,7 +17,7 @@ import vtk
 from vtk.util import numpy_support
 
 from LegSegNetLib.writing.labelmaps import terminology_entry
-from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES, Tissue
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet, Tissue
 from LegSegNetLib.reading.volume import Volume
 
 TISSUE_TAG = "LegSegNet.Tissue"
@@ -60,11 +61,11 @@ def image_array(image) -> np.ndarray:
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
 
 
-def tissue_segments(labels: Volume) -> list[tuple[str, "slicer.vtkSegment"]]:
-    """Four new segments (id, segment) sharing one labelmap image that holds `labels` (values 1-4)."""
+def tissue_segments(labels: Volume, label_set: LabelSet = LEGSEGNET_LABELS) -> list[tuple[str, "slicer.vtkSegment"]]:
+    """One new segment (id, segment) per label of `label_set`, all sharing one labelmap image holding `labels`."""
     shared = oriented_image(labels.with_array(np.ascontiguousarray(labels.array, dtype=np.uint8)))
     segments = []
-    for tissue in TISSUES:
+    for tissue in label_set.labels:
         segment = slicer.vtkSegment()
         segment.SetName(tissue.name)
         segment.SetColor(*tissue.color)
@@ -79,16 +80,17 @@ def tissue_segments(labels: Volume) -> list[tuple[str, "slicer.vtkSegment"]]:
     return segments
 
 
-def tissue_segment_ids(segmentation_node) -> dict[str, str]:
-    """Tissue key -> segment id of the LegSegNet segments present in the segmentation node: segments tagged
-    by this module, else (files written by the command line) segments whose ID is a tissue key."""
+def tissue_segment_ids(segmentation_node, label_set: LabelSet = LEGSEGNET_LABELS) -> dict[str, str]:
+    """Label key -> segment id of the LegSegNet segments present in the segmentation node: segments tagged
+    by this module, else (files written by the command line) segments whose ID is a key of `label_set`."""
+    keys = {tissue.key for tissue in label_set.labels}
     segmentation = segmentation_node.GetSegmentation()
     by_tag, by_id = {}, {}
     for segment_id_ in segmentation.GetSegmentIDs():
         key = _tagged_tissue_key(segmentation.GetSegment(segment_id_))
         if key is not None:
             by_tag[key] = segment_id_
-        elif segment_id_ in TISSUE_BY_KEY:
+        elif segment_id_ in keys:
             by_id[segment_id_] = segment_id_
     return {**by_id, **by_tag}
 
@@ -101,13 +103,13 @@ def _tagged_tissue_key(segment) -> Optional[str]:
 class SegmentReplacement:
     """Swap the LegSegNet segments of a segmentation node for new ones, undoable until committed."""
 
-    def __init__(self, segmentation_node, new_segments):
+    def __init__(self, segmentation_node, new_segments, label_set: LabelSet = LEGSEGNET_LABELS):
         self.segmentation = segmentation_node.GetSegmentation()
         self.new_segments = new_segments
         # Holding the old vtkSegment objects keeps their labelmaps alive for restore().
         self.old_segments = [
             (segment_id_, self.segmentation.GetSegment(segment_id_))
-            for segment_id_ in tissue_segment_ids(segmentation_node).values()
+            for segment_id_ in tissue_segment_ids(segmentation_node, label_set).values()
         ]
 
     def apply(self) -> None:
@@ -124,17 +126,18 @@ class SegmentReplacement:
             self.segmentation.AddSegment(segment, segment_id_)
 
 
-def labels_from_segmentation(segmentation_node, volume_node, segment_ids: Optional[dict] = None) -> np.ndarray:
-    """The LegSegNet segments as they are now, as tissue labels [k, j, i] on the volume's voxel grid.
+def labels_from_segmentation(segmentation_node, volume_node, segment_ids: Optional[dict] = None,
+                             label_set: LabelSet = LEGSEGNET_LABELS) -> np.ndarray:
+    """The LegSegNet segments as they are now, as label values [k, j, i] on the volume's voxel grid.
 
     Works whatever Segment Editor did to the layers (split, merged, other label values). Where segments overlap
-    (possible only when the user allowed overlap) the later tissue in TISSUES wins. segment_ids: tissue key ->
+    (possible only when the user allowed overlap) the later label of `label_set` wins. segment_ids: label key ->
     segment id of the segments to use (default: tissue_segment_ids).
     """
     reference = _volume_geometry(volume_node)
     labels = np.zeros(tuple(reversed(reference.GetDimensions())), dtype=np.uint8)
-    segment_ids = tissue_segment_ids(segmentation_node) if segment_ids is None else segment_ids
-    for tissue in TISSUES:
+    segment_ids = tissue_segment_ids(segmentation_node, label_set) if segment_ids is None else segment_ids
+    for tissue in label_set.labels:
         if tissue.key in segment_ids:
             labels[_segment_mask(segmentation_node, segment_ids[tissue.key], reference)] = tissue.value
     return labels

@@ -33,6 +33,7 @@ from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
 from LegSegNetLib.settings import SegmentationSettings, SettingsError  # noqa: F401 (SettingsError re-exported)
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import EXPORT_FORMATS
 from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_tables
@@ -249,13 +250,14 @@ class SegmentationLogic:
         result = task.result()
         inputVolume = task.volume_node
         labels = Volume(result.labels.array, task.world_to_node @ result.labels.ijk_to_ras)
-        new_segments = mrml_segmentation.tissue_segments(labels)
+        new_segments = mrml_segmentation.tissue_segments(labels, result.label_set)
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
             transaction.apply(_ParentTransform(segmentation_node, inputVolume.GetTransformNodeID()))
-            transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
+            transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments, result.label_set))
             self._keep_original_labels(transaction, segmentation_node, labels)
-            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume, result.warnings)
+            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume, result.warnings,
+                                            result.label_set)
         self._make_displayable(segmentation_node, inputVolume)
         self.lastWarnings = result.warnings
         return segmentation_node, table_node
@@ -409,19 +411,21 @@ class SegmentationLogic:
     def sliceAreaChart(self, tableNode):
         return tableNode.GetNodeReference(SLICE_AREA_CHART_ROLE)
 
-    def _write_tables(self, transaction: _Transaction, measurements, table_node, volume_node, warnings=()):
+    def _write_tables(self, transaction: _Transaction, measurements, table_node, volume_node, warnings=(),
+                      label_set: LabelSet = LEGSEGNET_LABELS):
         base_name = f"{volume_node.GetName()} LegSegNet"
         table_node = table_node or self._new_table(transaction, f"{base_name} tissues", volume_node)
         transaction.apply(mrml_tables.TableReplacement(table_node, mrml_tables.tissue_table_content(measurements)))
         referenced = (
             (SUMMARY_TABLE_ROLE, f"{base_name} summary", mrml_tables.summary_table_content(measurements, warnings)),
-            (SLICE_AREA_TABLE_ROLE, f"{base_name} slice areas", mrml_tables.slice_area_table_content(measurements)),
+            (SLICE_AREA_TABLE_ROLE, f"{base_name} slice areas",
+             mrml_tables.slice_area_table_content(measurements, label_set)),
         )
         for role, name, content in referenced:
             node = self._referenced_table(transaction, table_node, role, name)
             transaction.apply(mrml_tables.TableReplacement(node, content))
         if self.sliceAreaChart(table_node) is None:
-            self._add_chart(transaction, table_node, f"{base_name} slice areas chart")
+            self._add_chart(transaction, table_node, f"{base_name} slice areas chart", label_set)
         return table_node
 
     def _new_table(self, transaction: _Transaction, name: str, volume_node):
@@ -437,8 +441,8 @@ class SegmentationLogic:
             transaction.apply(_NodeReference(table_node, role, node.GetID()))
         return node
 
-    def _add_chart(self, transaction: _Transaction, table_node, name: str) -> None:
-        chart = mrml_tables.add_slice_area_chart(transaction.add_node, self.sliceAreaTable(table_node), name)
+    def _add_chart(self, transaction: _Transaction, table_node, name: str, label_set: LabelSet) -> None:
+        chart = mrml_tables.add_slice_area_chart(transaction.add_node, self.sliceAreaTable(table_node), name, label_set)
         self._place_under(chart, table_node)
         transaction.apply(_NodeReference(table_node, SLICE_AREA_CHART_ROLE, chart.GetID()))
 
