@@ -21,6 +21,7 @@ from LegSegNetLib.reading.volume_files import read_volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.run import run_segmentation
 from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.writing.labelmaps import write_labelmap
 from LegSegNetLib.writing.outputs import atomic_output, write_text
 from LegSegNetLib.writing.tables import measurement_record
@@ -93,7 +94,8 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     if job.done:
         log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
         if job.overlay is not None and not job.overlay.exists():
-            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
+            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, False,
+                          getattr(engine, "label_set", LEGSEGNET_LABELS))
         return read_record(job.record)
     started = time.monotonic()
     ct = read_volume(job.input)
@@ -108,7 +110,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, job.overwrite, result.label_set)
     if job.overlay is not None:
-        write_overlay(ct, result.labels, job.overlay, job.overwrite)
+        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), job.overwrite)
     log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
@@ -142,8 +144,8 @@ def read_record(path: Path) -> dict:
         raise RecordError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
 
 
-def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
+def write_overlay(ct, labels, path: Path, overwrite: bool, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
     from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
 
     with atomic_output(path, overwrite) as temporary:
-        write_overlay_png(ct, labels, temporary)
+        write_overlay_png(ct, labels, temporary, label_set=label_set)

@@ -139,7 +139,7 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
         engine = create_engine(settings)
         model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
     model_rss = peak_rss_mb()
-    run.compute_measurements = clock.wrap("measure", run.compute_measurements)
+    run.measure_labels = clock.wrap("measure", run.measure_labels)
     run.validate_ct = clock.wrap("validate", run.validate_ct)
     with clock.phase("volume"):
         with clock.phase("read"):
@@ -441,7 +441,7 @@ def native_benchmark(args, stream=None) -> dict:
 
     started = time.perf_counter()
     engine = NativeEngine(load_model_folder(model, folds=folds), tta=args.tta, device=args.device,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, backend=args.backend)
     ours_load = time.perf_counter() - started
     started = time.perf_counter()
     step = engine.preferred_batch_size
@@ -457,12 +457,12 @@ def native_benchmark(args, stream=None) -> dict:
     reference_s = time.perf_counter() - started
 
     figures = {"slices": len(slices), "slice_shape": list(slices.shape[1:]), "spacing_mm": list(spacing),
-               "threads": torch.get_num_threads(), "ours_s": ours_s, "reference_s": reference_s,
+               "threads": torch.get_num_threads(), "backend": args.backend, "ours_s": ours_s, "reference_s": reference_s,
                "ours_load_s": ours_load, "reference_load_s": reference_load, "ratio": ours_s / reference_s,
                "label_agreement": float(np.mean(ours == expected))}
     stream = stream or sys.stdout
     print(f"native profile, {len(slices)} slices {slices.shape[1]}x{slices.shape[2]} at {spacing[0]:.3g} mm, "
-          f"{figures['threads']} threads", file=stream)
+          f"{figures['threads']} threads, our backend {args.backend}", file=stream)
     print(f"  ours      {ours_s:8.2f} s  ({ours_s / len(slices):.2f} s/slice; model load {ours_load:.1f} s)", file=stream)
     print(f"  reference {reference_s:8.2f} s  ({reference_s / len(slices):.2f} s/slice; model load "
           f"{reference_load:.1f} s)", file=stream)

@@ -138,3 +138,22 @@ def test_the_command_line_runs_a_native_mr_model_with_dixon_images(tmp_path):
     measured = [key for key in ("quadriceps", "hamstrings") if row[f"{key}_volume_cm3"] > 0]
     assert measured and all(row[f"{key}_IMAT_fraction"] == 1.0 for key in measured)
     assert "SAT_IMAT_fraction" not in row
+
+
+def test_the_overlay_colours_every_label_of_the_set(tmp_path):
+    import SimpleITK as sitk
+
+    from LegSegNetLib.writing.overlay import LABEL_OPACITY, WINDOW_HU, write_overlay_png
+
+    image = Volume.from_spacing(np.full((3, 40, 40), 40.0, np.float32), (1.0, 1.0, 3.0))
+    array = np.zeros((3, 40, 40), np.uint8)
+    array[:, 5:35, 5:35], array[:, 12:28, 12:28] = 1, 5
+    label_set = label_set_from_names(L3_LABELS)
+    grey = (40.0 - WINDOW_HU[0]) / (WINDOW_HU[1] - WINDOW_HU[0])
+    sat = (1 - LABEL_OPACITY) * grey + LABEL_OPACITY * np.array(label_set.by_value(5).color)  # SAT is value 5 here
+    found = []
+    for values in (array, np.where(array == 5, 0, array)):
+        path = write_overlay_png(image, image.with_array(values), tmp_path / f"{len(found)}.png", label_set=label_set)
+        picture = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) / 255.0
+        found.append(bool((np.abs(picture - sat).max(axis=-1) < 0.01).any()))
+    assert found == [True, False]
