@@ -25,6 +25,7 @@ BACKENDS = ("torch", "onnx")  # torch: exact; the others run the same network fa
 PREPROCESSING = ("legsegnet", "native")  # None: the model folder or registry entry says which
 # Fields that choose or run a model: the threshold engine takes none of them.
 MODEL_OPTIONS = ("model", "folds", "checkpoint", "tta", "batch_size", "preprocessing", "backend")
+DEFAULT_IMAT_FAT_FRACTION = 0.1  # VinceWohl/MuscleSeg's threshold of the Dixon fat fraction inside muscle masks
 
 
 class SettingsError(ValueError):
@@ -49,7 +50,7 @@ class SegmentationSettings:
     preprocessing: Optional[str] = None
     slice_range: Optional[SliceRange] = None  # display slice indices, half-open
     range_mm: Optional[tuple] = None  # (start, stop) RAS S positions in mm; at most one of the two ranges
-    imat_fat_fraction: float = 0.1  # Dixon MRI: muscle voxels above this fat fraction count as IMAT
+    imat_fat_fraction: float = DEFAULT_IMAT_FAT_FRACTION  # Dixon MRI: muscle voxels above it count as IMAT
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -114,6 +115,9 @@ class SegmentationSettings:
         reused only when made with the same ones."""
         return {"engine": self.engine, "model": self.model, "folds": list(self.folds) if self.folds else None,
                 "checkpoint": self.checkpoint, "tta": self.tta, "backend": self.backend,
-                "preprocessing": self.preprocessing, "imat_fat_fraction": self.imat_fat_fraction,
+                "preprocessing": self.preprocessing,
                 "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
-                "range_mm": list(self.range_mm) if self.range_mm else None}
+                "range_mm": list(self.range_mm) if self.range_mm else None,
+                # only when changed, so that records written before the option existed still match
+                **({"imat_fat_fraction": self.imat_fat_fraction}
+                   if self.imat_fat_fraction != DEFAULT_IMAT_FAT_FRACTION else {})}

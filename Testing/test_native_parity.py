@@ -43,9 +43,9 @@ def mr_like_slices(shape, count, seed):
     return np.where(hu > -500, hu + 300.0, 0.0).astype(np.float32)
 
 
-def assert_same_labels_as_nnunet(engine, folder, slices, spacing, folds, tta=False):
+def assert_same_labels_as_nnunet(engine, folder, slices, spacing, folds, tta=False, checkpoint="checkpoint_final.pth"):
     labels = engine.segment_slices(slices, spacing)
-    reference = ReferencePredictor(folder, folds=folds, tta=tta)
+    reference = ReferencePredictor(folder, folds=folds, tta=tta, checkpoint_name=checkpoint)
     expected = np.stack([native_reference_labels(reference, image, spacing) for image in slices])
     np.testing.assert_array_equal(labels, expected)
     assert len(np.unique(labels)) > 2  # the comparison covers several classes
@@ -72,15 +72,18 @@ def test_mr_like_zscore_with_mask_and_mirroring_equals_nnunet(tmp_path):
                                  tta=True)
 
 
-def test_ten_labels_rescaled_to_0_1_equal_nnunet(tmp_path):
+def test_ten_labels_rescaled_to_0_1_from_checkpoint_best_equal_nnunet(tmp_path):
     folder = make_model_folder(tmp_path / "ten", "ZScoreNormalization", folds=(0,), seed=6, patch_size=(160, 160),
+                               checkpoint_name="checkpoint_best.pth",
                                native={"spacing": (1.5, 1.5), "labels": TEN_LABELS})
     plans = json.loads((folder / "plans.json").read_text())
     plans["configurations"]["2d"]["normalization_schemes"] = ["RescaleTo01Normalization"]
     (folder / "plans.json").write_text(json.dumps(plans))
     engine = NativeEngine(load_model_folder(folder), device="cpu")
     assert [label.key for label in engine.label_set.labels] == TEN_LABELS
-    assert_same_labels_as_nnunet(engine, folder, leg_phantom_slices((256, 300), 2, seed=3), (0.9, 0.9), folds=(0,))
+    assert engine.model.checkpoint_name == "checkpoint_best.pth"
+    assert_same_labels_as_nnunet(engine, folder, leg_phantom_slices((256, 300), 2, seed=3), (0.9, 0.9), folds=(0,),
+                                 checkpoint="checkpoint_best.pth")
 
 
 def test_the_profile_follows_the_folder_unless_the_settings_say_otherwise(tmp_path):
@@ -106,6 +109,16 @@ def test_label_values_with_gaps_are_refused(tmp_path):
     dataset["labels"] = {"background": 0, "psoas": 1, "fat": 3}
     (folder / "dataset.json").write_text(json.dumps(dataset))
     with pytest.raises(ModelFolderError, match=r"consecutive values 0..N, found \[0, 1, 3\]"):
+        load_model_folder(folder)
+
+
+def test_region_based_labels_are_refused(tmp_path):
+    folder = make_model_folder(tmp_path / "regions", native={"labels": ["muscle", "fat"]})
+    dataset = json.loads((folder / "dataset.json").read_text())
+    dataset["labels"] = {"background": 0, "whole_leg": [1, 2], "fat": 2}
+    dataset["regions_class_order"] = [1, 2]
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(ModelFolderError, match="region-based models .* not supported"):
         load_model_folder(folder)
 
 

@@ -27,7 +27,7 @@ from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
 from LegSegNetLib.segmenting.engines.factory import create_engine
-from LegSegNetLib.settings import BACKENDS, ENGINES, PREPROCESSING, SegmentationSettings
+from LegSegNetLib.settings import BACKENDS, DEFAULT_IMAT_FAT_FRACTION, ENGINES, PREPROCESSING, SegmentationSettings
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
 from LegSegNetLib.writing.outputs import (OutputExistsError, OutputWriteError, check_writable_folder, extension_of,
                                           output_folder_lock, refuse_existing)
@@ -65,8 +65,9 @@ def register(subparsers) -> None:
     dixon = parser.add_argument_group("Dixon MRI (one input)")
     dixon.add_argument("--fat", type=Path, help="fat image of the input (same grid): fat fraction per label, IMAT")
     dixon.add_argument("--water", type=Path, help="water image of the input (same grid)")
-    dixon.add_argument("--imat-fat-fraction", type=float, default=0.1, metavar="F",
-                       help="muscle voxels with fat / (fat + water) above F count as IMAT (default 0.1)")
+    dixon.add_argument("--imat-fat-fraction", type=float, default=DEFAULT_IMAT_FAT_FRACTION, metavar="F",
+                       help="muscle voxels with fat / (fat + water) above F count as IMAT "
+                            f"(default {DEFAULT_IMAT_FAT_FRACTION:g})")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", dest="slice_range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")

@@ -35,10 +35,10 @@ from LegSegNetLib.measuring.measurements import (
     ColumnInfo, Measurements, _check_same_grid, _mean_sd, _ratio, compute_measurements)
 from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.reading.volume import Volume
+from LegSegNetLib.settings import DEFAULT_IMAT_FAT_FRACTION
 from LegSegNetLib.tissues import MUSCLE, LabelSet
 
 FAT_HU = (-190.0, -30.0)  # adipose tissue attenuation, inclusive
-DEFAULT_IMAT_FAT_FRACTION = 0.1  # Dixon MRI: muscle voxels above this fat fraction are intramuscular fat
 CT, MR = "CT", "MR"
 # Per-label sums gathered slice by slice.
 _COUNT, _SUM, _SQUARES, _IMAT, _FF_SUM, _FF_COUNT = range(6)
