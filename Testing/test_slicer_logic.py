@@ -855,7 +855,15 @@ def test_a_models_own_labels_become_named_segments_and_tables(scene):
     assert "quadriceps_IMAT_fraction" in summary and "SAT_IMAT_fraction" not in summary
     areas = table_rows(logic.sliceAreaTable(table_node))
     assert set(areas[0]) == {"slice_index", "S_mm", "quadriceps_area_cm2", "hamstrings_area_cm2", "SAT_area_cm2"}
-    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node, label_set=ThighGroupEngine.label_set)
+    label_set, modality = mrml_segmentation.label_set_of(segmentation_node)
+    assert label_set == ThighGroupEngine.label_set and modality == "CT"
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node, label_set=label_set)
     layout = slice_layout(ct)
     expected = ThighGroupEngine().segment_slices(layout.display_view(ct.array).astype(np.float32), (1, 1))
     np.testing.assert_array_equal(layout.display_view(labels), expected)
+    before = tissue_volume(table_node, "hamstrings")
+    segmentation.RemoveSegment(segmentation.GetSegmentIdBySegmentName("Posterior muscle of thigh structure"))
+    quadriceps = tissue_volume(table_node, "quadriceps")
+    logic.computeMeasurements(segmentation_node, volume_node, table_node)  # re-measured with the model's labels
+    assert before > 0 and [row["tissue"] for row in table_rows(table_node)] == ["quadriceps", "SAT"]
+    assert tissue_volume(table_node, "quadriceps") == quadriceps

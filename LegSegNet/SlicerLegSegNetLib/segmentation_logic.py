@@ -25,7 +25,7 @@ import slicer
 import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
-from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.measuring.label_measurements import measure_labels
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
@@ -250,7 +250,7 @@ class SegmentationLogic:
         result = task.result()
         inputVolume = task.volume_node
         labels = Volume(result.labels.array, task.world_to_node @ result.labels.ijk_to_ras)
-        new_segments = mrml_segmentation.tissue_segments(labels, result.label_set)
+        new_segments = mrml_segmentation.tissue_segments(labels, result.label_set, result.modality)
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
             transaction.apply(_ParentTransform(segmentation_node, inputVolume.GetTransformNodeID()))
@@ -321,10 +321,12 @@ class SegmentationLogic:
         table node (reused when given, with its summary and slice-area tables and chart)."""
         check_output_nodes(outputTable=outputTable)
         volume = volume_from_node(volumeNode)
-        labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
-        measurements = compute_measurements(volume, labels)
+        label_set, modality = mrml_segmentation.label_set_of(segmentationNode)
+        labels = volume.with_array(
+            mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode, label_set=label_set))
+        measurements = measure_labels(volume, labels, label_set, modality)
         with self._transaction() as transaction:
-            return self._write_tables(transaction, measurements, outputTable, volumeNode)
+            return self._write_tables(transaction, measurements, outputTable, volumeNode, label_set=label_set)
 
     # ---- comparison with a reference ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class SegmentationResult:
     measurements: Measurements
     warnings: tuple  # messages about a suspicious input (see validation.validate_ct)
     label_set: LabelSet = LEGSEGNET_LABELS  # what the label values mean (the engine's model's labels)
+    modality: str = CT  # CT, or MR for a model of another image (no Hounsfield units)
 
 
 def run_segmentation(
@@ -54,4 +55,4 @@ def run_segmentation(
     if not labels.array.any():
         warnings.append(NOTHING_LABELLED)
         log.warning(NOTHING_LABELLED)
-    return SegmentationResult(labels, measurements, tuple(warnings), label_set)
+    return SegmentationResult(labels, measurements, tuple(warnings), label_set, modality)
