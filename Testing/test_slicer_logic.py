@@ -867,3 +867,22 @@ def test_a_models_own_labels_become_named_segments_and_tables(scene):
     logic.computeMeasurements(segmentation_node, volume_node, table_node)  # re-measured with the model's labels
     assert before > 0 and [row["tissue"] for row in table_rows(table_node)] == ["quadriceps", "SAT"]
     assert tissue_volume(table_node, "quadriceps") == quadriceps
+
+
+class DixonThighEngine(ThighGroupEngine):
+    modality = "MR"
+
+
+def test_dixon_images_give_fat_fractions_per_label(scene):
+    ct, _ = phantom(seed=6)
+    volume_node = add_volume_node(ct)
+    fat = add_volume_node(ct.with_array(np.full(ct.array.shape, 30, np.int16)), "fat")
+    water = add_volume_node(ct.with_array(np.full(ct.array.shape, 70, np.int16)), "water")
+    logic = SegmentationLogic()
+    _, table_node = logic.process(volume_node, engine=DixonThighEngine(), fatVolume=fat, waterVolume=water,
+                                  imat_fat_fraction=0.25)
+    summary = table_rows(logic.summaryTable(table_node))[0]
+    assert summary["quadriceps_fat_fraction"] == pytest.approx(0.3)  # 30 / (30 + 70) everywhere
+    assert summary["quadriceps_IMAT_fraction"] == 1.0 and "quadriceps_mean_HU" not in summary
+    with pytest.raises(InputError, match="both the fat and the water"):
+        logic.process(volume_node, engine=DixonThighEngine(), fatVolume=fat)

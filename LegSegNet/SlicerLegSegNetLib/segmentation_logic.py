@@ -25,7 +25,7 @@ import slicer
 import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
-from LegSegNetLib.measuring.label_measurements import measure_labels
+from LegSegNetLib.measuring.label_measurements import FatWater, measure_labels
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
@@ -93,6 +93,12 @@ def check_output_nodes(outputSegmentation=None, outputTable=None) -> None:
                                   f"{kind} node, or none to have a new one created")
 
 
+def _copy_of(volume_node) -> Volume:
+    """The node's voxels, copied (the node may change while a task runs), and its world geometry."""
+    volume = volume_from_node(volume_node)
+    return Volume(volume.array.copy(), volume.ijk_to_ras)
+
+
 def _node_volume(volume_node, placed_by) -> Volume:
     """The node's voxels and geometry in world coordinates, through the parent transforms of `placed_by` (the node
     itself, or the segmentation a hidden labels node belongs to)."""
@@ -123,10 +129,11 @@ class SegmentationTask:
     to stop after the current batch of slices; done(), progress() and result() may be read from any thread."""
 
     def __init__(self, volume: Volume, settings: SegmentationSettings, engine, volume_node,
-                 world_to_node: Optional[np.ndarray] = None):
+                 world_to_node: Optional[np.ndarray] = None, fat_water: Optional[FatWater] = None):
         self.volume, self.settings, self.engine, self.volume_node = volume, settings, engine, volume_node
         # `volume` is in world coordinates (parent transforms applied); this matrix leads back to the node's own
         self.world_to_node = np.eye(4) if world_to_node is None else world_to_node
+        self.fat_water = fat_water
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._progress = (0, 0)
@@ -143,7 +150,7 @@ class SegmentationTask:
 
         try:
             engine = self.engine or _create_engine(self.settings)
-            self._result = run_segmentation(self.volume, engine, self.settings, report)
+            self._result = run_segmentation(self.volume, engine, self.settings, report, self.fat_water)
         except BaseException as error:  # kept and re-raised on the main thread by result()
             self._error = error
         finally:
@@ -215,7 +222,7 @@ class SegmentationLogic:
     # ---- segmentation -----------------------------------------------------------------------------------------
 
     def process(self, inputVolume, outputSegmentation=None, outputTable=None, *, settings=None, engine=None,
-                progress=None, **options):
+                progress=None, fatVolume=None, waterVolume=None, **options):
         """Segment `inputVolume` and measure it; returns (segmentationNode, tissueTableNode).
 
         settings: a SegmentationSettings (engine, model, folds, TTA, device, axial range...); scripts may instead
@@ -224,23 +231,29 @@ class SegmentationLogic:
         batch of slices; returning False cancels (progress.Cancelled is raised, the scene is untouched).
         Given output nodes are reused: only their LegSegNet segments / table contents are replaced.
         The input is checked first (validation.InputError for a volume that is not a CT in HU); warnings about
-        a merely suspicious input are in `lastWarnings` afterwards.
+        a merely suspicious input are in `lastWarnings` afterwards. fatVolume, waterVolume: the Dixon images of an
+        MR input (same grid), for fat fractions per label and IMAT above settings.imat_fat_fraction in muscles.
         """
         check_output_nodes(outputSegmentation, outputTable)
-        task = self.startSegmentation(inputVolume, settings, engine, **options)
+        task = self.startSegmentation(inputVolume, settings, engine, fatVolume, waterVolume, **options)
         task.run(progress)
         return self.finishSegmentation(task, outputSegmentation, outputTable)
 
-    def startSegmentation(self, inputVolume, settings=None, engine=None, **options) -> "SegmentationTask":
+    def startSegmentation(self, inputVolume, settings=None, engine=None, fatVolume=None, waterVolume=None,
+                          **options) -> "SegmentationTask":
         """Check the input and copy its voxels (main thread); the returned task's run() does the work and may run
         in a worker thread; finishSegmentation() then writes the results into the scene (main thread)."""
         self.lastWarnings = ()
         if settings is None:
             settings = settings_from_keywords(engine, **options)
-        volume = volume_from_node(inputVolume)
-        copy = Volume(volume.array.copy(), volume.ijk_to_ras)  # the node may change while the task runs
-        return SegmentationTask(copy, settings, engine if engine is not None and not isinstance(engine, str) else None,
-                                inputVolume, np.linalg.inv(node_to_world(inputVolume)))
+        fat_water = None
+        if (fatVolume is None) != (waterVolume is None):
+            raise InputError("give both the fat and the water image (the fat fraction needs the two Dixon images)")
+        if fatVolume is not None:
+            fat_water = FatWater(_copy_of(fatVolume), _copy_of(waterVolume), settings.imat_fat_fraction)
+        ready_engine = engine if engine is not None and not isinstance(engine, str) else None
+        return SegmentationTask(_copy_of(inputVolume), settings, ready_engine, inputVolume,
+                                np.linalg.inv(node_to_world(inputVolume)), fat_water)
 
     def finishSegmentation(self, task: "SegmentationTask", outputSegmentation=None, outputTable=None):
         """Put a finished task's labels and measurements into the scene; re-raises the task's error (the scene is
