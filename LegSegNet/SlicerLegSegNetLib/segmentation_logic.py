@@ -399,6 +399,11 @@ class SegmentationLogic:
         if has_range != (slices == "range") and slices != "edited":
             raise ExportError("give an axial range (slice indices or mm) with slices='range' (or 'edited'), "
                               "and none with slices='all'")
+        label_set, _ = mrml_segmentation.label_set_of(segmentationNode)
+        if not label_set.is_legsegnet_tissues:
+            raise ExportError("training pairs hold LegSegNet's four tissues; this segmentation holds a model's own "
+                              f"labels ({', '.join(label.key for label in label_set.labels)}): export it as a "
+                              ".seg.nrrd and train that model with its own nnU-Net dataset")
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference = self._original_for_export(segmentationNode) if slices == "edited" else None
