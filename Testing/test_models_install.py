@@ -218,3 +218,5 @@ def test_the_bundled_bootstrap_model_is_listed_and_used_by_name(capsys):
     assert resolve_model("legsegnet-bootstrap") == status.path
     main(["models", "list"])
     assert "legsegnet-bootstrap  bundled" in capsys.readouterr().out
+    assert main(["models", "verify", "legsegnet-bootstrap"]) == 2
+    assert "read-only" in capsys.readouterr().err

@@ -110,6 +110,10 @@ def _verify(args) -> int:
     missing = [name for name in names if models.model_status(name).state == models.NOT_INSTALLED]
     if missing:
         raise UserError(f"not installed: {', '.join(missing)} (`legsegnet models list` shows the installed models)")
+    bundled = [name for name in names if models.model_status(name).state == models.BUNDLED]
+    if bundled:
+        raise UserError(f"{', '.join(bundled)}: bundled with LegSegNet, read-only, with no install record to verify "
+                        "against")
     if not names:
         print("no model is installed")
         return 0
