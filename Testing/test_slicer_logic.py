@@ -867,8 +867,10 @@ def test_a_models_own_labels_become_named_segments_and_tables(scene):
     logic.computeMeasurements(segmentation_node, volume_node, table_node)  # re-measured with the model's labels
     assert before > 0 and [row["tissue"] for row in table_rows(table_node)] == ["quadriceps", "SAT"]
     assert tissue_volume(table_node, "quadriceps") == quadriceps
-    with pytest.raises(ExportError, match="LegSegNet's four tissues"):
+    with pytest.raises(ExportError, match="LegSegNet's four tissues.*quadriceps, SAT"):
         logic.exportTrainingPairs(segmentation_node, volume_node, "unused")
+    with pytest.raises(ValueError, match="comparisons cover LegSegNet's four tissues"):
+        logic.compareWithReference(segmentation_node, volume_node)
 
 
 class DixonThighEngine(ThighGroupEngine):

@@ -180,6 +180,14 @@ class SegmentationTask:
         return self._result
 
 
+def _require_four_tissues(segmentation_node, error_class, what: str, instead: str) -> None:
+    """Refuse (error_class) a segmentation holding a model's own labels where only the four tissues make sense."""
+    label_set, _ = mrml_segmentation.label_set_of(segmentation_node)
+    if not label_set.is_legsegnet_tissues:
+        keys = ", ".join(label.key for label in label_set.labels)
+        raise error_class(f"{what}; this segmentation holds a model's own labels ({keys}): {instead}")
+
+
 def _create_engine(settings: SegmentationSettings):
     from LegSegNetLib.segmenting.engines.factory import create_engine  # torch is imported only for a model engine
 
@@ -350,6 +358,8 @@ class SegmentationLogic:
         or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
         into this segmentation, which measures the corrections made since. Surface distances need MONAI
         (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
+        _require_four_tissues(segmentationNode, ValueError, "comparisons cover LegSegNet's four tissues",
+                              "compare segmentations of the four tissues only")
         ct = volume_from_node(volumeNode)
         labels = ct.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference_labels, name, notes = self._reference_labels(segmentationNode, volumeNode, ct, reference)
@@ -399,11 +409,8 @@ class SegmentationLogic:
         if has_range != (slices == "range") and slices != "edited":
             raise ExportError("give an axial range (slice indices or mm) with slices='range' (or 'edited'), "
                               "and none with slices='all'")
-        label_set, _ = mrml_segmentation.label_set_of(segmentationNode)
-        if not label_set.is_legsegnet_tissues:
-            raise ExportError("training pairs hold LegSegNet's four tissues; this segmentation holds a model's own "
-                              f"labels ({', '.join(label.key for label in label_set.labels)}): export it as a "
-                              ".seg.nrrd and train that model with its own nnU-Net dataset")
+        _require_four_tissues(segmentationNode, ExportError, "training pairs hold LegSegNet's four tissues",
+                              "export it as a .seg.nrrd and train that model with its own nnU-Net dataset")
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference = self._original_for_export(segmentationNode) if slices == "edited" else None
