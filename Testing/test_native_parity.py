@@ -133,3 +133,9 @@ def test_a_model_wanting_other_inputs_is_refused(tmp_path):
     resampling = make_model_folder(tmp_path / "0.8", native={"spacing": (0.8, 0.8)})
     with pytest.raises(ModelFolderError, match=r"\(0.8, 0.8\) mm pixels"):
         create_engine(SegmentationSettings(model=str(resampling), device="cpu", preprocessing="legsegnet"))
+
+
+def test_a_spacing_that_would_blow_slices_up_is_refused(tmp_path):
+    folder = make_model_folder(tmp_path / "tiny", native={"spacing": (0.001, 0.001)})
+    with pytest.raises(ModelFolderError, match=r"spacing \[0.001, 0.001\]; it needs two pixel sizes from 0.05 to 20"):
+        load_model_folder(folder)
