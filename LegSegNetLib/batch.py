@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from LegSegNetLib.measuring.label_measurements import FatWater
 from LegSegNetLib.progress import ProgressCallback
 from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume_files import read_volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.run import run_segmentation
 from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet, label_set_from_names
 from LegSegNetLib.writing.labelmaps import write_labelmap
 from LegSegNetLib.writing.outputs import atomic_output, write_text
 from LegSegNetLib.writing.tables import measurement_record
@@ -41,6 +43,7 @@ class Job:
     record: Optional[Path]  # per-input measurement record (batch runs into an output folder)
     overlay: Optional[Path] = None  # quick-look picture
     overwrite: bool = False
+    fat_water: Optional[tuple] = None  # Dixon MRI: the (fat, water) image files of the input
 
     @property
     def done(self) -> bool:
@@ -89,17 +92,21 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     """Segment and measure one input and write its outputs; returns its measurement record. A done job's record
     is read back instead (and a picture asked for only now is drawn from its saved labels)."""
     if job.done:
-        return reuse_done_job(job)
+        return reuse_done_job(job, getattr(engine, "label_set", LEGSEGNET_LABELS))
     started = time.monotonic()
     ct = read_volume(job.input)
-    result = run_segmentation(ct, engine, settings, progress)
+    fat_water = None
+    if job.fat_water is not None:
+        fat, water = (read_volume(path) for path in job.fat_water)
+        fat_water = FatWater(fat, water, settings.imat_fat_fraction)
+    result = run_segmentation(ct, engine, settings, progress, fat_water)
     record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used(),
                                    result.warnings),
               "settings": settings.record()}
     if job.labelmap is not None:
-        write_labelmap(result.labels, job.labelmap, job.overwrite)
+        write_labelmap(result.labels, job.labelmap, job.overwrite, result.label_set)
     if job.overlay is not None:
-        write_overlay(ct, result.labels, job.overlay, job.overwrite)
+        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), job.overwrite)
     log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
@@ -107,11 +114,22 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     return record
 
 
-def reuse_done_job(job: Job) -> dict:
-    """A done job's record, read back (and a picture asked for only now drawn from its saved labels)."""
+def label_set_of(settings: SegmentationSettings) -> LabelSet:
+    """The labels the settings' engine writes, from the model folder's dataset.json (no model loaded)."""
+    if not settings.uses_model:
+        return LEGSEGNET_LABELS
+    from LegSegNetLib.segmenting.engines.factory import resolve_model_folder
+
+    dataset = json.loads((resolve_model_folder(settings.model) / "dataset.json").read_text(encoding="utf-8"))
+    return label_set_from_names(dataset["labels"])
+
+
+def reuse_done_job(job: Job, label_set: LabelSet = LEGSEGNET_LABELS) -> dict:
+    """A done job's record, read back (and a picture asked for only now drawn from its saved labels, coloured
+    by the model's `label_set`)."""
     log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
     if job.overlay is not None and not job.overlay.exists():
-        write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
+        write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, False, label_set)
     return read_record(job.record)
 
 
@@ -141,8 +159,8 @@ def read_record(path: Path) -> dict:
         raise RecordError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
 
 
-def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
+def write_overlay(ct, labels, path: Path, overwrite: bool, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
     from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
 
     with atomic_output(path, overwrite) as temporary:
-        write_overlay_png(ct, labels, temporary)
+        write_overlay_png(ct, labels, temporary, label_set=label_set)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from LegSegNetLib.batch import BatchResult, Job, process_job, reuse_done_job
+from LegSegNetLib.batch import BatchResult, Job, label_set_of, process_job, reuse_done_job
 from LegSegNetLib.device import available_cores
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.engines.factory import create_engine
@@ -82,7 +82,7 @@ def run_cohort(jobs: list, settings: SegmentationSettings, cluster: Cluster,
     records, failed = {}, {}
     for index, job in enumerate(jobs):
         if job.done:
-            _record_outcome(index, job, records, failed, lambda: reuse_done_job(job))
+            _record_outcome(index, job, records, failed, lambda: reuse_done_job(job, label_set_of(settings)))
     pending = {index: job_for_worker(job) for index, job in enumerate(jobs) if not job.done}
     if pending:
         with _client(cluster) as client:

@@ -25,6 +25,7 @@ BACKENDS = ("torch", "onnx")  # torch: exact; the others run the same network fa
 PREPROCESSING = ("legsegnet", "native")  # None: the model folder or registry entry says which
 # Fields that choose or run a model: the threshold engine takes none of them.
 MODEL_OPTIONS = ("model", "folds", "checkpoint", "tta", "batch_size", "preprocessing", "backend")
+DEFAULT_IMAT_FAT_FRACTION = 0.1  # VinceWohl/MuscleSeg's threshold of the Dixon fat fraction inside muscle masks
 
 
 class SettingsError(ValueError):
@@ -49,6 +50,7 @@ class SegmentationSettings:
     preprocessing: Optional[str] = None
     slice_range: Optional[SliceRange] = None  # display slice indices, half-open
     range_mm: Optional[tuple] = None  # (start, stop) RAS S positions in mm; at most one of the two ranges
+    imat_fat_fraction: float = DEFAULT_IMAT_FAT_FRACTION  # Dixon MRI: muscle voxels above it count as IMAT
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -65,6 +67,8 @@ class SegmentationSettings:
         if self.checkpoint is not None and not _is_plain_file_name(self.checkpoint):
             raise SettingsError(f"--checkpoint names a file inside each fold folder of the model (such as "
                                 f"checkpoint_best.pth), not a path: {self.checkpoint!r}")
+        if not 0.0 < self.imat_fat_fraction < 1.0:
+            raise SettingsError(f"the IMAT fat-fraction threshold must lie between 0 and 1, not {self.imat_fat_fraction}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SettingsError(f"the batch size must be at least 1, not {self.batch_size}")
         self._check_ranges()
@@ -113,4 +117,7 @@ class SegmentationSettings:
                 "checkpoint": self.checkpoint, "tta": self.tta, "backend": self.backend,
                 "preprocessing": self.preprocessing,
                 "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
-                "range_mm": list(self.range_mm) if self.range_mm else None}
+                "range_mm": list(self.range_mm) if self.range_mm else None,
+                # only when changed, so that records written before the option existed still match
+                **({"imat_fat_fraction": self.imat_fat_fraction}
+                   if self.imat_fat_fraction != DEFAULT_IMAT_FAT_FRACTION else {})}

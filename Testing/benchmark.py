@@ -18,6 +18,7 @@ With --slices N only the N middle slices are segmented; times for the whole volu
     python Testing/benchmark.py --ct scan.nii.gz --model /path/to/LegSegNet
     python Testing/benchmark.py --phantom-slices 1000 --slices 20   # 512x512x1000 int16 phantom
     python Testing/benchmark.py --engine threshold --phantom-slices 1000  # memory of the threshold engine
+    python Testing/benchmark.py --native --slices 8 --threads 2    # the native profile (see native_benchmark)
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from LegSegNetLib.settings import SegmentationSettings
 
 TESTING = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTING.parent), str(TESTING)]
+
+from LegSegNetLib.settings import SegmentationSettings  # noqa: E402 (this checkout's library, not an installed one)
 
 PIPELINES = ("reference", "ours")
 LEGSEGNET_SPACING = {"spacing": (999, 1, 1)}  # what nnU-Net's 2D PNG reader reports for LegSegNet's slices
@@ -137,7 +139,7 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
         engine = create_engine(settings)
         model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
     model_rss = peak_rss_mb()
-    run.compute_measurements = clock.wrap("measure", run.compute_measurements)
+    run.measure_labels = clock.wrap("measure", run.measure_labels)
     run.validate_ct = clock.wrap("validate", run.validate_ct)
     with clock.phase("volume"):
         with clock.phase("read"):
@@ -376,6 +378,8 @@ def parse_args(argv=None):
     parser.add_argument("--only", choices=PIPELINES, help="run one pipeline")
     parser.add_argument("--work", type=Path, help="folder for outputs (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--native", action="store_true",
+                        help="time the native profile on real 512x512 slices against nnUNetPredictor slice by slice")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -385,6 +389,8 @@ def main(argv=None) -> dict:
     if args.worker:
         worker(*args.worker)
         return {}
+    if args.native:
+        return native_benchmark(args)
     with tempfile.TemporaryDirectory(prefix="legsegnet-bench-") as temporary:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
@@ -402,6 +408,79 @@ def main(argv=None) -> dict:
         if args.json:
             args.json.write_text(json.dumps({"config": config, **figures}, indent=1))
         return figures
+
+
+# ---- the native profile ---------------------------------------------------------------------------------------
+
+NATIVE_SPACING_MM = (0.8, 0.8)
+NATIVE_PATCH = (320, 320)
+
+
+def native_benchmark(args, stream=None) -> dict:
+    """The native profile (NativeEngine: batches of slices, tiles of all of them sharing network passes) against
+    nnUNetPredictor.predict_single_npy_array one slice at a time, both in this process on the same slices: the
+    middle --slices N (default 4) 512x512 slices of the Visible Human leg CT (or --ct) at their own spacing. The
+    default model is LegSegNet-sized with random weights, CTNormalization, 0.8 mm spacing and a 320 patch."""
+    import torch
+
+    from LegSegNetLib.reading.layout import slice_layout
+    from LegSegNetLib.reading.volume_files import read_volume
+    from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
+    from LegSegNetLib.segmenting.engines.nnunet.native import NativeEngine
+    from nnunet_reference import ReferencePredictor, native_reference_labels
+
+    set_threads(args.threads)
+    volume = read_volume(args.ct or default_ct())
+    layout = slice_layout(volume)
+    display = layout.display_view(volume.array)
+    indices = selected_indices(len(display), args.slices or 4)
+    slices = np.ascontiguousarray(display[indices]).astype(np.float32)
+    spacing = (layout.spacing_row_mm, layout.spacing_column_mm)
+    model = args.model or default_native_model(_model_cache().with_name("legsegnet_sized_native_model"))
+    folds = [int(fold) for fold in args.folds.split(",")]
+
+    started = time.perf_counter()
+    engine = NativeEngine(load_model_folder(model, folds=folds), tta=args.tta, device=args.device,
+                          batch_size=args.batch_size, backend=args.backend)
+    ours_load = time.perf_counter() - started
+    started = time.perf_counter()
+    step = engine.preferred_batch_size
+    ours = np.concatenate([engine.segment_slices(slices[start:start + step], spacing)
+                           for start in range(0, len(slices), step)])
+    ours_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    reference = ReferencePredictor(model, folds=folds, tta=args.tta)
+    reference_load = time.perf_counter() - started
+    started = time.perf_counter()
+    expected = np.stack([native_reference_labels(reference, image, spacing) for image in slices])
+    reference_s = time.perf_counter() - started
+
+    figures = {"slices": len(slices), "slice_shape": list(slices.shape[1:]), "spacing_mm": list(spacing),
+               "threads": torch.get_num_threads(), "backend": args.backend, "ours_s": ours_s, "reference_s": reference_s,
+               "ours_load_s": ours_load, "reference_load_s": reference_load, "ratio": ours_s / reference_s,
+               "label_agreement": float(np.mean(ours == expected))}
+    stream = stream or sys.stdout
+    print(f"native profile, {len(slices)} slices {slices.shape[1]}x{slices.shape[2]} at {spacing[0]:.3g} mm, "
+          f"{figures['threads']} threads, our backend {args.backend}", file=stream)
+    print(f"  ours      {ours_s:8.2f} s  ({ours_s / len(slices):.2f} s/slice; model load {ours_load:.1f} s)", file=stream)
+    print(f"  reference {reference_s:8.2f} s  ({reference_s / len(slices):.2f} s/slice; model load "
+          f"{reference_load:.1f} s)", file=stream)
+    print(f"  ours/reference wall time {figures['ratio']:.2f}; label agreement {figures['label_agreement']:.6f}",
+          file=stream)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return figures
+
+
+def default_native_model(folder: Path) -> Path:
+    """A LegSegNet-sized random-weight model trained (so to speak) on CT in HU at 0.8 mm with a 320 patch."""
+    from model_factory import LEGSEGNET_FEATURES, make_model_folder
+
+    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        make_model_folder(folder, "CTNormalization", features_per_stage=LEGSEGNET_FEATURES, patch_size=NATIVE_PATCH,
+                          native={"spacing": NATIVE_SPACING_MM, "labels": ["SAT", "SM", "IMAT", "Bone"]})
+    return folder
 
 
 def _model_cache() -> Path:

@@ -62,3 +62,11 @@ class ReferencePredictor:
             logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, properties
         )
         return logits[:, 0], properties["bbox_used_for_cropping"][1:], labels[0]
+
+
+def native_reference_labels(predictor: "ReferencePredictor", slice_2d: np.ndarray, pixel_spacing_mm) -> np.ndarray:
+    """nnU-Net's labels for one 2D slice of real intensities given as a (1, 1, rows, cols) image with spacing
+    (999, rows mm, columns mm), the way nnU-Net reads a 2D image."""
+    image = np.asarray(slice_2d, dtype=np.float32)[None, None]
+    spacing = (999.0, *(float(value) for value in pixel_spacing_mm))
+    return predictor.predictor.predict_single_npy_array(image, {"spacing": spacing})[0]

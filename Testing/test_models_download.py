@@ -33,7 +33,8 @@ def test_clean_download_installs_a_verified_model_that_loads(server, hf_model, i
     assert folder == isolated_home / "models" / "legsegnet"
     for relative in HF_FILES:
         assert sha256(folder / relative) == sha256(hf_model / relative)
-    assert json.loads((folder / "legsegnet.json").read_text()) == {"in_plane_orientation": "PL"}
+    assert json.loads((folder / "legsegnet.json").read_text()) == {"in_plane_orientation": "PL",
+                                                                    "preprocessing": "legsegnet"}
     status = model_status("legsegnet")
     assert (status.state, status.folds, status.version) == (INSTALLED, (0,), "1.0")
     assert resolve_model("legsegnet") == folder

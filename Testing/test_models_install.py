@@ -47,7 +47,7 @@ def test_an_nnunet_results_folder_installs_only_the_model_files(hf_model, tmp_pa
 
     assert installed_files(folder) == {"plans.json", "dataset.json", "fold_0/checkpoint_final.pth", MANIFEST_NAME}
     assert load_model_folder(folder).checkpoint_name == "checkpoint_final.pth"
-    assert [s.name for s in list_models()] == ["legsegnet", "my-leg-model"]
+    assert [s.name for s in list_models()] == ["legsegnet", "legsegnet-bootstrap", "my-leg-model"]
     assert resolve_model("my-leg-model") == folder
 
 
@@ -188,3 +188,35 @@ def test_the_registry_names_the_published_model_and_mirrors_replace_its_address(
         "https://mirror.example.org/weights/legsegnet/fold_0/checkpoint_best.pth"
     assert [f.path for f in spec.files] == list(HF_FILES) and spec.folds == (0,)
     assert spec.in_plane_orientation == "PL" and "2605.30829" in json.dumps(spec.citation)
+
+
+def test_any_2d_model_installs_under_a_name_and_is_listed_with_its_profile_labels_and_folds(tmp_path, capsys):
+    from LegSegNetLib.cli import main
+    from LegSegNetLib.segmenting.engines.factory import create_engine
+    from LegSegNetLib.settings import SegmentationSettings
+
+    source = make_model_folder(tmp_path / "l3", folds=(0, 1), patch_size=(160, 160),
+                               native={"spacing": (0.78, 0.78), "labels": ["psoas", "paraspinal", "VAT"]})
+    assert main(["models", "install", str(source), "--name", "l3-body"]) == 0
+    status = model_status("l3-body")
+    assert (status.state, status.preprocessing, status.labels, status.folds) == (
+        INSTALLED, "native", ("psoas", "paraspinal", "VAT"), (0, 1))
+    main(["models", "list"])
+    listing = capsys.readouterr().out
+    assert "labels: psoas, paraspinal, VAT" in listing and "native" in listing
+    engine = create_engine(SegmentationSettings(model="l3-body", folds="1", device="cpu"))
+    assert engine.preprocessing == "native" and engine.model.folds == (1,)
+
+
+def test_the_bundled_bootstrap_model_is_listed_and_used_by_name(capsys):
+    from LegSegNetLib.cli import main
+    from LegSegNetLib.models import BUNDLED
+
+    status = model_status("legsegnet-bootstrap")
+    assert (status.state, status.preprocessing, status.folds) == (BUNDLED, "legsegnet", (0,))
+    assert status.labels == ("SAT", "SM", "IMAT", "Bone")
+    assert resolve_model("legsegnet-bootstrap") == status.path
+    main(["models", "list"])
+    assert "legsegnet-bootstrap  bundled" in capsys.readouterr().out
+    assert main(["models", "verify", "legsegnet-bootstrap"]) == 2
+    assert "read-only" in capsys.readouterr().err

@@ -103,13 +103,15 @@ def test_class_outside_the_allowed_packages_is_refused(model_dir, tmp_path):
         load_model_folder(folder, folds=[0])
 
 
-def test_resampling_configuration_is_refused(model_dir, tmp_path):
+def test_a_resampling_configuration_loads_but_not_with_legsegnet_preprocessing(model_dir, tmp_path):
     folder = copy_of(model_dir, tmp_path)
     plans = json.loads((folder / "plans.json").read_text())
     plans["configurations"]["2d"]["spacing"] = [0.5, 0.5]
     (folder / "plans.json").write_text(json.dumps(plans))
-    with pytest.raises(ModelFolderError, match="spacing"):
-        load_model_folder(folder, folds=[0])
+    model = load_model_folder(folder, folds=[0])
+    assert model.target_spacing == (0.5, 0.5)
+    with pytest.raises(ModelFolderError, match=r"\(0.5, 0.5\) mm pixels.*--preprocessing native"):
+        model.check_profile("legsegnet")
 
 
 def test_invalid_json(model_dir, tmp_path):

@@ -75,7 +75,7 @@ def test_unknown_extension_is_refused(tmp_path):
 def test_labels_that_are_not_tissues_are_refused(tmp_path):
     labels = oblique_labels()
     labels.array[0, 0, 0] = 7
-    with pytest.raises(ValueError, match=r"\[7\] are not LegSegNet tissues"):
+    with pytest.raises(ValueError, match=r"\[7\] are not among the model's labels"):
         write_seg_nrrd(labels, tmp_path / "labels.seg.nrrd")
     assert list(tmp_path.iterdir()) == []
 

@@ -24,7 +24,7 @@ from LegSegNetLib.reading.volume_files import read_volume  # noqa: E402
 from LegSegNetLib.reading.layout import slice_layout  # noqa: E402
 from LegSegNetLib.progress import Cancelled  # noqa: E402
 from LegSegNetLib.segmenting.pipeline import segment_volume  # noqa: E402
-from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES  # noqa: E402
+from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES, label_set_from_names  # noqa: E402
 from LegSegNetLib.training.export import ExportError  # noqa: E402
 from LegSegNetLib.reading.validation import InputError  # noqa: E402
 from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume  # noqa: E402
@@ -831,3 +831,62 @@ def test_widget_path_runs_in_a_worker_thread_with_one_settings_object(scene):
     assert np.mean(display[1:5][truth_view > 0] == truth_view[truth_view > 0]) > 0.8
     assert len(table_rows(table_node)) >= len(TISSUES)
     assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
+
+
+class ThighGroupEngine(AnteriorRightEngine):
+    """A model with its own labels: muscle groups and subcutaneous fat (values 1..3)."""
+
+    label_set = label_set_from_names({"background": 0, "quadriceps": 1, "hamstrings": 2, "SAT": 3})
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        return np.minimum(super().segment_slices(hu_slices, pixel_spacing_mm), 3)
+
+
+def test_a_models_own_labels_become_named_segments_and_tables(scene):
+    ct, _ = phantom(seed=5)
+    volume_node = add_volume_node(ct)
+    segmentation_node, table_node = SegmentationLogic().process(volume_node, engine=ThighGroupEngine())
+    segmentation = segmentation_node.GetSegmentation()
+    names = [segmentation.GetSegment(segment_id).GetName() for segment_id in segmentation.GetSegmentIDs()]
+    assert names == ["Quadriceps femoris muscle", "Posterior muscle of thigh structure", "Subcutaneous fat"]
+    assert [row["tissue"] for row in table_rows(table_node)] == ["quadriceps", "hamstrings", "SAT"]
+    logic = SegmentationLogic()
+    summary = table_rows(logic.summaryTable(table_node))[0]
+    assert "quadriceps_IMAT_fraction" in summary and "SAT_IMAT_fraction" not in summary
+    areas = table_rows(logic.sliceAreaTable(table_node))
+    assert set(areas[0]) == {"slice_index", "S_mm", "quadriceps_area_cm2", "hamstrings_area_cm2", "SAT_area_cm2"}
+    label_set, modality = mrml_segmentation.label_set_of(segmentation_node)
+    assert label_set == ThighGroupEngine.label_set and modality == "CT"
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node, label_set=label_set)
+    layout = slice_layout(ct)
+    expected = ThighGroupEngine().segment_slices(layout.display_view(ct.array).astype(np.float32), (1, 1))
+    np.testing.assert_array_equal(layout.display_view(labels), expected)
+    before = tissue_volume(table_node, "hamstrings")
+    segmentation.RemoveSegment(segmentation.GetSegmentIdBySegmentName("Posterior muscle of thigh structure"))
+    quadriceps = tissue_volume(table_node, "quadriceps")
+    logic.computeMeasurements(segmentation_node, volume_node, table_node)  # re-measured with the model's labels
+    assert before > 0 and [row["tissue"] for row in table_rows(table_node)] == ["quadriceps", "SAT"]
+    assert tissue_volume(table_node, "quadriceps") == quadriceps
+    with pytest.raises(ExportError, match="LegSegNet's four tissues.*quadriceps, SAT"):
+        logic.exportTrainingPairs(segmentation_node, volume_node, "unused")
+    with pytest.raises(ValueError, match="comparisons cover LegSegNet's four tissues"):
+        logic.compareWithReference(segmentation_node, volume_node)
+
+
+class DixonThighEngine(ThighGroupEngine):
+    modality = "MR"
+
+
+def test_dixon_images_give_fat_fractions_per_label(scene):
+    ct, _ = phantom(seed=6)
+    volume_node = add_volume_node(ct)
+    fat = add_volume_node(ct.with_array(np.full(ct.array.shape, 30, np.int16)), "fat")
+    water = add_volume_node(ct.with_array(np.full(ct.array.shape, 70, np.int16)), "water")
+    logic = SegmentationLogic()
+    _, table_node = logic.process(volume_node, engine=DixonThighEngine(), fatVolume=fat, waterVolume=water,
+                                  imat_fat_fraction=0.25)
+    summary = table_rows(logic.summaryTable(table_node))[0]
+    assert summary["quadriceps_fat_fraction"] == pytest.approx(0.3)  # 30 / (30 + 70) everywhere
+    assert summary["quadriceps_IMAT_fraction"] == 1.0 and "quadriceps_mean_HU" not in summary
+    with pytest.raises(InputError, match="both the fat and the water"):
+        logic.process(volume_node, engine=DixonThighEngine(), fatVolume=fat)

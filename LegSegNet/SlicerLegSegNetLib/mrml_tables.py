@@ -16,7 +16,7 @@ import vtk
 from LegSegNetLib.measuring.measurements import (
     SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
 )
-from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, TISSUES, LabelSet
 from LegSegNetLib.writing.tables import WARNINGS_COLUMN, warnings_cell
 
 
@@ -53,15 +53,15 @@ def _column_array(name: str, values: list):
 
 def tissue_table_content(measurements: Measurements) -> TableContent:
     """One row per tissue for both legs together, then per leg when some slices show two separable legs."""
-    separable = measurements.summary["separable_slice_count"] > 0
+    separable = measurements.summary.get("separable_slice_count", 0) > 0
     rows = [row for row in measurements.tissue_rows if separable or row["side"] == "both"]
-    return table_content(TISSUE_COLUMNS, rows)
+    return table_content(measurements.tissue_columns or TISSUE_COLUMNS, rows)
 
 
 def summary_table_content(measurements: Measurements, warnings=()) -> TableContent:
-    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg), after
-    the warnings about the input they were measured on."""
-    return table_content((WARNINGS_COLUMN, *SUMMARY_COLUMNS),
+    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg; or a
+    model's own labels' measurements), after the warnings about the input they were measured on."""
+    return table_content((WARNINGS_COLUMN, *measurements.columns),
                          [{WARNINGS_COLUMN.name: warnings_cell(warnings), **measurements.summary}])
 
 
@@ -76,17 +76,27 @@ SLICE_AREA_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + tuple(
 )
 
 
-def slice_area_table_content(measurements: Measurements) -> TableContent:
-    """One row per labelled slice, inferior to superior, with each tissue's area per side (wide, for plotting)."""
+def slice_area_columns(label_set: LabelSet = LEGSEGNET_LABELS) -> tuple:
+    """SLICE_AREA_COLUMNS for the four tissues; a model's own labels have areas of both legs together only."""
+    if label_set.is_legsegnet_tissues:
+        return SLICE_AREA_COLUMNS
+    return SLICE_POSITION_COLUMNS + tuple(
+        ColumnInfo(area_column_name("both", label.key), "cm2", f"{label.name} cross-sectional area")
+        for label in label_set.labels)
+
+
+def slice_area_table_content(measurements: Measurements, label_set: LabelSet = LEGSEGNET_LABELS) -> TableContent:
+    """One row per labelled slice, inferior to superior, with each label's area per side (wide, for plotting)."""
+    columns = slice_area_columns(label_set)
     rows = {}
     for entry in measurements.slice_rows:
-        row = rows.setdefault(entry["slice_index"], _empty_area_row(entry))
+        row = rows.setdefault(entry["slice_index"], _empty_area_row(entry, columns))
         row[area_column_name(entry["side"], entry["tissue"])] = entry["area_cm2"]
-    return table_content(SLICE_AREA_COLUMNS, list(rows.values()))
+    return table_content(columns, list(rows.values()))
 
 
-def _empty_area_row(entry: dict) -> dict:
-    row = {column.name: math.nan for column in SLICE_AREA_COLUMNS}
+def _empty_area_row(entry: dict, columns: tuple) -> dict:
+    row = {column.name: math.nan for column in columns}
     row["slice_index"] = int(entry["slice_index"])
     row["S_mm"] = float(entry["S_mm"])
     return row
@@ -124,14 +134,14 @@ def _deep_copy(table):
     return copy
 
 
-def add_slice_area_chart(add_node, slice_table_node, name: str):
-    """A plot chart of each tissue's area (both legs) against the slice position; returns the chart node.
+def add_slice_area_chart(add_node, slice_table_node, name: str, label_set: LabelSet = LEGSEGNET_LABELS):
+    """A plot chart of each label's area (both legs) against the slice position; returns the chart node.
     add_node(class_name, name) adds a node to the scene."""
     chart = add_node("vtkMRMLPlotChartNode", name)
     chart.SetTitle("Cross-sectional area along the leg")
     chart.SetXAxisTitle("S (mm)")
     chart.SetYAxisTitle("area (cm2)")
-    for tissue in TISSUES:
+    for tissue in label_set.labels:
         series = add_node("vtkMRMLPlotSeriesNode", f"{name} {tissue.name}")
         series.SetAndObserveTableNodeID(slice_table_node.GetID())
         series.SetXColumnName("S_mm")

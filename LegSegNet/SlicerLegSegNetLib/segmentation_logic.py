@@ -25,7 +25,7 @@ import slicer
 import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
-from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.measuring.label_measurements import FatWater, measure_labels
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
@@ -33,6 +33,7 @@ from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
 from LegSegNetLib.settings import SegmentationSettings, SettingsError  # noqa: F401 (SettingsError re-exported)
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import EXPORT_FORMATS
 from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_tables
@@ -92,6 +93,12 @@ def check_output_nodes(outputSegmentation=None, outputTable=None) -> None:
                                   f"{kind} node, or none to have a new one created")
 
 
+def _copy_of(volume_node) -> Volume:
+    """The node's voxels, copied (the node may change while a task runs), and its world geometry."""
+    volume = volume_from_node(volume_node)
+    return Volume(volume.array.copy(), volume.ijk_to_ras)
+
+
 def _node_volume(volume_node, placed_by) -> Volume:
     """The node's voxels and geometry in world coordinates, through the parent transforms of `placed_by` (the node
     itself, or the segmentation a hidden labels node belongs to)."""
@@ -122,10 +129,11 @@ class SegmentationTask:
     to stop after the current batch of slices; done(), progress() and result() may be read from any thread."""
 
     def __init__(self, volume: Volume, settings: SegmentationSettings, engine, volume_node,
-                 world_to_node: Optional[np.ndarray] = None):
+                 world_to_node: Optional[np.ndarray] = None, fat_water: Optional[FatWater] = None):
         self.volume, self.settings, self.engine, self.volume_node = volume, settings, engine, volume_node
         # `volume` is in world coordinates (parent transforms applied); this matrix leads back to the node's own
         self.world_to_node = np.eye(4) if world_to_node is None else world_to_node
+        self.fat_water = fat_water
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._progress = (0, 0)
@@ -142,7 +150,7 @@ class SegmentationTask:
 
         try:
             engine = self.engine or _create_engine(self.settings)
-            self._result = run_segmentation(self.volume, engine, self.settings, report)
+            self._result = run_segmentation(self.volume, engine, self.settings, report, self.fat_water)
         except BaseException as error:  # kept and re-raised on the main thread by result()
             self._error = error
         finally:
@@ -170,6 +178,14 @@ class SegmentationTask:
         if self._error is not None:
             raise self._error
         return self._result
+
+
+def _require_four_tissues(segmentation_node, error_class, what: str, instead: str) -> None:
+    """Refuse (error_class) a segmentation holding a model's own labels where only the four tissues make sense."""
+    label_set, _ = mrml_segmentation.label_set_of(segmentation_node)
+    if not label_set.is_legsegnet_tissues:
+        keys = ", ".join(label.key for label in label_set.labels)
+        raise error_class(f"{what}; this segmentation holds a model's own labels ({keys}): {instead}")
 
 
 def _create_engine(settings: SegmentationSettings):
@@ -214,7 +230,7 @@ class SegmentationLogic:
     # ---- segmentation -----------------------------------------------------------------------------------------
 
     def process(self, inputVolume, outputSegmentation=None, outputTable=None, *, settings=None, engine=None,
-                progress=None, **options):
+                progress=None, fatVolume=None, waterVolume=None, **options):
         """Segment `inputVolume` and measure it; returns (segmentationNode, tissueTableNode).
 
         settings: a SegmentationSettings (engine, model, folds, TTA, device, axial range...); scripts may instead
@@ -223,23 +239,29 @@ class SegmentationLogic:
         batch of slices; returning False cancels (progress.Cancelled is raised, the scene is untouched).
         Given output nodes are reused: only their LegSegNet segments / table contents are replaced.
         The input is checked first (validation.InputError for a volume that is not a CT in HU); warnings about
-        a merely suspicious input are in `lastWarnings` afterwards.
+        a merely suspicious input are in `lastWarnings` afterwards. fatVolume, waterVolume: the Dixon images of an
+        MR input (same grid), for fat fractions per label and IMAT above settings.imat_fat_fraction in muscles.
         """
         check_output_nodes(outputSegmentation, outputTable)
-        task = self.startSegmentation(inputVolume, settings, engine, **options)
+        task = self.startSegmentation(inputVolume, settings, engine, fatVolume, waterVolume, **options)
         task.run(progress)
         return self.finishSegmentation(task, outputSegmentation, outputTable)
 
-    def startSegmentation(self, inputVolume, settings=None, engine=None, **options) -> "SegmentationTask":
+    def startSegmentation(self, inputVolume, settings=None, engine=None, fatVolume=None, waterVolume=None,
+                          **options) -> "SegmentationTask":
         """Check the input and copy its voxels (main thread); the returned task's run() does the work and may run
         in a worker thread; finishSegmentation() then writes the results into the scene (main thread)."""
         self.lastWarnings = ()
         if settings is None:
             settings = settings_from_keywords(engine, **options)
-        volume = volume_from_node(inputVolume)
-        copy = Volume(volume.array.copy(), volume.ijk_to_ras)  # the node may change while the task runs
-        return SegmentationTask(copy, settings, engine if engine is not None and not isinstance(engine, str) else None,
-                                inputVolume, np.linalg.inv(node_to_world(inputVolume)))
+        fat_water = None
+        if (fatVolume is None) != (waterVolume is None):
+            raise InputError("give both the fat and the water image (the fat fraction needs the two Dixon images)")
+        if fatVolume is not None:
+            fat_water = FatWater(_copy_of(fatVolume), _copy_of(waterVolume), settings.imat_fat_fraction)
+        ready_engine = engine if engine is not None and not isinstance(engine, str) else None
+        return SegmentationTask(_copy_of(inputVolume), settings, ready_engine, inputVolume,
+                                np.linalg.inv(node_to_world(inputVolume)), fat_water)
 
     def finishSegmentation(self, task: "SegmentationTask", outputSegmentation=None, outputTable=None):
         """Put a finished task's labels and measurements into the scene; re-raises the task's error (the scene is
@@ -249,13 +271,14 @@ class SegmentationLogic:
         result = task.result()
         inputVolume = task.volume_node
         labels = Volume(result.labels.array, task.world_to_node @ result.labels.ijk_to_ras)
-        new_segments = mrml_segmentation.tissue_segments(labels)
+        new_segments = mrml_segmentation.tissue_segments(labels, result.label_set, result.modality)
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
             transaction.apply(_ParentTransform(segmentation_node, inputVolume.GetTransformNodeID()))
-            transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
+            transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments, result.label_set))
             self._keep_original_labels(transaction, segmentation_node, labels)
-            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume, result.warnings)
+            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume, result.warnings,
+                                            result.label_set)
         self._make_displayable(segmentation_node, inputVolume)
         self.lastWarnings = result.warnings
         return segmentation_node, table_node
@@ -319,10 +342,12 @@ class SegmentationLogic:
         table node (reused when given, with its summary and slice-area tables and chart)."""
         check_output_nodes(outputTable=outputTable)
         volume = volume_from_node(volumeNode)
-        labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
-        measurements = compute_measurements(volume, labels)
+        label_set, modality = mrml_segmentation.label_set_of(segmentationNode)
+        labels = volume.with_array(
+            mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode, label_set=label_set))
+        measurements = measure_labels(volume, labels, label_set, modality)
         with self._transaction() as transaction:
-            return self._write_tables(transaction, measurements, outputTable, volumeNode)
+            return self._write_tables(transaction, measurements, outputTable, volumeNode, label_set=label_set)
 
     # ---- comparison with a reference ----------------------------------------------------------------------------
 
@@ -333,6 +358,8 @@ class SegmentationLogic:
         or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
         into this segmentation, which measures the corrections made since. Surface distances need MONAI
         (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
+        _require_four_tissues(segmentationNode, ValueError, "comparisons cover LegSegNet's four tissues",
+                              "compare segmentations of the four tissues only")
         ct = volume_from_node(volumeNode)
         labels = ct.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference_labels, name, notes = self._reference_labels(segmentationNode, volumeNode, ct, reference)
@@ -382,6 +409,8 @@ class SegmentationLogic:
         if has_range != (slices == "range") and slices != "edited":
             raise ExportError("give an axial range (slice indices or mm) with slices='range' (or 'edited'), "
                               "and none with slices='all'")
+        _require_four_tissues(segmentationNode, ExportError, "training pairs hold LegSegNet's four tissues",
+                              "export it as a .seg.nrrd and train that model with its own nnU-Net dataset")
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference = self._original_for_export(segmentationNode) if slices == "edited" else None
@@ -409,19 +438,21 @@ class SegmentationLogic:
     def sliceAreaChart(self, tableNode):
         return tableNode.GetNodeReference(SLICE_AREA_CHART_ROLE)
 
-    def _write_tables(self, transaction: _Transaction, measurements, table_node, volume_node, warnings=()):
+    def _write_tables(self, transaction: _Transaction, measurements, table_node, volume_node, warnings=(),
+                      label_set: LabelSet = LEGSEGNET_LABELS):
         base_name = f"{volume_node.GetName()} LegSegNet"
         table_node = table_node or self._new_table(transaction, f"{base_name} tissues", volume_node)
         transaction.apply(mrml_tables.TableReplacement(table_node, mrml_tables.tissue_table_content(measurements)))
         referenced = (
             (SUMMARY_TABLE_ROLE, f"{base_name} summary", mrml_tables.summary_table_content(measurements, warnings)),
-            (SLICE_AREA_TABLE_ROLE, f"{base_name} slice areas", mrml_tables.slice_area_table_content(measurements)),
+            (SLICE_AREA_TABLE_ROLE, f"{base_name} slice areas",
+             mrml_tables.slice_area_table_content(measurements, label_set)),
         )
         for role, name, content in referenced:
             node = self._referenced_table(transaction, table_node, role, name)
             transaction.apply(mrml_tables.TableReplacement(node, content))
         if self.sliceAreaChart(table_node) is None:
-            self._add_chart(transaction, table_node, f"{base_name} slice areas chart")
+            self._add_chart(transaction, table_node, f"{base_name} slice areas chart", label_set)
         return table_node
 
     def _new_table(self, transaction: _Transaction, name: str, volume_node):
@@ -437,8 +468,8 @@ class SegmentationLogic:
             transaction.apply(_NodeReference(table_node, role, node.GetID()))
         return node
 
-    def _add_chart(self, transaction: _Transaction, table_node, name: str) -> None:
-        chart = mrml_tables.add_slice_area_chart(transaction.add_node, self.sliceAreaTable(table_node), name)
+    def _add_chart(self, transaction: _Transaction, table_node, name: str, label_set: LabelSet) -> None:
+        chart = mrml_tables.add_slice_area_chart(transaction.add_node, self.sliceAreaTable(table_node), name, label_set)
         self._place_under(chart, table_node)
         transaction.apply(_NodeReference(table_node, SLICE_AREA_CHART_ROLE, chart.GetID()))
 

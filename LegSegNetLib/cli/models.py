@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     install = commands.add_parser("install", help="install offline from a .zip or folder (Hugging Face or nnU-Net "
                                                   "results layout)")
     install.add_argument("source", metavar="ZIP_OR_FOLDER")
-    install.add_argument("--name", default="legsegnet", help="name to install it under (default: legsegnet)")
+    install.add_argument("--name", default="legsegnet",
+                         help="name to install it under (default: legsegnet); any 2D nnU-Net v2 model may be installed "
+                              "under a name of its own and then used with `legsegnet segment --model NAME`")
     install.add_argument("--yes", action="store_true", help="replace an installed model of that name without asking")
     install.set_defaults(handler=_install)
 
@@ -47,11 +49,14 @@ def register(subparsers) -> None:
 
 
 def _list(args) -> int:
-    print(f"{'NAME':<16} {'STATE':<14} {'VERSION':<9} {'FOLDS':<10} PATH")
+    print(f"{'NAME':<20} {'STATE':<14} {'VERSION':<9} {'FOLDS':<10} {'PROFILE':<10} PATH")
     for status in models.list_models():
         folds = ",".join(map(str, status.folds)) or "-"
         version = status.version or ("-" if status.state != models.INSTALLED else "unknown")
-        print(f"{status.name:<16} {status.state:<14} {version:<9} {folds:<10} {status.path}")
+        profile = status.preprocessing or (status.spec.preprocessing if status.spec else None) or "-"
+        print(f"{status.name:<20} {status.state:<14} {version:<9} {folds:<10} {profile:<10} {status.path}")
+        if status.labels:
+            print(f"  labels: {', '.join(status.labels)}")
         if status.update_available:
             print(f"  update available: version {status.spec.version} (legsegnet models download {status.name} --yes)")
         if status.detail != status.state:
@@ -100,10 +105,15 @@ def _install(args) -> int:
 
 
 def _verify(args) -> int:
-    names = args.names or [status.name for status in models.list_models() if status.state != models.NOT_INSTALLED]
+    names = args.names or [status.name for status in models.list_models()
+                           if status.state in (models.INSTALLED, models.CORRUPT)]
     missing = [name for name in names if models.model_status(name).state == models.NOT_INSTALLED]
     if missing:
         raise UserError(f"not installed: {', '.join(missing)} (`legsegnet models list` shows the installed models)")
+    bundled = [name for name in names if models.model_status(name).state == models.BUNDLED]
+    if bundled:
+        raise UserError(f"{', '.join(bundled)}: bundled with LegSegNet, read-only, with no install record to verify "
+                        "against")
     if not names:
         print("no model is installed")
         return 0

@@ -30,7 +30,7 @@ from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
 from LegSegNetLib.segmenting.engines.factory import create_engine, resolve_model_folder
-from LegSegNetLib.settings import BACKENDS, ENGINES, SegmentationSettings
+from LegSegNetLib.settings import BACKENDS, DEFAULT_IMAT_FAT_FRACTION, ENGINES, PREPROCESSING, SegmentationSettings
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
 from LegSegNetLib.writing.outputs import (OutputExistsError, OutputWriteError, check_writable_folder, extension_of,
                                           output_folder_lock, refuse_existing)
@@ -62,6 +62,15 @@ def register(subparsers) -> None:
     engine.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
                              "labels may differ from nnU-Net's at near-ties")
+    engine.add_argument("--preprocessing", choices=PREPROCESSING,
+                        help="legsegnet: LegSegNet's 8-bit window and 256x256 stretch; native: nnU-Net's own 2D path "
+                             "on real intensities and spacing (default: what the model declares)")
+    dixon = parser.add_argument_group("Dixon MRI (one input)")
+    dixon.add_argument("--fat", type=Path, help="fat image of the input (same grid): fat fraction per label, IMAT")
+    dixon.add_argument("--water", type=Path, help="water image of the input (same grid)")
+    dixon.add_argument("--imat-fat-fraction", type=float, default=DEFAULT_IMAT_FAT_FRACTION, metavar="F",
+                       help="muscle voxels with fat / (fat + water) above F count as IMAT "
+                            f"(default {DEFAULT_IMAT_FAT_FRACTION:g})")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", dest="slice_range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
@@ -132,6 +141,9 @@ def _job_label(job: Job, number: int, count: int) -> str:
 def plan_jobs(args, settings: SegmentationSettings) -> list:
     """The inputs with their output paths; refuses, before any work, outputs that would clobber files."""
     inputs = expand_inputs(args.inputs, exclude=args.output_dir)
+    if len(inputs) > 1 and (args.fat or args.water):
+        raise UserError("--fat and --water belong to one input: segment Dixon inputs one at a time")
+    fat_water = _fat_water(args)
     if args.output_dir is None:
         if len(inputs) > 1:
             raise UserError(f"{len(inputs)} inputs: use --output-dir to write one set of outputs per input")
@@ -145,11 +157,11 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
         if args.overlay and args.labelmap is None:
             raise UserError("--overlay goes with --labelmap (the picture is written beside it) or --output-dir")
         overlay = _overlay_beside(args.labelmap, args) if args.labelmap else None
-        jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None, overlay, args.overwrite)]
+        jobs = [Job(inputs[0], input_name(inputs[0]), args.labelmap, None, overlay, args.overwrite, fat_water)]
     else:
         labelmaps = [args.output_dir / f"{input_name(path)}.{args.format or 'seg.nrrd'}" for path in inputs]
         jobs = [Job(path, input_name(path), labelmap, args.output_dir / f"{input_name(path)}{RECORD_SUFFIX}",
-                    _overlay_beside(labelmap, args), args.overwrite) for path, labelmap in zip(inputs, labelmaps)]
+                    _overlay_beside(labelmap, args), args.overwrite, fat_water) for path, labelmap in zip(inputs, labelmaps)]
         _refuse_duplicate_names(jobs)
         try:
             refuse_results_of_other_settings(jobs, settings)
@@ -288,6 +300,18 @@ def _tables(args) -> list:
         elif args.output_dir is not None:
             tables.append(TableOutput(write, args.output_dir / default_name, True))
     return tables
+
+
+def _fat_water(args) -> Optional[tuple]:
+    """The Dixon (fat, water) files of the one input, both or neither."""
+    if (args.fat is None) != (args.water is None):
+        raise UserError("give both --fat and --water (the fat fraction needs the two Dixon images)")
+    if args.fat is None:
+        return None
+    for path in (args.fat, args.water):
+        if not path.exists():
+            raise UserError(f"Dixon image not found: {path}")
+    return args.fat, args.water
 
 
 def _overlay_beside(labelmap: Path, args) -> Optional[Path]:

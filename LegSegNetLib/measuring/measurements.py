@@ -83,6 +83,13 @@ class Measurements:
     summary: dict  # SUMMARY_COLUMNS names -> float (counts are int), in that order
     tissue_rows: list  # dicts keyed by TISSUE_COLUMNS names, side by side, tissue by tissue
     slice_rows: list  # dicts keyed by SLICE_COLUMNS names, inferior to superior
+    summary_columns: Optional[tuple] = None  # a model's own labels (label_measurements); None: SUMMARY_COLUMNS
+    tissue_columns: Optional[tuple] = None  # likewise; None: TISSUE_COLUMNS
+
+    @property
+    def columns(self) -> tuple:
+        """The ColumnInfo of every summary key, in order."""
+        return self.summary_columns or SUMMARY_COLUMNS
 
 
 def _side_summary_columns(side: str) -> list[ColumnInfo]:

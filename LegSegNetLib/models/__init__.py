@@ -24,7 +24,7 @@ _HOMES = {
     "paths": ("legsegnet_home", "models_dir"),
     "registry": ("ModelNotInstalledError", "ModelSpec", "UnknownModelError", "get_model_spec", "load_registry",
                  "resolve_model"),
-    "status": ("CORRUPT", "INSTALLED", "NOT_INSTALLED", "ModelStatus", "list_models", "model_status", "verify_model"),
+    "status": ("BUNDLED", "CORRUPT", "INSTALLED", "NOT_INSTALLED", "ModelStatus", "list_models", "model_status", "verify_model"),
     "validate": ("ModelValidationError", "validate_model_folder"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -125,7 +125,10 @@ def download_model(name: str = "legsegnet", folds=None, progress: Optional[Progr
 def _write_model_properties(folder: Path, spec: ModelSpec) -> None:
     """legsegnet.json tells the engine what the registry knows and nnU-Net's files do not: the in-plane orientation."""
     if not any(file.path == MODEL_PROPERTIES_FILE for file in spec.files):
-        (folder / MODEL_PROPERTIES_FILE).write_text(json.dumps({"in_plane_orientation": spec.in_plane_orientation}))
+        properties = {"in_plane_orientation": spec.in_plane_orientation}
+        if spec.preprocessing:
+            properties["preprocessing"] = spec.preprocessing
+        (folder / MODEL_PROPERTIES_FILE).write_text(json.dumps(properties))
 
 
 def _prepare_partial_folder(spec: ModelSpec, files) -> Path:

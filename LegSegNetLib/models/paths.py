@@ -7,6 +7,9 @@ Layout under the LegSegNet home folder (``LEGSEGNET_HOME``, else a per-user cach
     models/.staging-<name>-<id>/   an install being assembled and validated
     checksums.json                 sizes and SHA-256 recorded on first download, when the registry has none
 
+Models bundled with LegSegNet (Resources/Models/<name>/, read-only) are used by name unless one of that name is
+installed.
+
 Only folders whose name starts with a letter or digit are models; the dotted ones are never used for inference.
 """
 
@@ -16,6 +19,9 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Optional
+
+from LegSegNetLib.resources import resources_dir
 
 HOME_VARIABLE = "LEGSEGNET_HOME"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -63,6 +69,17 @@ def is_inside_relative_path(path: str) -> bool:
 
 def installed_model_dir(name: str) -> Path:
     return models_dir() / check_model_name(name)
+
+
+def bundled_model_names() -> list:
+    """Names of the models shipped in Resources/Models."""
+    folder = resources_dir() / "Models"
+    return sorted(path.parent.name for path in folder.glob("*/plans.json")) if folder.is_dir() else []
+
+
+def bundled_model_dir(name: str) -> Optional[Path]:
+    """The folder of the bundled model `name`, None when there is none."""
+    return resources_dir() / "Models" / name if name in bundled_model_names() else None
 
 
 def partial_download_dir(name: str) -> Path:

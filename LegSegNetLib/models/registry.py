@@ -47,7 +47,7 @@ class ModelSpec:
     in_plane_orientation: str
     licence: dict
     citation: dict
-
+    preprocessing: Optional[str] = None  # legsegnet or native; None: as the model folder says
     @property
     def folds(self) -> tuple:
         return folds_of_paths(spec.path for spec in self.files)
@@ -98,7 +98,8 @@ def _spec_from_json(entry: dict) -> ModelSpec:
     return ModelSpec(name=entry["name"], title=entry.get("title", entry["name"]), version=entry["version"],
                      homepage=entry.get("homepage", ""), url_pattern=entry["url_pattern"], files=files,
                      in_plane_orientation=entry.get("in_plane_orientation", "PL"),
-                     licence=entry.get("licence", {}), citation=entry.get("citation", {}))
+                     licence=entry.get("licence", {}), citation=entry.get("citation", {}),
+                     preprocessing=entry.get("preprocessing"))
 
 
 def _check_scheme(url: str, schemes: tuple, what: str) -> None:
@@ -135,6 +136,9 @@ def resolve_model(name_or_path) -> Path:
         manifest = read_manifest(folder)
     except ManifestError as error:
         raise ModelNotInstalledError(f"{error}; {reinstall}") from error
+    bundled = paths.bundled_model_dir(name)
+    if manifest is None and bundled is not None:
+        return bundled
     if manifest is None and name not in load_registry():  # nothing to download: a mistyped folder or name
         raise ModelNotInstalledError(
             f"model {name!r} is not installed in {paths.models_dir()}, not in the registry either, and there is no "

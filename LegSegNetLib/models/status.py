@@ -3,6 +3,8 @@ Slicer module show."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -10,11 +12,14 @@ from typing import Optional
 from LegSegNetLib.models import checksums, paths
 from LegSegNetLib.models.paths import DOWNLOAD_STATE_FILE
 from LegSegNetLib.models.manifest import ManifestError, damaged_files, read_manifest, sha256_of
+from LegSegNetLib.models.folds import available_folds
 from LegSegNetLib.models.registry import ModelSpec, load_registry
+from LegSegNetLib.segmenting.engines.nnunet.profiles import MODEL_PROPERTIES_FILE, choose_preprocessing
 
 INSTALLED = "installed"
 NOT_INSTALLED = "not installed"
 CORRUPT = "corrupt"
+BUNDLED = "bundled"  # shipped with LegSegNet in Resources/Models: usable by name, read-only
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ class ModelStatus:
     spec: Optional[ModelSpec]  # the registry entry, None for a model installed under a name of its own
     detail: str  # one sentence for the user
     partial_bytes: int = 0  # bytes of an interrupted download kept for resuming
+    preprocessing: str = ""  # legsegnet or native, for a usable model ('' when not known)
+    labels: tuple = ()  # label names from its dataset.json, background left out
 
     @property
     def update_available(self) -> bool:
@@ -43,6 +50,10 @@ def model_status(name: str) -> ModelStatus:
         manifest = read_manifest(folder)
     except ManifestError as error:
         return ModelStatus(name, CORRUPT, folder, (), None, spec, f"{error}; remove and install it again", partial)
+    bundled = paths.bundled_model_dir(name)
+    if manifest is None and bundled is not None and not folder.exists():
+        return _described(ModelStatus(name, BUNDLED, bundled, available_folds(bundled), None, spec,
+                                      "bundled with LegSegNet (read-only)"))
     if manifest is None:
         detail = ("a folder is there but its install never completed" if folder.exists() else "not installed")
         return ModelStatus(name, NOT_INSTALLED, folder, (), None, spec, detail + resume_note, partial)
@@ -50,13 +61,28 @@ def model_status(name: str) -> ModelStatus:
     if damaged:
         return ModelStatus(name, CORRUPT, folder, tuple(manifest.folds), manifest.version, spec,
                            f"files missing or changed: {', '.join(damaged)}; remove and install it again", partial)
-    return ModelStatus(name, INSTALLED, folder, tuple(manifest.folds), manifest.version, spec,
-                       f"installed from {manifest.source} on {manifest.installed_at}", partial)
+    return _described(ModelStatus(name, INSTALLED, folder, tuple(manifest.folds), manifest.version, spec,
+                                  f"installed from {manifest.source} on {manifest.installed_at}", partial))
+
+
+def _described(status: ModelStatus) -> ModelStatus:
+    """The status with the model's preprocessing profile and label names, read from its folder's JSON files."""
+    try:
+        dataset = json.loads((status.path / "dataset.json").read_text(encoding="utf-8"))
+        properties_file = status.path / MODEL_PROPERTIES_FILE
+        properties = json.loads(properties_file.read_text(encoding="utf-8")) if properties_file.is_file() else {}
+        profile = choose_preprocessing(dataset, properties, status.path,
+                                       registry_profile=status.spec.preprocessing if status.spec else None)
+        labels = tuple(name for name, value in sorted(dataset["labels"].items(), key=lambda item: str(item[1]).zfill(4))
+                       if value != 0)
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        return dataclasses.replace(status, detail=f"{status.detail}; its dataset.json is unreadable ({error})")
+    return dataclasses.replace(status, preprocessing=profile, labels=labels)
 
 
 def list_models() -> list:
     """Status of every registry model and of every model installed under another name."""
-    names = set(load_registry())
+    names = set(load_registry()) | set(paths.bundled_model_names())
     if paths.models_dir().is_dir():
         names |= {folder.name for folder in paths.models_dir().iterdir()
                   if folder.is_dir() and paths.is_valid_model_name(folder.name)}

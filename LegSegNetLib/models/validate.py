@@ -12,8 +12,8 @@ from pathlib import Path
 
 from LegSegNetLib.segmenting.engines.nnunet.model import CHECKPOINT_NAMES, ModelFolderError, load_model_folder
 from LegSegNetLib.models.folds import fold_of_path, folds_of_paths
+from LegSegNetLib.segmenting.engines.nnunet.profiles import MODEL_PROPERTIES_FILE  # optional (orientation, profile)
 
-MODEL_PROPERTIES_FILE = "legsegnet.json"  # optional: what nnU-Net's files do not say (the in-plane orientation)
 SHARED_FILES = ("plans.json", "dataset.json", MODEL_PROPERTIES_FILE)
 _SEARCH_DEPTH = 4  # model roots deeper than this in an archive or folder are not looked for
 

@@ -43,14 +43,16 @@ class InputError(ValueError):
     """The input cannot be segmented as it is; the message says why and what to do."""
 
 
-def validate_ct(volume: Volume, layout: Optional[SliceLayout] = None) -> list[str]:
+def validate_ct(volume: Volume, layout: Optional[SliceLayout] = None, hounsfield: bool = True) -> list[str]:
     """Raise InputError for a volume that cannot be segmented; return warnings (strings) for suspicious ones.
-    `layout`: the volume's slice layout when the caller has it already."""
+    `layout`: the volume's slice layout when the caller has it already; `hounsfield` False (an MR model's
+    input) skips the checks of Hounsfield units."""
     check_voxel_array(volume)
     layout = layout or slice_layout(volume)
     warnings = _shape_warnings(volume, layout) + _spacing_warnings(layout)
     _check_finite(volume.array)
-    return warnings + _intensity_warnings(volume.array) + _outlier_slice_warnings(volume, layout)
+    return (warnings + (_intensity_warnings(volume.array) if hounsfield else [])
+            + _outlier_slice_warnings(volume, layout))
 
 
 def check_voxel_array(volume: Volume) -> None:

@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from LegSegNetLib.measuring.measurements import Measurements, compute_measurements
+from LegSegNetLib.measuring.label_measurements import CT, FatWater, measure_labels
+from LegSegNetLib.measuring.measurements import Measurements
 from LegSegNetLib.progress import ProgressCallback
 from LegSegNetLib.reading.layout import slice_layout
 from LegSegNetLib.reading.validation import check_voxel_array, validate_ct
@@ -14,6 +15,7 @@ from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.pipeline import segment_volume
 from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ class SegmentationResult:
     labels: Volume  # uint8, on the CT's own grid
     measurements: Measurements
     warnings: tuple  # messages about a suspicious input (see validation.validate_ct)
+    label_set: LabelSet = LEGSEGNET_LABELS  # what the label values mean (the engine's model's labels)
+    modality: str = CT  # CT, or MR for a model of another image (no Hounsfield units)
 
 
 def run_segmentation(
@@ -33,18 +37,22 @@ def run_segmentation(
     engine: SliceEngine,
     settings: SegmentationSettings = SegmentationSettings(),
     progress: Optional[ProgressCallback] = None,
+    fat_water: Optional[FatWater] = None,
 ) -> SegmentationResult:
     """Validate `ct`, label the axial slices `settings` select with `engine` (built from the same settings)
     and measure the result. Raises validation.InputError for a volume that cannot be segmented,
-    layout.EmptyRangeError for a range with no slice, progress.Cancelled."""
+    layout.EmptyRangeError for a range with no slice, progress.Cancelled. `fat_water`: Dixon images of an MR
+    input, for fat fractions and IMAT (see measuring.label_measurements)."""
     check_voxel_array(ct)
     layout = slice_layout(ct)
-    warnings = validate_ct(ct, layout)
+    modality = getattr(engine, "modality", CT)
+    warnings = validate_ct(ct, layout, hounsfield=modality == CT)
     for warning in warnings:
         log.warning(warning)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
-    measurements = compute_measurements(ct, labels, layout)
+    label_set = getattr(engine, "label_set", LEGSEGNET_LABELS)
+    measurements = measure_labels(ct, labels, label_set, modality, fat_water, layout)
     if not labels.array.any():
         warnings.append(NOTHING_LABELLED)
         log.warning(NOTHING_LABELLED)
-    return SegmentationResult(labels, measurements, tuple(warnings))
+    return SegmentationResult(labels, measurements, tuple(warnings), label_set, modality)

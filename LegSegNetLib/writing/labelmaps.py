@@ -2,7 +2,8 @@
 
 A `.seg.nrrd` holds the label map as one shared layer plus, per segment, Slicer's `Segment{N}_*` header
 fields: ID, name, colour, label value, layer, extent and a `TerminologyEntry` tag with the SNOMED CT
-codes of LegSegNetLib.tissues, so Slicer (and `slicerio`) show the four tissues named and coloured.
+codes of LegSegNetLib.tissues, so Slicer (and `slicerio`) show the labels named and coloured: the four
+tissues, or the label set of the model that made them.
 The geometry is the label map's own, which is the input CT's: the file doubles as reference geometry.
 """
 
@@ -15,7 +16,7 @@ import SimpleITK as sitk
 
 from LegSegNetLib.reading.volume_files import error_summary, sitk_from_volume
 from LegSegNetLib.writing.outputs import OutputWriteError, atomic_output, extension_of
-from LegSegNetLib.tissues import TISSUES, CodedTerm, Tissue
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, CodedTerm, LabelSet, Tissue
 from LegSegNetLib.reading.volume import Volume
 
 LABELMAP_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
@@ -23,38 +24,41 @@ SLICER_CATEGORY_CONTEXT = "Segmentation category and type - 3D Slicer General An
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 
-def write_labelmap(labels: Volume, path, overwrite: bool = False) -> None:
-    """Write a label map in the format its extension names (see LABELMAP_EXTENSIONS)."""
+def write_labelmap(labels: Volume, path, overwrite: bool = False, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
+    """Write a label map in the format its extension names (see LABELMAP_EXTENSIONS); `label_set` names the
+    segments of a .seg.nrrd."""
     extension = extension_of(path)
     if extension not in LABELMAP_EXTENSIONS:
         choices = ", ".join(LABELMAP_EXTENSIONS)
         raise ValueError(f"cannot write a label map as {Path(path).name!r}: use one of {choices}")
     if extension == ".seg.nrrd":
-        write_seg_nrrd(labels, path, overwrite)
+        write_seg_nrrd(labels, path, overwrite, label_set)
     else:
         _write_image(_label_image(labels), path, overwrite)
 
 
-def write_seg_nrrd(labels: Volume, path, overwrite: bool = False) -> None:
-    """Write a Slicer segmentation file with the four LegSegNet tissues as segments of one labelmap layer."""
+def write_seg_nrrd(labels: Volume, path, overwrite: bool = False, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
+    """Write a Slicer segmentation file with the labels of `label_set` (default: the four LegSegNet tissues) as
+    segments of one labelmap layer."""
     image = _label_image(labels)
-    for key, value in seg_nrrd_fields(image).items():
+    for key, value in seg_nrrd_fields(image, label_set).items():
         image.SetMetaData(key, value)
     _write_image(image, path, overwrite)
 
 
-def seg_nrrd_fields(image: sitk.Image) -> dict[str, str]:
-    """Slicer's segmentation header fields for a uint8 label image holding tissue values."""
+def seg_nrrd_fields(image: sitk.Image, label_set: LabelSet = LEGSEGNET_LABELS) -> dict[str, str]:
+    """Slicer's segmentation header fields for a uint8 label image holding the values of `label_set`."""
     boxes = label_extents(image)
-    unknown = sorted(set(boxes) - {tissue.value for tissue in TISSUES})
+    unknown = sorted(set(boxes) - set(label_set.values))
     if unknown:
-        raise ValueError(f"label values {unknown} are not LegSegNet tissues (1..{len(TISSUES)}); cannot name them")
+        raise ValueError(f"label values {unknown} are not among the model's labels {list(label_set.values)}; "
+                         "cannot name them")
     fields = {
         "Segmentation_MasterRepresentation": "Binary labelmap",
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
     }
-    for index, tissue in enumerate(TISSUES):
+    for index, tissue in enumerate(label_set.labels):
         extent = boxes.get(tissue.value, "0 -1 0 -1 0 -1")
         fields.update({
             f"Segment{index}_ID": tissue.key,
@@ -88,7 +92,8 @@ def label_extents(image: sitk.Image) -> dict[int, str]:
     array = sitk.GetArrayViewFromImage(image)  # [k, j, i]; valid while `image` lives
     low, high = {}, {}
     for k, plane in enumerate(array):
-        for value in np.flatnonzero(np.bincount(plane.ravel()))[1:] if plane.any() else ():
+        present = np.flatnonzero(np.bincount(plane.ravel()))
+        for value in present[present > 0]:  # a slice without background holds labels only
             mask = plane == value
             rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             box_low, box_high = (columns[0], rows[0], k), (columns[-1], rows[-1], k)

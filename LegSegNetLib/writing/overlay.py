@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from LegSegNetLib.reading.layout import slice_layout
-from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.reading.volume import Volume
 
 WINDOW_HU = (-160.0, 240.0)  # soft-tissue window: level 40, width 400
@@ -26,18 +26,20 @@ GAP = 4  # pixels between panels
 CROP_MARGIN_MM = 15.0
 
 
-def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4) -> Path:
-    """Write `axial_count` evenly spaced labelled axial slices and one coronal view side by side."""
+def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4,
+                      label_set: LabelSet = LEGSEGNET_LABELS) -> Path:
+    """Write `axial_count` evenly spaced labelled axial slices and one coronal view side by side, each label in
+    its colour from `label_set`."""
     if ct.array.shape != labels.array.shape:
         raise ValueError(f"CT {ct.array.shape} and labels {labels.array.shape} are not on the same grid")
     layout = slice_layout(ct)
     hu, lab = _crop_to_labels(layout.display_view(ct.array), layout.display_view(labels.array), layout)
     pixel_mm = (layout.spacing_row_mm, layout.spacing_column_mm)
-    panels = [_render(hu[index], lab[index], pixel_mm) for index in _axial_indices(lab, axial_count)]
+    panels = [_render(hu[index], lab[index], pixel_mm, label_set) for index in _axial_indices(lab, axial_count)]
     axial_px_per_mm = PANEL_HEIGHT / (hu.shape[1] * layout.spacing_row_mm)
     coronal_height = min(PANEL_HEIGHT, max(1, round(hu.shape[0] * layout.spacing_slice_mm * axial_px_per_mm)))
     panels.append(_render(*_coronal(hu, lab, layout), (layout.spacing_slice_mm, layout.spacing_column_mm),
-                          coronal_height))
+                          label_set, coronal_height))
     picture = _side_by_side(panels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,12 +75,12 @@ def _coronal(hu_display, labels_display, layout):
     return hu, lab
 
 
-def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm, height: int = PANEL_HEIGHT) -> np.ndarray:
+def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm, label_set: LabelSet, height: int = PANEL_HEIGHT) -> np.ndarray:
     """RGB uint8 picture of one plane, square pixels, `height` pixels tall."""
     low, high = WINDOW_HU
     grey = np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=2)
-    for tissue in TISSUES:
+    for tissue in label_set.labels:
         mask = labels == tissue.value
         rgb[mask] = (1 - LABEL_OPACITY) * rgb[mask] + LABEL_OPACITY * np.array(tissue.color, dtype=np.float32)
     height_mm = rgb.shape[0] * pixel_mm[0]

@@ -34,26 +34,40 @@ def measurement_record(input_name: str, engine_name: str, measurements: Measurem
                        warnings=()) -> dict:
     """Everything measured on one input, as plain JSON-able data (NaN becomes None); `warnings`: the run's doubts
     about the input or result, kept with the numbers they concern."""
-    return _json_safe({
+    record = {
         "input": input_name, "engine": engine_name, "model": model, "warnings": list(warnings),
         "summary": measurements.summary,
         "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
-    })
+    }
+    if measurements.summary_columns:  # a model's own labels: the columns differ from LegSegNet's
+        record["columns"] = [column.__dict__ for column in measurements.summary_columns]
+    return _json_safe(record)
 
 
 def write_summary_table(records: list, path, overwrite: bool = False) -> None:
     """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
     rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""),
              "warnings": warnings_cell(record.get("warnings", [])), **record["summary"]} for record in records]
-    twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
+    columns = _record_columns(records)
+    twin = {"columns": [column.__dict__ for column in columns], "rows": rows,
             "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
             "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}
-    write_text(path, csv_text(RECORD_COLUMNS, rows), overwrite)
+    write_text(path, csv_text(columns, rows), overwrite)
     write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
 
 
 def warnings_cell(warnings) -> str:
     return " | ".join(warnings)
+
+
+def _record_columns(records: list) -> tuple:
+    """INPUT_COLUMNS and the summary columns of every record, in order of first appearance (RECORD_COLUMNS
+    when all records measured LegSegNet's four tissues)."""
+    columns = {column.name: column for column in INPUT_COLUMNS}
+    for record in records:
+        given = [ColumnInfo(**column) for column in record["columns"]] if "columns" in record else SUMMARY_COLUMNS
+        columns.update({column.name: column for column in given if column.name not in columns})
+    return tuple(columns.values())
 
 
 def write_slice_table(records: list, path, overwrite: bool = False) -> None:

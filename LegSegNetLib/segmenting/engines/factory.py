@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from LegSegNetLib.segmenting.engines.base import SliceEngine
+from LegSegNetLib.segmenting.engines.nnunet.profiles import NATIVE_PROFILE
 from LegSegNetLib.settings import DEFAULT_MODEL, THRESHOLD_ENGINE, SegmentationSettings
 
 
@@ -26,8 +27,23 @@ def create_engine(settings: SegmentationSettings) -> SliceEngine:
         threshold = _import_engine_module("threshold", "LegSegNetLib.segmenting.engines.threshold")
         return threshold.ThresholdEngine()
     folder = resolve_model_folder(settings.model)
-    nnunet_engine = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.engine")
-    return nnunet_engine.LegSegNetEngine.from_model_folder(folder, settings)
+    model_module = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.model")
+    model = model_module.load_model_folder(folder, folds=settings.folds, checkpoint=settings.checkpoint)
+    if model.preprocessing(settings.preprocessing, _registry_profile(settings.model)) == NATIVE_PROFILE:
+        engine_class = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.native").NativeEngine
+    else:
+        engine_class = _import_engine_module("legsegnet", "LegSegNetLib.segmenting.engines.nnunet.engine").LegSegNetEngine
+    return engine_class(model, tta=settings.tta, device=settings.device, batch_size=settings.batch_size,
+                        backend=settings.backend)
+
+
+def _registry_profile(model: Optional[str]) -> Optional[str]:
+    """The preprocessing the registry entry of a model given by name declares (None for folders)."""
+    name = model or DEFAULT_MODEL
+    if Path(name).expanduser().is_dir():
+        return None
+    spec = _import_engine_module("legsegnet", "LegSegNetLib.models.registry").load_registry().get(name)
+    return spec.preprocessing if spec is not None else None
 
 
 def resolve_model_folder(model: Optional[str]) -> Path:

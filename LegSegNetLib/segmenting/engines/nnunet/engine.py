@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.settings import SegmentationSettings
-from LegSegNetLib.tissues import TISSUES
-from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, NNUNetModel, load_model_folder
+from LegSegNetLib.tissues import label_set_from_names
+from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel, load_model_folder
+from LegSegNetLib.segmenting.engines.nnunet.profiles import LEGSEGNET_PROFILE
 from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError, onnx_networks
 from LegSegNetLib.device import resolve_device
 from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax
@@ -30,15 +31,13 @@ ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json;
 class LegSegNetEngine:
     name = "legsegnet"
 
+    preprocessing = LEGSEGNET_PROFILE
+
     def __init__(self, model: NNUNetModel, tta: bool = False, device: str = "auto", batch_size: Optional[int] = None,
                  backend: str = "torch"):
-        expected = tuple(range(len(TISSUES) + 1))
-        if model.label_values != expected:
-            raise ModelFolderError(
-                f"{model.folder} predicts labels {model.label_values}; LegSegNet models predict {expected} "
-                "(background, " + ", ".join(tissue.key for tissue in TISSUES) + ")"
-            )
-        self.model = _with_backend(model, backend, device)  # the torch weights are let go with onnx
+        model.check_profile(LEGSEGNET_PROFILE)
+        self.label_set = label_set_from_names(model.dataset_json["labels"])
+        self.model = with_backend(model, backend, device)  # the torch weights are let go with onnx
         self.in_plane_orientation = model.extra.get(ORIENTATION_KEY, RADIOLOGICAL)
         self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
 
@@ -84,7 +83,7 @@ class LegSegNetEngine:
         return np.stack([result.labels() for result in self.predictor.predict(legsegnet_image(hu_slices))])
 
 
-def _with_backend(model: NNUNetModel, backend: str, device: str) -> NNUNetModel:
+def with_backend(model: NNUNetModel, backend: str, device: str) -> NNUNetModel:
     """The model with its networks run by `backend`: "torch" (default, exact) or "onnx" (ONNX Runtime, CPU)."""
     if backend == "torch":
         return model

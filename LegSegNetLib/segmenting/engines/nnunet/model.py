@@ -18,15 +18,17 @@ import torch
 
 from LegSegNetLib.segmenting.engines.nnunet.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import IntensityProperties
+from LegSegNetLib.segmenting.engines.nnunet.profiles import LEGSEGNET_PROFILE, NATIVE_PROFILE, choose_preprocessing
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 IMPORTABLE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.architectures.")
-SUPPORTED_NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization", "NoNormalization")
+SUPPORTED_NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization", "RescaleTo01Normalization", "NoNormalization")
 DEFAULT_MIRRORING_AXES_2D = (0, 1)
 # Bounds on plans values that decide memory: a hostile or corrupt plans.json must not allocate gigabytes.
 PATCH_SIZE_LIMITS = (8, 2048)  # pixels per side of the 2D patch
 MAX_FEATURES = 2048  # channels of any stage (nnU-Net caps 2D networks at 512)
 MAX_STAGES = 12
+SPACING_LIMITS_MM = (0.05, 20.0)  # the plans' in-plane spacing: slices are resampled to it (native profile)
 
 
 class ModelFolderError(ValueError):
@@ -52,18 +54,65 @@ class NNUNetModel:
 
     @property
     def normalization(self) -> str:
-        return self.configuration["normalization_schemes"][0]
+        return self.normalization_schemes[0]
+
+    @property
+    def normalization_schemes(self) -> tuple:
+        """nnU-Net's normalization of each input channel."""
+        return tuple(self.configuration["normalization_schemes"])
 
     @property
     def use_mask_for_norm(self) -> bool:
-        return bool(self.configuration.get("use_mask_for_norm", [False])[0])
+        return self.channel_uses_mask(0)
 
     @property
     def intensity_properties(self) -> Optional[IntensityProperties]:
-        properties = self.plans.get("foreground_intensity_properties_per_channel", {}).get("0")
+        return self.channel_intensity_properties(0)
+
+    def channel_uses_mask(self, channel: int) -> bool:
+        flags = self.configuration.get("use_mask_for_norm") or [False] * (channel + 1)
+        return bool(flags[channel])
+
+    def channel_intensity_properties(self, channel: int) -> Optional[IntensityProperties]:
+        properties = self.plans.get("foreground_intensity_properties_per_channel", {}).get(str(channel))
         if properties is None:
             return None
         return IntensityProperties(*(float(properties[key]) for key in IntensityProperties.__dataclass_fields__))
+
+    @property
+    def channel_names(self) -> tuple:
+        """The input channels' names in channel order (e.g. ('CT',) or ('fat', 'water'))."""
+        return tuple(name for _, name in sorted(_channel_names(self.dataset_json).items(), key=lambda item: int(item[0])))
+
+    @property
+    def target_spacing(self) -> tuple:
+        """The in-plane pixel spacing (rows, columns) in mm the network was trained on."""
+        return tuple(float(value) for value in self.configuration["spacing"])
+
+    def resampling_order(self, kind: str) -> int:
+        """Spline order of nnU-Net's resampling of the image ('data') or of the logits ('probabilities')."""
+        default = 3 if kind == "data" else 1
+        return int(self.configuration.get(f"resampling_fn_{kind}_kwargs", {}).get("order", default))
+
+    def preprocessing(self, requested: Optional[str] = None, registry_profile: Optional[str] = None) -> str:
+        """The profile that runs this model (see profiles.choose_preprocessing)."""
+        try:
+            return choose_preprocessing(self.dataset_json, self.extra, self.folder, requested, registry_profile)
+        except ValueError as error:
+            raise ModelFolderError(str(error)) from error
+
+    def check_profile(self, profile: str) -> None:
+        """Refuse a preprocessing profile this model cannot run with; the message says why."""
+        if profile == NATIVE_PROFILE:
+            return
+        if len(self.channel_names) != 1:
+            raise ModelFolderError(f"{self.folder} takes {len(self.channel_names)} input channels "
+                                   f"({', '.join(self.channel_names)}); LegSegNet's 8-bit preprocessing makes one: "
+                                   "use --preprocessing native")
+        if self.target_spacing != (1.0, 1.0):
+            raise ModelFolderError(
+                f"{self.folder} resamples slices to {self.target_spacing} mm pixels; LegSegNet's 8-bit preprocessing "
+                "is for models trained on 1x1 pixel spacing: use --preprocessing native")
 
     @property
     def label_values(self) -> tuple:
@@ -119,7 +168,7 @@ def build_network(plans: dict, configuration: str, dataset_json: dict) -> torch.
     if not (isinstance(network_class, type) and issubclass(network_class, torch.nn.Module)):
         raise ModelFolderError(f"plans.json's network_class_name '{architecture['network_class_name']}' is not a "
                                "network class; the model folder is damaged or not an nnU-Net v2 model")
-    input_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {"0": "CT"})))
+    input_channels = len(_channel_names(dataset_json))
     try:
         return network_class(input_channels=input_channels, num_classes=len(_label_values(dataset_json)),
                              deep_supervision=False, **kwargs)
@@ -216,37 +265,53 @@ def _resolve_configuration(plans: dict, name: str, children: tuple = ()) -> dict
 def _check_supported(configuration: dict, name: str, dataset_json: dict, plans: dict) -> None:
     patch_size = configuration.get("patch_size", ())
     if not isinstance(patch_size, list) or len(patch_size) != 2:
-        raise ModelFolderError(f"configuration '{name}' is not 2D (patch size {patch_size})")
+        found = ", ".join(plans.get("configurations", {})) or "none"
+        raise ModelFolderError(
+            f"the checkpoints were trained with configuration '{name}', which is not 2D (patch size "
+            f"{configuration.get('patch_size')}); LegSegNet runs 2D nnU-Net models only (plans.json configurations: "
+            f"{found}): train and export the '2d' configuration")
     low, high = PATCH_SIZE_LIMITS
     if not all(isinstance(size, int) and not isinstance(size, bool) and low <= size <= high for size in patch_size):
         raise ModelFolderError(f"configuration '{name}' has patch size {patch_size}; each side must be a whole "
                                f"number of pixels from {low} to {high}")
-    spacing = [999.0 if value is None else float(value) for value in configuration.get("spacing", [1.0, 1.0])]
-    if spacing != [1.0, 1.0]:
-        raise ModelFolderError(
-            f"configuration '{name}' resamples slices to spacing {spacing}; only models trained on 1x1 pixel "
-            "spacing (LegSegNet's 8-bit slices) are supported"
-        )
+    spacing = configuration.get("spacing", [1.0, 1.0])
+    low, high = SPACING_LIMITS_MM
+    if not (isinstance(spacing, list) and len(spacing) == 2 and all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+            for value in spacing)):
+        raise ModelFolderError(f"configuration '{name}' has spacing {spacing}; it needs two pixel sizes from "
+                               f"{low} to {high} mm")
     if list(plans.get("transpose_forward", [0, 1, 2])) != [0, 1, 2]:
         raise ModelFolderError("plans.json transposes the image axes; only untransposed 2D models are supported")
+    channels = len(_channel_names(dataset_json))
     schemes = configuration.get("normalization_schemes", [])
-    if len(schemes) != 1 or schemes[0] not in SUPPORTED_NORMALIZATIONS:
-        raise ModelFolderError(
-            f"normalization {schemes} is not supported: need one input channel with one of {SUPPORTED_NORMALIZATIONS}"
-        )
-    if schemes[0] == "CTNormalization" and "0" not in plans.get("foreground_intensity_properties_per_channel", {}):
-        raise ModelFolderError("plans.json uses CTNormalization but has no foreground_intensity_properties_per_channel")
+    if len(schemes) != channels or any(scheme not in SUPPORTED_NORMALIZATIONS for scheme in schemes):
+        raise ModelFolderError(f"normalization {schemes} is not supported: need one of {SUPPORTED_NORMALIZATIONS} "
+                               f"for each of the {channels} input channels")
+    properties = plans.get("foreground_intensity_properties_per_channel", {})
+    for channel, scheme in enumerate(schemes):
+        if scheme == "CTNormalization" and str(channel) not in properties:
+            raise ModelFolderError(f"plans.json uses CTNormalization for channel {channel} but has no "
+                                   "foreground_intensity_properties_per_channel for it")
     values = sorted(_label_values(dataset_json))
     if values != list(range(len(values))):
-        raise ModelFolderError(f"dataset.json labels must be the consecutive values 0..N, found {values}")
+        raise ModelFolderError(f"dataset.json labels must be the consecutive values 0..N, found {values}: "
+                               "nnU-Net trains only on consecutive labels; renumber them and retrain")
+
+
+def _channel_names(dataset_json: dict) -> dict:
+    return dataset_json.get("channel_names", dataset_json.get("modality", {"0": "CT"}))
 
 
 def _label_values(dataset_json: dict) -> list:
     labels = dataset_json.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise ModelFolderError("dataset.json has no 'labels' mapping")
-    if any(not isinstance(value, int) for value in labels.values()):
-        raise ModelFolderError("region-based models (labels given as lists) are not supported")
+    if any(not isinstance(value, int) for value in labels.values()) or "regions_class_order" in dataset_json:
+        raise ModelFolderError(
+            "region-based models (dataset.json labels given as lists of values, with regions_class_order) are not "
+            "supported: their outputs overlap, one label per pixel cannot hold them; train the model with "
+            "plain labels")
     return list(labels.values())
 
 

@@ -112,7 +112,7 @@ def padding_for(shape: Sequence[int], patch_size: Sequence[int]) -> list:
 class _Slice:
     index: int
     bbox: tuple
-    padded: torch.Tensor  # [1, rows, cols] float32, at least patch-sized
+    padded: torch.Tensor  # [channels, rows, cols] float32, at least patch-sized
     pads: list
     tiles: list  # tile slicers (rows, cols) in nnU-Net's order
 
@@ -154,14 +154,21 @@ class Predictor:
         """images: [n, rows, cols] model-grid slices (LegSegNet's uint8). Returns per-slice cropped logits,
         left on the compute device so that resampling and argmax need no transfer."""
         slices = [self._prepare(index, image) for index, image in enumerate(images)]
+        shape = tuple(images.shape[1:])
+        return [SliceLogits(total, item.bbox, shape) for total, item in zip(self._logits(slices), slices)]
+
+    @torch.inference_mode()
+    def predict_planes(self, planes: Sequence[np.ndarray]) -> List[torch.Tensor]:
+        """Fold-averaged fp16 logits [classes, rows, cols] of slices already cropped, normalized and resampled
+        ([channels, rows, cols] float32 each, any sizes), on the compute device."""
+        return self._logits([self._tiled(index, None, item) for index, item in enumerate(planes)])
+
+    def _logits(self, slices: List[_Slice]) -> List[torch.Tensor]:
         while True:
             try:
-                logits = self._average_folds(slices)
-                break
+                return self._average_folds(slices)
             except _MovedToCpu:
                 continue  # the GPU ran out of memory even one slice at a time: start over on the CPU
-        shape = tuple(images.shape[1:])
-        return [SliceLogits(total, item.bbox, shape) for total, item in zip(logits, slices)]
 
     def _average_folds(self, slices: List[_Slice]) -> List[torch.Tensor]:
         """Sum of the folds' fp16 logits divided by the fold count, in fp16, as nnU-Net averages them."""
@@ -182,14 +189,18 @@ class Predictor:
         cropped = normalize(
             image[bbox], self.model.normalization, self.model.use_mask_for_norm, self.model.intensity_properties
         )
-        pads = padding_for(cropped.shape, self.patch_size)
-        padded = np.pad(cropped, pads) if any(before or after for before, after in pads) else cropped
-        starts = tile_starts(padded.shape, self.patch_size, self.tile_step_size)
+        return self._tiled(index, bbox, cropped[None])
+
+    def _tiled(self, index: int, bbox: tuple, planes: np.ndarray) -> _Slice:
+        """The network input of one slice: its normalized [channels, rows, cols] padded to the patch, and tiles."""
+        pads = padding_for(planes.shape[1:], self.patch_size)
+        padded = np.pad(planes, [(0, 0), *pads]) if any(before or after for before, after in pads) else planes
+        starts = tile_starts(padded.shape[1:], self.patch_size, self.tile_step_size)
         tiles = [
             tuple(slice(start, start + patch) for start, patch in zip(origin, self.patch_size))
             for origin in itertools.product(*starts)
         ]
-        return _Slice(index, bbox, torch.from_numpy(np.ascontiguousarray(padded))[None], pads, tiles)
+        return _Slice(index, bbox, torch.from_numpy(np.ascontiguousarray(padded)), pads, tiles)
 
     # ---- the network --------------------------------------------------------------------------------------
 

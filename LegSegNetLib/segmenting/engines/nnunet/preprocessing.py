@@ -4,15 +4,20 @@ LegSegNet turns each HU slice into an 8-bit image (window [-200, 200] HU, trunca
 256x256 with OpenCV's bicubic filter; nnU-Net then crops the slice to its nonzero bounding box and normalizes it.
 The bicubic resize follows OpenCV's 8-bit arithmetic exactly (fixed-point horizontal pass, float32 vertical
 pass with round-half-even), so no OpenCV is needed at run time.
+
+nnU-Net's native 2D path (the `native` profile) works on real intensities: crop, normalize, then resample the
+crop in-plane to the plans' spacing with its default resampling (a float64 spline per plane on the pixel-area
+grid, edge values repeated, clipped to the plane's range), and the network's logits back the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,11 @@ def normalize(
     scheme: str,
     use_mask_for_norm: bool = False,
     intensity: Optional[IntensityProperties] = None,
+    nonzero: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """nnU-Net's normalization of a cropped float32 slice (in place when it is float32), same float32 arithmetic."""
+    """nnU-Net's normalization of a cropped float32 slice (in place when it is float32), same float32 arithmetic.
+
+    `nonzero`: the crop's mask of pixels nonzero in any channel (ZScore with mask); default: this image's."""
     image = cropped.astype(np.float32, copy=False)
     if scheme == "CTNormalization":
         np.clip(image, intensity.percentile_00_5, intensity.percentile_99_5, out=image)
@@ -122,7 +130,7 @@ def normalize(
         image /= max(intensity.std, 1e-8)
     elif scheme == "ZScoreNormalization":
         if use_mask_for_norm:
-            mask = image != 0
+            mask = image != 0 if nonzero is None else nonzero
             if mask.any():
                 values = image[mask]
                 image[mask] = (values - values.mean()) / max(values.std(), 1e-8)
@@ -130,6 +138,30 @@ def normalize(
             mean, std = image.mean(), image.std()
             image -= mean
             image /= max(std, 1e-8)
+    elif scheme == "RescaleTo01Normalization":
+        image -= image.min()
+        image /= max(image.max(), 1e-8)
     elif scheme != "NoNormalization":
         raise ValueError(f"unsupported normalization scheme {scheme}")
     return image
+
+
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]) -> tuple:
+    """nnU-Net's shape after resampling: spacing / target * size per axis, rounded half to even."""
+    return tuple(int(round(current / target * size)) for size, current, target in zip(shape, spacing, target_spacing))
+
+
+def resample_planes(planes: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    """[channels, rows, cols] -> [channels, *shape] in planes' dtype, as nnU-Net's default resampling treats each
+    plane of a 2D image: float64 spline of `order` on the pixel-area grid, edge values repeated beyond the border,
+    result clipped to the plane's own range (higher orders overshoot)."""
+    shape = tuple(int(size) for size in shape)
+    if planes.shape[1:] == shape:
+        return planes
+    resampled = np.empty((len(planes), *shape), dtype=planes.dtype)
+    zoom = [new / old for new, old in zip(shape, planes.shape[1:])]
+    for channel, plane in enumerate(planes):
+        plane = plane.astype(np.float64)
+        zoomed = ndimage.zoom(plane, zoom, order=order, mode="nearest", grid_mode=True)
+        resampled[channel] = np.clip(zoomed, plane.min(), plane.max(), out=zoomed)
+    return resampled
