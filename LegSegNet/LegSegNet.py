@@ -41,7 +41,7 @@ _addLibraryPath()
 from SlicerLegSegNetLib import status_texts  # noqa: E402
 from SlicerLegSegNetLib.model_logic import THRESHOLD_CHOICE, ModelLogic, engine_choices  # noqa: E402
 from SlicerLegSegNetLib.segmentation_logic import (  # noqa: E402
-    EXPORT_FORMATS, EXPORT_SLICES, Cancelled, InputError, SegmentationLogic, detect_devices,
+    DEFAULT_IMAT_FAT_FRACTION, EXPORT_FORMATS, EXPORT_SLICES, Cancelled, InputError, SegmentationLogic, detect_devices,
 )
 
 TASK_POLL_MS = 100  # how often the widget looks at a running segmentation
@@ -83,6 +83,10 @@ class LegSegNetParameterNode:
     device: str = "auto"
     tta: bool = False
     folds: str = ""
+    preprocessing: str = ""  # "": what the model declares; else legsegnet or native
+    fatVolume: vtkMRMLScalarVolumeNode  # MR Dixon images, for fat fraction per label and IMAT inside muscle
+    waterVolume: vtkMRMLScalarVolumeNode
+    imatFatFraction: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_IMAT_FAT_FRACTION
     useAxialRange: bool = False
     # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
     rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
@@ -125,6 +129,9 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self._fillCombo(self.ui.exportFormatComboBox, status_texts.EXPORT_FORMAT_LABELS)
+        self._fillCombo(self.ui.preprocessingComboBox, status_texts.PREPROCESSING_LABELS)
+        self.ui.preprocessingComboBox.currentIndexChanged.connect(
+            lambda: self._storeComboData(self.ui.preprocessingComboBox, "preprocessing"))
         self._fillCombo(self.ui.exportSlicesComboBox, status_texts.EXPORT_SLICE_LABELS)
         self.ui.engineComboBox.currentIndexChanged.connect(self.onEngineChanged)
         self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceChanged)
@@ -204,6 +211,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._selectComboData(self.ui.engineComboBox, node.engineChoice)
         self._selectComboData(self.ui.deviceComboBox, node.device)
         self._selectComboData(self.ui.exportFormatComboBox, node.exportFormat)
+        self._selectComboData(self.ui.preprocessingComboBox, node.preprocessing)
         self._selectComboData(self.ui.exportSlicesComboBox, node.exportSlices)
         if self.ui.exportFolderPathLineEdit.currentPath != node.exportFolder:
             self.ui.exportFolderPathLineEdit.currentPath = node.exportFolder
@@ -288,6 +296,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.downloadModelButton.enabled = status.download_action is not None
         self.ui.removeModelButton.enabled = status.removable
         self.ui.ttaCheckBox.enabled = choice.needs_model
+        self.ui.preprocessingComboBox.enabled = choice.needs_model
         self.ui.foldsLineEdit.enabled = choice.needs_model
         missing = self.logic.models.missingRequirements(choice)
         self.ui.dependenciesLabel.text = ("All installed." if not missing else
@@ -459,11 +468,14 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The one settings object the logic gets, from the parameter node."""
         node = self._parameterNode
         rangeMm = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
-        return choice.settings(device=node.device, tta=node.tta, folds=node.folds, range_mm=rangeMm)
+        return choice.settings(device=node.device, tta=node.tta, folds=node.folds, range_mm=rangeMm,
+                               preprocessing=node.preprocessing or None, imat_fat_fraction=node.imatFatFraction)
 
     def _start(self, settings):
         try:
-            self._task = self.logic.segmentation.startSegmentation(self._parameterNode.inputVolume, settings)
+            node = self._parameterNode
+            self._task = self.logic.segmentation.startSegmentation(node.inputVolume, settings, fatVolume=node.fatVolume,
+                                                                   waterVolume=node.waterVolume)
         except ValueError as error:
             slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
             return

@@ -102,3 +102,9 @@ def test_choice_keys_survive_a_refilled_list():
     keys = [choice.key for choice in engine_choices()]
     assert keys[-1] == "threshold:" and "legsegnet:legsegnet" in keys
     assert len(set(keys)) == len(keys)
+
+
+def test_the_bundled_model_is_ready_without_download_or_removal(empty_home):
+    status = engine_status(EngineChoice(MODEL_ENGINE, "legsegnet-bootstrap", "bootstrap"))
+    assert status.ready and status.download_action is None and not status.removable
+    assert status.text.startswith("Bundled") and "folds 0" in status.text and "labels: " in status.text

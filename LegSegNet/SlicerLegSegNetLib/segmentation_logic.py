@@ -32,7 +32,9 @@ from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
-from LegSegNetLib.settings import SegmentationSettings, SettingsError  # noqa: F401 (SettingsError re-exported)
+from LegSegNetLib.settings import (  # noqa: F401 (re-exported for the widget)
+    DEFAULT_IMAT_FAT_FRACTION, SegmentationSettings, SettingsError,
+)
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import EXPORT_FORMATS

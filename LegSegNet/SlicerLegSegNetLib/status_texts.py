@@ -25,12 +25,14 @@ def engine_status(choice) -> EngineStatus:
     actions make sense."""
     if not choice.needs_model:
         return EngineStatus(True, "Ready: no model weights needed.")
-    from LegSegNetLib.models.status import CORRUPT, INSTALLED, model_status
+    from LegSegNetLib.models.status import BUNDLED, CORRUPT, INSTALLED, model_status
 
     status = model_status(choice.model)
     in_registry = status.spec is not None
+    if status.state == BUNDLED:
+        return EngineStatus(True, f"Bundled with LegSegNet{_model_facts(status)}.")
     if status.state == INSTALLED:
-        text = f"Installed: version {status.version or 'unknown'}, folds {', '.join(map(str, status.folds))}."
+        text = f"Installed: version {status.version or 'unknown'}{_model_facts(status)}."
         if status.update_available:
             return EngineStatus(True, f"{text} Version {status.spec.version} is available.", "Update", True)
         return EngineStatus(True, text, None, True)
@@ -39,6 +41,16 @@ def engine_status(choice) -> EngineStatus:
     offline = "install it from a folder or .zip" if in_registry else "install it again from its folder or .zip"
     return EngineStatus(False, f"Not installed ({status.detail}): download it or {offline}.",
                         "Download" if in_registry else None)
+
+
+def _model_facts(status) -> str:
+    """', folds 0, 1; native preprocessing; labels: psoas, ...' as far as they are known."""
+    facts = f", folds {', '.join(map(str, status.folds))}"
+    if status.preprocessing:
+        facts += f"; {status.preprocessing} preprocessing"
+    if status.labels:
+        facts += f"; labels: {', '.join(status.labels)}"
+    return facts
 
 
 def format_duration(seconds: float) -> str:
@@ -82,3 +94,5 @@ def download_progress_text(progress) -> str:
 EXPORT_FORMAT_LABELS = {"nnunet": "nnU-Net dataset", "nifti": "NIfTI image/label pairs"}
 EXPORT_SLICE_LABELS = {"all": "All labelled slices", "range": "Slices between two positions",
                        "edited": "Only slices I edited"}
+PREPROCESSING_LABELS = {"": "Auto (as the model declares)", "legsegnet": "LegSegNet (8-bit, 256x256)",
+                        "native": "nnU-Net native (real intensities and spacing)"}
