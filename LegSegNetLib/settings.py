@@ -54,18 +54,24 @@ class MeasurementSettings:
             if not name or set(name) - SITE_NAME_CHARACTERS or not math.isfinite(position):
                 raise SettingsError(f"a site needs a name of lower-case letters, digits and _ and a finite S position "
                                     f"in mm, e.g. knee_line=-420, not {name}={position}")
-        from LegSegNetLib.measuring.sites import SITE_NAMES  # here: the sites module reads these settings
-
         names = [name for name, _ in sites]
-        if len(set(names)) != len(names) or set(names) & set(SITE_NAMES):
-            raise SettingsError(f"each site needs a name of its own, other than {', '.join(SITE_NAMES)}; "
-                                f"not {', '.join(names)}")
+        if names:
+            self._check_site_names(names)
         object.__setattr__(self, "user_sites", sites)
         if self.height_m is not None and not 0.5 <= float(self.height_m) <= 2.6:
             raise SettingsError(f"the height is given in metres (0.5 to 2.6), not {self.height_m}")
 
-    def replace(self, **changes) -> "MeasurementSettings":
-        return dataclasses.replace(self, **changes)
+    @staticmethod
+    def _check_site_names(names: list) -> None:
+        from LegSegNetLib.measuring.sites import SITE_NAMES  # here: the sites module reads these settings
+
+        if len(set(names)) != len(names) or set(names) & set(SITE_NAMES):
+            raise SettingsError(f"each site needs a name of its own, other than {', '.join(SITE_NAMES)}; "
+                                f"not {', '.join(names)}")
+
+    def record(self) -> dict:
+        return {"muscle_bands": [list(band) for band in self.muscle_bands],
+                "user_sites": [list(site) for site in self.user_sites], "height_m": self.height_m}
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class SegmentationSettings:
     preprocessing: Optional[str] = None
     slice_range: Optional[SliceRange] = None  # display slice indices, half-open
     range_mm: Optional[tuple] = None  # (start, stop) RAS S positions in mm; at most one of the two ranges
+    measurement: MeasurementSettings = MeasurementSettings()  # muscle bands, user sites, height
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -144,4 +151,5 @@ class SegmentationSettings:
                 "checkpoint": self.checkpoint, "tta": self.tta, "backend": self.backend,
                 "preprocessing": self.preprocessing,
                 "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
-                "range_mm": list(self.range_mm) if self.range_mm else None}
+                "range_mm": list(self.range_mm) if self.range_mm else None,
+                "measurement": self.measurement.record()}

@@ -188,3 +188,13 @@ def test_asymmetry_is_right_minus_left_over_their_mean():
 def test_measurement_settings_refuse_what_cannot_work(fields):
     with pytest.raises(SettingsError):
         MeasurementSettings(**fields)
+
+
+def test_height_comes_from_the_dicom_patient_size(tmp_path):
+    from LegSegNetLib.reading.volume_files import read_volume
+    from test_hostile_inputs import write_dicom_series
+
+    write_dicom_series(tmp_path / "tall", np.zeros((3, 8, 8), np.int16), tags=(("0010|1020", "1.83"),))
+    write_dicom_series(tmp_path / "unknown", np.zeros((3, 8, 8), np.int16))
+    assert read_volume(tmp_path / "tall").patient_height_m == pytest.approx(1.83)
+    assert read_volume(tmp_path / "unknown").patient_height_m is None

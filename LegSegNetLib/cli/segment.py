@@ -4,9 +4,13 @@ One input: `--labelmap OUT` (and/or measurement files). Several inputs, or folde
 writes DIR/<name>.<format> and DIR/<name>.measurements.json per input (<name>: the file name without its
 extension, or the DICOM folder's name), and with --overlay DIR/<name>.overlay.png; an input whose two files
 exist is done and skipped if made with the same settings (redone with --overwrite); a failed input is
-reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json)
-and DIR/slice_areas.csv, rebuilt at the end of every run from the per-input records, summarise the run's
-inputs unless --measurements / --slice-areas name other files.
+reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json),
+DIR/slice_areas.csv and DIR/sites.csv (+ .json), rebuilt at the end of every run from the per-input records,
+summarise the run's inputs unless --measurements / --slice-areas / --sites name other files.
+
+Sites: mid_thigh, tibia_66, tibia_38, tibia_4 and max_calf per leg, from the bone anatomy, plus any --site; a
+site that cannot be placed (its bone ends outside the scan, legs not told apart, metal) is listed as not
+measured with the reason. See the README's Measurements section for the definitions and their sources.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
 from LegSegNetLib.segmenting.engines.factory import create_engine
-from LegSegNetLib.settings import BACKENDS, ENGINES, SegmentationSettings
+from LegSegNetLib.settings import BACKENDS, ENGINES, MeasurementSettings, SegmentationSettings
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
 from LegSegNetLib.writing.outputs import OutputExistsError, OutputWriteError, check_writable_folder, extension_of, refuse_existing
-from LegSegNetLib.writing.tables import json_twin_path, write_slice_table, write_summary_table
+from LegSegNetLib.writing.tables import json_twin_path, write_site_table, write_slice_table, write_summary_table
 
 log = logging.getLogger("legsegnet")
 
@@ -70,10 +74,22 @@ def register(subparsers) -> None:
                               "with --labelmap its extension chooses)")
     outputs.add_argument("--measurements", type=Path, help="one row per input (CSV) plus a .json twin")
     outputs.add_argument("--slice-areas", type=Path, help="per-slice tissue areas, long format (CSV)")
+    outputs.add_argument("--sites", type=Path, help="landmark sites per input and leg, long format (CSV) plus a "
+                                                     ".json twin")
     outputs.add_argument("--overlay", action="store_true",
                          help="also write a quick-look PNG per input (axial slices and a coronal view, tissues in "
                               "colour) beside its label map: NAME.overlay.png")
     outputs.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo done inputs)")
+    measuring = parser.add_argument_group("measuring")
+    measuring.add_argument("--site", action="append", type=parse_site, default=[], metavar="NAME=S_MM",
+                           help="also measure the slice nearest to this S position (mm), per leg; repeatable "
+                                "(write --site=knee=-420 for negative values)")
+    measuring.add_argument("--muscle-bands", type=parse_bands, metavar="LOW:HIGH,...",
+                           help="muscle HU bands measured at each site, both ends included (default "
+                                "-29:150,0:100,-29:29,30:150; write --muscle-bands=-29:150,...)")
+    measuring.add_argument("--height-m", type=float, metavar="M",
+                           help="the patient's height in metres for the muscle indexes (default: the DICOM "
+                                "PatientSize where the input has one)")
     parser.set_defaults(handler=segment_command)
 
 
@@ -97,9 +113,11 @@ def segment_command(args, engine=None) -> int:
 
 def settings_from_arguments(args) -> SegmentationSettings:
     """The one settings object the run uses, from the command's arguments (checked here, before any work)."""
+    measurement = MeasurementSettings(muscle_bands=args.muscle_bands or MeasurementSettings().muscle_bands,
+                                      user_sites=tuple(args.site), height_m=args.height_m)
     return SegmentationSettings(engine=args.engine, model=args.model, folds=args.folds, checkpoint=args.checkpoint,
                                 tta=args.tta, device=args.device, backend=args.backend, batch_size=args.batch_size,
-                                slice_range=args.range, range_mm=args.range_mm)
+                                slice_range=args.range, range_mm=args.range_mm, measurement=measurement)
 
 
 def _job_label(job: Job, number: int, count: int) -> str:
@@ -112,8 +130,8 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
     if args.output_dir is None:
         if len(inputs) > 1:
             raise UserError(f"{len(inputs)} inputs: use --output-dir to write one set of outputs per input")
-        if not (args.labelmap or args.measurements or args.slice_areas):
-            raise UserError("nothing to write: give --labelmap, --output-dir, --measurements or --slice-areas")
+        if not (args.labelmap or args.measurements or args.slice_areas or args.sites):
+            raise UserError("nothing to write: give --labelmap, --output-dir, --measurements, --slice-areas or --sites")
         if args.labelmap is not None and extension_of(args.labelmap) not in LABELMAP_EXTENSIONS:
             raise UserError(f"--labelmap must end with one of {', '.join(LABELMAP_EXTENSIONS)}")
         if args.format is not None:
@@ -132,14 +150,14 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
             refuse_results_of_other_settings(jobs, settings)
         except RecordError as error:
             raise UserError(str(error)) from None
-    for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
+    for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas),
+                         ("--sites", args.sites)):
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
-    explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas]
+    explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas, args.sites]
     if args.output_dir is None:
         explicit.append(jobs[0].overlay)
-    if args.measurements is not None:
-        explicit.append(json_twin_path(args.measurements))
+    explicit += [json_twin_path(path) for path in (args.measurements, args.sites) if path is not None]
     folders = {path.parent for path in filter(None, explicit)} | ({args.output_dir} if args.output_dir else set())
     try:
         for path in filter(None, explicit):
@@ -222,6 +240,23 @@ def parse_mm_range(text: str) -> tuple:
     return start, stop
 
 
+def parse_site(text: str) -> tuple:
+    name, _, position = text.partition("=")
+    try:
+        return MeasurementSettings(user_sites=((name.strip(), float(position)),)).user_sites[0]
+    except ValueError as error:  # not a number, or a name SettingsError refuses
+        raise argparse.ArgumentTypeError(f"--site takes NAME=S_MM, e.g. knee_line=-420 ({error})") from None
+
+
+def parse_bands(text: str) -> tuple:
+    message = "--muscle-bands takes LOW:HIGH HU pairs separated by commas, e.g. -29:150,0:100"
+    try:
+        bands = tuple(_split_range(part, float, message) for part in text.split(","))
+        return MeasurementSettings(muscle_bands=bands).muscle_bands
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(f"{message} ({error})") from None
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
@@ -251,7 +286,8 @@ def _tables(args) -> list:
     """The run's tables; the defaults in --output-dir are rebuilt every run."""
     tables = []
     for write, given, default_name in ((write_summary_table, args.measurements, "measurements.csv"),
-                                       (write_slice_table, args.slice_areas, "slice_areas.csv")):
+                                       (write_slice_table, args.slice_areas, "slice_areas.csv"),
+                                       (write_site_table, args.sites, "sites.csv")):
         if given is not None:
             tables.append(TableOutput(write, given, args.overwrite))
         elif args.output_dir is not None:

@@ -6,14 +6,15 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from LegSegNetLib.measuring.measurements import Measurements, compute_measurements
+from LegSegNetLib.measuring.measurements import Measurements
+from LegSegNetLib.measuring.sites import measure_with_anatomy
 from LegSegNetLib.progress import ProgressCallback
 from LegSegNetLib.reading.layout import slice_layout
 from LegSegNetLib.reading.validation import check_voxel_array, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.pipeline import segment_volume
-from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,4 +41,13 @@ def run_segmentation(
     for warning in warnings:
         log.warning(warning)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
-    return SegmentationResult(labels, compute_measurements(ct, labels, layout), warnings)
+    return SegmentationResult(labels, measure(ct, labels, settings.measurement, layout), warnings)
+
+
+def measure(ct: Volume, labels: Volume, settings: MeasurementSettings, layout=None) -> Measurements:
+    """Every measurement of a labelled CT, sites and regions included; the height given in the settings wins
+    over the DICOM PatientSize the CT carries."""
+    height, source = settings.height_m, "given"
+    if height is None and ct.patient_height_m is not None:
+        height, source = ct.patient_height_m, "DICOM PatientSize"
+    return measure_with_anatomy(ct, labels, layout, settings, height, source if height else "")

@@ -1,5 +1,6 @@
 """The measurement files: one row per input (wide CSV with a JSON twin giving each column's unit and
-description) and per-slice areas (long CSV).
+description; whole scan, then per leg and region), per-slice areas (long CSV) and the landmark sites (long CSV,
+one row per input, site and leg, with a JSON twin).
 
 CSV cells of undefined values (NaN: a ratio or mean with a zero denominator) are empty; JSON has null.
 CSV numbers have 10 significant digits, so binary rounding noise (2233.8160000000003) stays out of
@@ -15,6 +16,8 @@ import math
 from pathlib import Path
 
 from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements
+from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
+from LegSegNetLib.settings import MeasurementSettings
 from LegSegNetLib.writing.outputs import write_text
 
 # Columns the command line puts before the summary columns in its one-row-per-input table.
@@ -23,7 +26,7 @@ INPUT_COLUMNS = (
     ColumnInfo("engine", "", "the engine that made the labels"),
     ColumnInfo("model", "", "the model folder or installed model name the legsegnet engine used"),
 )
-RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS
+RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS + REGION_COLUMNS
 SLICE_RECORD_COLUMNS = INPUT_COLUMNS[:1] + SLICE_COLUMNS
 
 
@@ -32,16 +35,18 @@ def measurement_record(input_name: str, engine_name: str, measurements: Measurem
     return _json_safe({
         "input": input_name, "engine": engine_name, "model": model, "summary": measurements.summary,
         "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
+        "regions": measurements.regions, "region_notes": measurements.region_notes, "site_rows": measurements.site_rows,
     })
 
 
 def write_summary_table(records: list, path, overwrite: bool = False) -> None:
     """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
-    rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""), **record["summary"]}
-            for record in records]
+    rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""), **record["summary"],
+             **record.get("regions", {})} for record in records]
     twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
             "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
-            "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}
+            "tissue_rows": {record["input"]: record["tissue_rows"] for record in records},
+            "region_notes": {record["input"]: record.get("region_notes", {}) for record in records}}
     write_text(path, csv_text(RECORD_COLUMNS, rows), overwrite)
     write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
 
@@ -50,6 +55,24 @@ def write_slice_table(records: list, path, overwrite: bool = False) -> None:
     """The per-slice areas of every record, long format (CSV)."""
     rows = [{"input": record["input"], **row} for record in records for row in record["slice_rows"]]
     write_text(path, csv_text(SLICE_RECORD_COLUMNS, rows), overwrite)
+
+
+def write_site_table(records: list, path, overwrite: bool = False) -> None:
+    """The landmark sites of every record, long format (CSV), plus a .json twin with column units/descriptions."""
+    columns = INPUT_COLUMNS[:1] + site_columns(_muscle_bands(records))
+    rows = [{"input": record["input"], **row} for record in records for row in record.get("site_rows", [])]
+    write_text(path, csv_text(columns, rows), overwrite)
+    twin = {"columns": [column.__dict__ for column in columns], "rows": rows}
+    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
+
+
+def _muscle_bands(records: list) -> tuple:
+    """The bands the records were measured with (one run's records share their settings)."""
+    for record in records:
+        bands = ((record.get("settings") or {}).get("measurement") or {}).get("muscle_bands")
+        if bands:
+            return tuple(tuple(band) for band in bands)
+    return MeasurementSettings().muscle_bands
 
 
 def json_twin_path(csv_path) -> Path:
