@@ -87,9 +87,11 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     is read back instead (and a picture asked for only now is drawn from its saved labels)."""
     if job.done:
         log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
+        record = read_record(job.record)
         if job.overlay is not None and not job.overlay.exists():
-            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False)
-        return read_record(job.record)
+            write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, overwrite=False,
+                          sites=record.get("site_rows", ()))
+        return record
     started = time.monotonic()
     ct = read_volume(job.input)
     result = run_segmentation(ct, engine, settings, progress)
@@ -98,7 +100,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, job.overwrite)
     if job.overlay is not None:
-        write_overlay(ct, result.labels, job.overlay, job.overwrite)
+        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.measurements.site_rows)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), job.overwrite)
     log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
@@ -132,8 +134,8 @@ def read_record(path: Path) -> dict:
         raise RecordError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
 
 
-def write_overlay(ct, labels, path: Path, overwrite: bool) -> None:
+def write_overlay(ct, labels, path: Path, overwrite: bool, sites=()) -> None:
     from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
 
     with atomic_output(path, overwrite) as temporary:
-        write_overlay_png(ct, labels, temporary)
+        write_overlay_png(ct, labels, temporary, sites=sites)

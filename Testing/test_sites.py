@@ -109,7 +109,7 @@ def test_scan_cut_above_the_ankle_leaves_the_tibia_sites_unmeasured_and_the_thig
         assert rows[("mid_thigh", side)]["measured"]
         for site in ("tibia_66", "tibia_38", "tibia_4"):
             assert not rows[(site, side)]["measured"]
-            assert "tibia runs out of the scan at its inferior end" in rows[(site, side)]["reason"]
+            assert "tibia reaches the scan's inferior edge" in rows[(site, side)]["reason"]
         assert "whole calf" in rows[("max_calf", side)]["reason"]
 
 
@@ -118,7 +118,7 @@ def test_scan_cut_below_the_hip_leaves_mid_thigh_unmeasured():
     level = exact.landmarks["right"]["femur_top"] - 30
     rows = sites_of(cropped(ct, lambda s: s < level), cropped(truth, lambda s: s < level))
     for side in ("right", "left"):
-        assert "femur runs out of the scan at its superior end" in rows[("mid_thigh", side)]["reason"]
+        assert "femur reaches the scan's superior edge" in rows[("mid_thigh", side)]["reason"]
         assert rows[("tibia_38", side)]["measured"] and rows[("max_calf", side)]["measured"]
 
 
@@ -198,3 +198,14 @@ def test_height_comes_from_the_dicom_patient_size(tmp_path):
     write_dicom_series(tmp_path / "unknown", np.zeros((3, 8, 8), np.int16))
     assert read_volume(tmp_path / "tall").patient_height_m == pytest.approx(1.83)
     assert read_volume(tmp_path / "unknown").patient_height_m is None
+
+
+def test_each_measured_site_has_a_point_at_its_leg_in_its_slice():
+    for orientation in ("LPS", "RAS", "permuted"):
+        ct, truth, _ = make_whole_leg_phantom(seed=1, orientation=orientation)
+        for row in measure_with_anatomy(ct, truth).site_rows:
+            r, a, s = row["point_ras"]
+            assert s == pytest.approx(row["slice_S_mm"], abs=1e-6)
+            assert (r > 0) == (row["side"] == "right"), (orientation, row["site"])  # the phantom's midline is R = 0
+            kji = np.rint(truth.index_of_ras([row["point_ras"]])[0]).astype(int)
+            assert truth.array[tuple(kji)] > 0  # inside the leg

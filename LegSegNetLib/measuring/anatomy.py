@@ -9,16 +9,17 @@ above the femoral heads, where no bone tells them apart), or at the same column 
 one side of it (one leg has ended: an amputation). Slices that no rule splits belong to no leg here, and
 nothing is measured in them per leg.
 
-Bones. In each leg the bone voxels are split into 3D (face-connected) components; components under
-`MIN_BONE_MM3` are specks. A component at least `LONG_BONE_MM` long is a long bone. The tibia is the long bone
-with a thinner partner (the fibula) lying lateral to it (further from the body's midline than in front of or
-behind it) over at least half of the partner's length; the femur is the longest other long bone above the tibia
+Bones. In each leg the 2D bone components are followed from slice to slice (track_bones), so that bones
+meeting at a joint in a few slices (tibia and fibula) stay apart; bones under `MIN_BONE_MM3` are specks. A component at least `LONG_BONE_MM` long is a long bone. The tibia is the long bone
+with a thinner partner (the fibula) lying lateral to it, or lateral and behind, not mostly in front (that is the
+patella), over at least half of the partner's length; the femur is the longest other long bone above the tibia
 (any long bone without a partner when there is no tibia). The patella is the largest short component beside the
 femur's distal 120 mm lying in front of it; foot bones are components whose top lies below the tibia's plafond
 and within 40 mm of the tibia's lowest point.
 
 Ends. A bone's end is located when the slice just beyond it belongs to the same leg and holds that leg's tissue;
-it is not when the bone reaches the first or last labelled slice ("runs out of the scan"), reaches slices where
+it is not when the bone reaches the first or last labelled slice (it runs out of the scan, or is joined to a
+bone that does: a talus the labels do not part from the tibia), reaches slices where
 the legs are not told apart (a femoral head against the pelvis), or holds metal (HU above `METAL_HU`, an
 implant). The femur's distal end counts only with the tibia below it (else an above-knee amputation or a scan
 ending at the knee), the tibia's distal end only with a foot bone below it (else a below-knee amputation or a
@@ -192,7 +193,7 @@ def _leg(side, labels_display, hu_display, layout, splits, labelled, positions) 
         bone[index][:, cut] = labels_display[index][:, cut] == BONE
         if np.count_nonzero(bone[index][:, cut] & (hu_display[index][:, cut] > METAL_HU)) >= MIN_METAL_VOXELS:
             metal.add(index)
-    components, _ = ndimage.label(bone)
+    components = track_bones(bone, mine, layout.spacing_slice_mm)
     leg = LegAnatomy(side, np.array(mine, dtype=int), columns, components, metal_slices=frozenset(metal))
     if not mine:
         leg.reason = ("the legs are not told apart in any slice (one leg scanned, or legs touching or crossed "
@@ -206,6 +207,100 @@ def _leg(side, labels_display, hu_display, layout, splits, labelled, positions) 
     leg.landmarks = _landmarks(leg, context)
     leg.regions, leg.region_reasons = _regions(leg, positions, layout.spacing_slice_mm)
     return leg
+
+
+def track_bones(bone: np.ndarray, in_s_order, slice_mm: float) -> np.ndarray:
+    """Bone labels [slice, row, column]: 2D bone components followed from slice to slice upwards, so that bones
+    meeting at a joint in a few slices (tibia and fibula, which 3D connectivity would fuse) stay apart.
+
+    A component touching no bone of the slice below starts a new track; one touching one track continues it (the
+    largest, where several touch the same track: a fork; the others start tracks of their own); one touching
+    several tracks is split between them by nearest pixel. Tracks that fork are one bone unless both are at least
+    `LONG_BONE_MM` long (the trochanter off the femoral shaft, not the fibula leaving the tibia); bones that
+    touch in at least half of the slices they share are one bone (the femoral condyles joining, a shaft whose
+    cortex splits and rejoins; not the tibia and fibula meeting at a joint)."""
+    tracks = np.zeros(bone.shape, np.int32)
+    present, touches, forks = [], [], []
+    below = None
+    count = 0
+    for index in in_s_order:
+        components, found = ndimage.label(bone[index])
+        plane = tracks[index]
+        sizes = np.bincount(components.ravel())
+        continued, touching = set(), set()
+        for component in sorted(range(1, found + 1), key=lambda label: -sizes[label]):
+            region = components == component
+            under = np.unique(below[region]) if below is not None else np.zeros(0, np.int32)
+            under = under[under > 0]
+            if under.size == 1 and under[0] not in continued:
+                plane[region] = under[0]
+                continued.add(under[0])
+            elif under.size > 1:
+                plane[region] = _nearest_label(np.where(np.isin(below, under), below, 0))[region]
+                continued.update(under.tolist())
+                touching.update(_pairs(under))
+            else:
+                count += 1
+                plane[region] = count
+                if under.size == 1:
+                    forks.append((int(under[0]), count))
+        present.append(set(np.unique(plane[plane > 0]).tolist()))
+        touches.append(touching)
+        below = plane
+    slices_of = np.bincount([label for labels in present for label in labels], minlength=count + 1)
+    group = _Groups(count)
+    for first, second in forks:
+        if min(slices_of[first], slices_of[second]) * slice_mm < LONG_BONE_MM:
+            group.join(first, second)
+    while group.join_touching(present, touches):
+        pass
+    return group.table()[tracks]
+
+
+class _Groups:
+    """Union-find over bone track labels."""
+
+    def __init__(self, count: int):
+        self.parent = list(range(count + 1))
+
+    def root(self, label: int) -> int:
+        while self.parent[label] != label:
+            label = self.parent[label]
+        return label
+
+    def join(self, first: int, second: int) -> None:
+        first, second = sorted((self.root(first), self.root(second)))
+        self.parent[second] = first
+
+    def join_touching(self, present: list, touches: list) -> bool:
+        """Join the two groups that touch in the largest share (at least half) of the slices both are in; whether
+        two were joined. One pair at a time: a fragment touching two bones joins one of them, not both."""
+        sharing, touching = {}, {}
+        for labels, pairs in zip(present, touches):
+            for pair in _pairs({self.root(label) for label in labels}):
+                sharing[pair] = sharing.get(pair, 0) + 1
+            for pair in {tuple(sorted((self.root(a), self.root(b)))) for a, b in pairs}:
+                if pair[0] != pair[1]:
+                    touching[pair] = touching.get(pair, 0) + 1
+        ratio, pair = max(((count / sharing[pair], sharing[pair]), pair) for pair, count in touching.items()) \
+            if touching else ((0, 0), None)
+        if ratio[0] < 0.5:
+            return False
+        self.join(*pair)
+        return True
+
+    def table(self) -> np.ndarray:
+        return np.array([self.root(label) for label in range(len(self.parent))], np.int32)
+
+
+def _nearest_label(seeds: np.ndarray) -> np.ndarray:
+    _, (rows, columns) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    return seeds[rows, columns]
+
+
+def _pairs(labels) -> list:
+    labels = sorted(int(label) for label in labels)
+    return [(first, second) for n, first in enumerate(labels) for second in labels[n + 1:]]
 
 
 def _bones(components, positions, layout) -> list:
@@ -262,7 +357,7 @@ def _identify(bones: list, side: str, positions, layout) -> dict:
                 continue
             lateral, anterior = _offset_mm(main, partner, side, layout)
             share = _overlap(main, partner, positions, slice_mm) / _length(partner, positions, slice_mm)
-            if share >= 0.5 and lateral > abs(anterior):
+            if share >= 0.5 and lateral > 0 and anterior < 0.5 * lateral:  # beside or behind it, not in front
                 pairs.append((share * _length(partner, positions, slice_mm), main, partner))
     if pairs:
         _, found["tibia"], found["fibula"] = max(pairs, key=lambda pair: pair[0])
@@ -321,7 +416,8 @@ class _EndContext:
         where = "inferior" if which == "low" else "superior"
         status = BEYOND_LOW if which == "low" else BEYOND_HIGH
         if index == (self.lowest if which == "low" else self.highest):
-            return Landmark(status, reason=f"the {name} runs out of the scan at its {where} end")
+            return Landmark(status, reason=f"the {name} reaches the scan's {where} edge (it runs out of the scan, or "
+                                           f"joins a bone there that is not told apart from it)")
         if beyond not in self.mine:
             example = " (the femoral head against the pelvis?)" if (name, which) == ("femur", "high") else ""
             return Landmark(UNKNOWN, reason=f"the {name}'s {where} end reaches slices where the legs are not told "

@@ -135,17 +135,18 @@ def measure_with_anatomy(ct: Volume, labels: Volume, layout: Optional[SliceLayou
     anatomy = find_anatomy(labels_display, hu_display, layout)
     regions, notes = _region_summary(anatomy, labels_display, hu_display, layout, measurements.summary)
     height = (height_m, height_source) if height_m else (math.nan, "")
-    rows = measure_sites(anatomy, labels_display, hu_display, layout, settings, height)
+    rows = measure_sites(anatomy, labels, labels_display, hu_display, layout, settings, height)
     return replace(measurements, regions=regions, region_notes=notes, site_rows=rows)
 
 
-def measure_sites(anatomy: Anatomy, labels_display, hu_display, layout: SliceLayout,
+def measure_sites(anatomy: Anatomy, labels: Volume, labels_display, hu_display, layout: SliceLayout,
                   settings: MeasurementSettings, height=(math.nan, "")) -> list:
-    """One row per site and leg (site_columns keys), standard sites first, then the user's."""
+    """One row per site and leg (site_columns keys, plus `point_ras`: the centre of the leg's tissue in the
+    measured slice, RAS mm, where measured), standard sites first, then the user's."""
     sites = [(site.name, site) for site in SITES] + [(name, position) for name, position in settings.user_sites]
     rows = []
     for name, definition in sites:
-        pair = [_site_row(name, definition, anatomy.legs[side], anatomy, labels_display, hu_display, layout,
+        pair = [_site_row(name, definition, anatomy.legs[side], anatomy, labels, labels_display, hu_display, layout,
                           settings, height) for side in LEGS]
         _add_asymmetry(pair, ("SM_area_cm2", "SM_area_asymmetry_pct"), ("SM_mean_HU", "SM_mean_HU_asymmetry_pct"))
         rows += pair
@@ -158,11 +159,11 @@ def remeasure_site(ct: Volume, labels: Volume, name: str, side: str, s_mm: float
     layout = slice_layout(labels, RADIOLOGICAL)
     labels_display, hu_display = layout.display_view(labels.array), layout.display_view(ct.array)
     anatomy = find_anatomy(labels_display, hu_display, layout)
-    return _site_row(name, float(s_mm), anatomy.legs[side], anatomy, labels_display, hu_display, layout, settings,
-                     height)
+    return _site_row(name, float(s_mm), anatomy.legs[side], anatomy, labels, labels_display, hu_display, layout,
+                     settings, height)
 
 
-def _site_row(name, definition, leg: LegAnatomy, anatomy: Anatomy, labels_display, hu_display, layout,
+def _site_row(name, definition, leg: LegAnatomy, anatomy: Anatomy, labels: Volume, labels_display, hu_display, layout,
               settings: MeasurementSettings, height) -> dict:
     row = {column.name: math.nan for column in site_columns(settings.muscle_bands)}
     row.update(site=name, side=leg.side, measured=False, reason="", slice_index=None, height_m=height[0],
@@ -181,6 +182,7 @@ def _site_row(name, definition, leg: LegAnatomy, anatomy: Anatomy, labels_displa
     bone = definition.bone if isinstance(definition, SiteDefinition) else ""
     row.update(_slice_values(leg, index, labels_display, hu_display, layout, settings, bone))
     row["measured"] = True
+    row["point_ras"] = _leg_centre_ras(leg, index, labels, labels_display, layout)
     if math.isfinite(height[0]):
         row["SM_index_cm2_m2"] = row["SM_area_cm2"] / height[0] ** 2
         row["SM_gauge"] = row["SM_index_cm2_m2"] * row["SM_mean_HU"]
@@ -256,6 +258,13 @@ def _slice_values(leg: LegAnatomy, index: int, labels_display, hu_display, layou
                       Trabecular_area_cm2=float(np.count_nonzero(~cortical) * pixel_cm2),
                       Trabecular_mean_HU=_mean(own[~cortical]))
     return values
+
+
+def _leg_centre_ras(leg: LegAnatomy, index: int, labels: Volume, labels_display, layout) -> list:
+    columns = leg.columns[index]
+    rows, cols = np.nonzero(labels_display[index][:, columns])
+    display = (index, float(rows.mean()), float(cols.mean()) + columns.start)
+    return [float(value) for value in labels.ras_of_index([layout.array_index(display, labels.array.shape)])[0]]
 
 
 def _mean(values: np.ndarray) -> float:
