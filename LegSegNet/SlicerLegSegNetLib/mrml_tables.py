@@ -16,6 +16,7 @@ import vtk
 from LegSegNetLib.measuring.measurements import (
     SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
 )
+from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
 from LegSegNetLib.tissues import TISSUES
 
 
@@ -58,8 +59,15 @@ def tissue_table_content(measurements: Measurements) -> TableContent:
 
 
 def summary_table_content(measurements: Measurements) -> TableContent:
-    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg)."""
-    return table_content(SUMMARY_COLUMNS, [measurements.summary])
+    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg, then
+    per leg and region: thigh, knee, calf; NaN where a region is not measured)."""
+    regions = {column.name: math.nan for column in REGION_COLUMNS} | measurements.regions
+    return table_content(SUMMARY_COLUMNS + REGION_COLUMNS, [{**measurements.summary, **regions}])
+
+
+def site_table_content(site_rows: list, bands) -> TableContent:
+    """One row per landmark site and leg (measuring.sites), measured or with the reason why not."""
+    return table_content(site_columns(bands), site_rows)
 
 
 def area_column_name(side: str, tissue_key: str) -> str:

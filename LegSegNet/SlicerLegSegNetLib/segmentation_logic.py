@@ -22,18 +22,19 @@ from typing import Optional
 import slicer
 import vtk
 
-from LegSegNetLib.measuring.measurements import compute_measurements
+from LegSegNetLib.measuring.sites import remeasure_site
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
-from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
-from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.segmenting.run import SegmentationResult, measure, run_segmentation
+from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings
 from LegSegNetLib.training.export import ExportError, export_training_pairs
-from SlicerLegSegNetLib import mrml_segmentation, mrml_tables
+from SlicerLegSegNetLib import mrml_segmentation, mrml_sites, mrml_tables
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
 SLICE_AREA_CHART_ROLE = "LegSegNetSliceAreaChart"
+SITE_POINTS_ROLE = "LegSegNetSitePoints"
 # A hidden labelmap node referenced from the segmentation: the labels as LegSegNet made them, before any edit.
 ORIGINAL_LABELS_ROLE = "LegSegNetOriginalLabels"
 EXPORT_SLICES = ("all", "range", "edited")
@@ -210,7 +211,10 @@ class LegSegNetLogic:
             transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
             self._keep_original_labels(transaction, segmentation_node, result.labels)
             table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume)
+            self._write_sites(transaction, result.measurements, table_node, inputVolume, segmentation_node,
+                              task.settings.measurement)
         self._make_displayable(segmentation_node, inputVolume)
+        self.sitePoints(table_node).CreateDefaultDisplayNodes()  # after the commit, like the segmentation's
         self.lastWarnings = result.warnings
         return segmentation_node, table_node
 
@@ -268,14 +272,49 @@ class LegSegNetLogic:
 
     # ---- measurements -----------------------------------------------------------------------------------------
 
-    def computeMeasurements(self, segmentationNode, volumeNode, outputTable=None):
+    def computeMeasurements(self, segmentationNode, volumeNode, outputTable=None, measurement=None):
         """Measure the LegSegNet segments as they are now (after any Segment Editor edits); returns the tissue
-        table node (reused when given, with its summary and slice-area tables and chart)."""
+        table node (reused when given, with its summary, slice-area and sites tables, chart and site points).
+        measurement: a MeasurementSettings (muscle bands, user sites, height); default: the defaults."""
+        measurement = measurement or MeasurementSettings()
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
-        measurements = compute_measurements(volume, labels)
+        measurements = measure(volume, labels, measurement)
         with self._transaction() as transaction:
-            return self._write_tables(transaction, measurements, outputTable, volumeNode)
+            table_node = self._write_tables(transaction, measurements, outputTable, volumeNode)
+            self._write_sites(transaction, measurements, table_node, volumeNode, segmentationNode, measurement)
+        self.sitePoints(table_node).CreateDefaultDisplayNodes()
+        return table_node
+
+    def sitePoints(self, tableNode):
+        """The markup points node of the sites (one point per measured site and leg), or None."""
+        return tableNode.GetNodeReference(SITE_POINTS_ROLE)
+
+    def sitesTable(self, tableNode):
+        return tableNode.GetNodeReference(mrml_sites.SITES_TABLE_ROLE)
+
+    def remeasureSite(self, pointsNode, pointIndex: int) -> dict:
+        """Measure the site of one moved point again, on the slice nearest to its S position, and put the new
+        values into its row of the sites table; returns that row. For the widget to call on the points node's
+        PointModifiedEvent (the point index is the event's call data)."""
+        site, side = mrml_sites.site_of_label(pointsNode.GetNthControlPointLabel(pointIndex))
+        volume_node = pointsNode.GetNodeReference(mrml_sites.VOLUME_ROLE)
+        segmentation_node = pointsNode.GetNodeReference(mrml_sites.SEGMENTATION_ROLE)
+        table_node = pointsNode.GetNodeReference(mrml_sites.SITES_TABLE_ROLE)
+        settings = mrml_sites.stored_settings(pointsNode)
+        position = [0.0, 0.0, 0.0]
+        pointsNode.GetNthControlPointPosition(pointIndex, position)
+        volume = volume_from_node(volume_node)
+        labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node))
+        height = (settings.height_m, "given") if settings.height_m else (float("nan"), "")
+        row = remeasure_site(volume, labels, site, side, position[2], settings, height)
+        rows = mrml_sites.replace_row(mrml_sites.table_rows(table_node), row)
+        with self._transaction() as transaction:
+            transaction.apply(mrml_tables.TableReplacement(
+                table_node, mrml_tables.site_table_content(rows, settings.muscle_bands)))
+        if row["measured"]:
+            pointsNode.SetNthControlPointDescription(pointIndex, mrml_sites.point_description(row))
+        return row
 
     # ---- training pairs ---------------------------------------------------------------------------------------
 
@@ -337,6 +376,24 @@ class LegSegNetLogic:
         if self.sliceAreaChart(table_node) is None:
             self._add_chart(transaction, table_node, f"{base_name} slice areas chart")
         return table_node
+
+    def _write_sites(self, transaction: _Transaction, measurements, table_node, volume_node, segmentation_node,
+                     settings: MeasurementSettings) -> None:
+        """The sites table beside the tissue tables, and a markup point per measured site and leg."""
+        base_name = f"{volume_node.GetName()} LegSegNet"
+        sites_table = self._referenced_table(transaction, table_node, mrml_sites.SITES_TABLE_ROLE, f"{base_name} sites")
+        transaction.apply(mrml_tables.TableReplacement(
+            sites_table, mrml_tables.site_table_content(measurements.site_rows, settings.muscle_bands)))
+        points = self.sitePoints(table_node)
+        if points is None:
+            points = transaction.add_node("vtkMRMLMarkupsFiducialNode", f"{base_name} sites")
+            self._place_under(points, table_node)
+            transaction.apply(_NodeReference(table_node, SITE_POINTS_ROLE, points.GetID()))
+        for role, node in ((mrml_sites.VOLUME_ROLE, volume_node), (mrml_sites.SEGMENTATION_ROLE, segmentation_node),
+                           (mrml_sites.SITES_TABLE_ROLE, sites_table)):
+            transaction.apply(_NodeReference(points, role, node.GetID()))
+        mrml_sites.store_settings(points, settings)
+        transaction.apply(mrml_sites.SitePoints(points, measurements.site_rows))
 
     def _new_table(self, transaction: _Transaction, name: str, volume_node):
         node = transaction.add_node("vtkMRMLTableNode", name)

@@ -166,7 +166,7 @@ def remeasure_site(ct: Volume, labels: Volume, name: str, side: str, s_mm: float
 def _site_row(name, definition, leg: LegAnatomy, anatomy: Anatomy, labels: Volume, labels_display, hu_display, layout,
               settings: MeasurementSettings, height) -> dict:
     row = {column.name: math.nan for column in site_columns(settings.muscle_bands)}
-    row.update(site=name, side=leg.side, measured=False, reason="", slice_index=None, height_m=height[0],
+    row.update(site=name, side=leg.side, measured=False, reason="", height_m=height[0],
                height_source=height[1])
     position, reason = _site_position(definition, leg, anatomy, labels_display, layout)
     row["S_mm"] = position
