@@ -209,3 +209,24 @@ def test_each_measured_site_has_a_point_at_its_leg_in_its_slice():
             assert (r > 0) == (row["side"] == "right"), (orientation, row["site"])  # the phantom's midline is R = 0
             kji = np.rint(truth.index_of_ras([row["point_ras"]])[0]).astype(int)
             assert truth.array[tuple(kji)] > 0  # inside the leg
+
+
+def test_command_line_measurement_options_are_checked_when_parsed(capsys):
+    from LegSegNetLib.cli import build_parser
+    from LegSegNetLib.cli.segment import settings_from_arguments
+
+    def parse(*options):
+        return build_parser().parse_args(["segment", "ct.nii.gz", "--engine", "threshold", *options])
+
+    settings = settings_from_arguments(parse("--site=knee_line=-420", "--site", "calf=10.5",
+                                             "--muscle-bands=-29:150,0:20", "--height-m", "1.7")).measurement
+    assert settings.user_sites == (("knee_line", -420.0), ("calf", 10.5))
+    assert settings.muscle_bands == ((-29.0, 150.0), (0.0, 20.0)) and settings.height_m == 1.7
+    for bad in (["--site", "knee"], ["--site=Knee=3"], ["--site=mid_thigh=3"], ["--muscle-bands=150:-29"],
+                ["--muscle-bands=-29"]):
+        with pytest.raises(SystemExit):
+            parse(*bad)
+        error = capsys.readouterr().err
+        assert "--site takes" in error or "--muscle-bands takes" in error
+    with pytest.raises(SettingsError, match="metres"):
+        settings_from_arguments(parse("--height-m", "170"))
