@@ -137,7 +137,7 @@ def run_ours(config: dict, clock: Clock, work: Path) -> dict:
         engine = create_engine(settings)
         model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
     model_rss = peak_rss_mb()
-    run.compute_measurements = clock.wrap("measure", run.compute_measurements)
+    run.measure = clock.wrap("measure", run.measure)
     run.validate_ct = clock.wrap("validate", run.validate_ct)
     with clock.phase("volume"):
         with clock.phase("read"):
