@@ -83,7 +83,6 @@ class Region:
     high_mm: float
     complete: bool
     slices: tuple  # display slice indices of the leg inside the region
-    reason: str = ""  # why it is not measured (slices empty) or not complete
 
 
 @dataclass
@@ -103,7 +102,7 @@ class LegAnatomy:
     bones: dict = field(default_factory=dict)  # name -> Bone: femur, patella, tibia, fibula, foot (a list)
     landmarks: dict = field(default_factory=dict)  # name -> Landmark
     regions: dict = field(default_factory=dict)  # name -> Region or None (not measured: see region_reasons)
-    region_reasons: dict = field(default_factory=dict)
+    region_reasons: dict = field(default_factory=dict)  # name -> why not measured, or why partial or doubtful
     metal_slices: frozenset = frozenset()
     reason: str = ""  # why this leg could not be found at all
 
@@ -501,6 +500,6 @@ def _regions(leg: LegAnatomy, positions, slice_mm) -> tuple:
         if inside.size == 0:
             regions[region], reasons[region] = None, f"the {region} holds no slice of this leg"
             continue
-        regions[region] = Region(float(low_mm), float(high_mm), complete, tuple(int(i) for i in inside), note)
+        regions[region] = Region(float(low_mm), float(high_mm), complete, tuple(int(i) for i in inside))
         reasons[region] = note
     return regions, reasons

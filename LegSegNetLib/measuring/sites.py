@@ -74,7 +74,8 @@ def band_column(band) -> str:
 def site_columns(bands=MeasurementSettings().muscle_bands) -> tuple:
     """The sites table's columns (without the command line's `input`), band columns from `bands`."""
     return (
-        ColumnInfo("site", "", "site name: " + ", ".join(SITE_NAMES) + ", or a user site"),
+        ColumnInfo("site", "", "; ".join(f"{site.name}: {site.description}" for site in SITES)
+                   + "; any other name: a user site, the slice nearest to its S position"),
         ColumnInfo("side", "", "the patient's right or left leg"),
         ColumnInfo("S_mm", "mm", "the site's superior-inferior (RAS S) position"),
         ColumnInfo("slice_index", "", "index of the measured slice along the volume's slice axis"),
