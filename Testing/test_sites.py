@@ -228,3 +228,25 @@ def test_command_line_measurement_options_are_checked_when_parsed(capsys):
         assert "--site takes" in error or "--muscle-bands takes" in error
     with pytest.raises(SettingsError, match="metres"):
         settings_from_arguments(parse("--height-m", "170"))
+
+
+def joined_across(truth: Volume, low: float, high: float) -> Volume:
+    """The truth with each slice between two S positions given the bone of the slice above it: a joint space that
+    no slice shows, as with slices thicker than it (canonical LPS storage: array axis 0 runs superior)."""
+    positions = slice_layout(truth).positions_mm
+    array = truth.array.copy()
+    for index in sorted(np.flatnonzero((positions > low) & (positions < high)), reverse=True):
+        array[index][array[index + 1] == TISSUE_BY_KEY["Bone"].value] = TISSUE_BY_KEY["Bone"].value
+    return Volume(array, truth.ijk_to_ras)
+
+
+@pytest.mark.parametrize("joint", ["ankle", "knee"])
+def test_a_joint_space_no_slice_shows_leaves_the_tibia_sites_unmeasured(joint):
+    ct, truth, exact = make_whole_leg_phantom(seed=1)
+    marks = exact.landmarks["right"]
+    low, high = ((marks["plafond"] - 6.5, marks["plafond"]) if joint == "ankle"
+                 else (marks["tibia_top"], marks["femur_bottom"]))
+    rows = sites_of(ct, joined_across(truth, low, high))
+    for side in ("right", "left"):
+        for site in ("tibia_66", "tibia_38", "tibia_4"):
+            assert not rows[(site, side)]["measured"] and "not told apart" in rows[(site, side)]["reason"], site

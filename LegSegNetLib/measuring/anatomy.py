@@ -23,7 +23,9 @@ bone that does: a talus the labels do not part from the tibia), reaches slices w
 the legs are not told apart (a femoral head against the pelvis), or holds metal (HU above `METAL_HU`, an
 implant). The femur's distal end counts only with the tibia below it (else an above-knee amputation or a scan
 ending at the knee), the tibia's distal end only with a foot bone below it (else a below-knee amputation or a
-scan ending above the ankle). End positions are the outer faces of the last slices holding the bone (slice centre
+scan ending above the ankle) and above the fibula's (the medial malleolus ends above the lateral one; a tibia
+reaching lower has the talus joined to it), and the tibia's top only when it is at most `TIBIA_MAX_MM` long (else
+the femur is joined to it). End positions are the outer faces of the last slices holding the bone (slice centre
 plus or minus half the slice spacing), so half-way points between ends are unbiased.
 
 Landmarks (S positions, mm): femur_top (femoral head), femur_bottom (condyles), patella_top, tibia_top
@@ -62,6 +64,7 @@ PATELLA_REACH_MM = 120.0
 FOOT_REACH_MM = 40.0
 MIN_SPLIT_BONE_SHARE = 0.25  # the smaller of two side-by-side bones, relative to the larger
 FOLLOW_NECK_MM = 10.0
+TIBIA_MAX_MM = 500.0  # longer than any tibia: a femur joined to it across the knee
 
 # Region: (lower landmark, upper landmark).
 REGION_BOUNDS = {"thigh": ("patella_top", "femur_top"), "knee": ("fibula_top", "patella_top"),
@@ -447,6 +450,15 @@ def _landmarks(leg: LegAnatomy, context: _EndContext) -> dict:
     if marks["tibia_bottom"].status == FOUND and not bones.get("foot"):
         marks["tibia_bottom"] = Landmark(UNKNOWN, reason="no foot bone below the tibia's distal end (the leg ends "
                                                          "there: an amputation, or the ankle is not in the scan)")
+    fibula = bones.get("fibula")
+    if marks["tibia_bottom"].status == FOUND and (fibula is None or
+                                                  context.positions[fibula.slices[0]] >= marks["tibia_bottom"].s_mm):
+        marks["tibia_bottom"] = Landmark(UNKNOWN, reason="the tibia's distal end is not told apart from the talus: it "
+                                                         "does not end above the lateral malleolus as the medial "
+                                                         "malleolus does (slices thicker than the ankle joint space?)")
+    if tibia is not None and _length(tibia, context.positions, context.slice_mm) > TIBIA_MAX_MM:
+        marks["tibia_top"] = Landmark(UNKNOWN, reason=f"the tibia is longer than {TIBIA_MAX_MM:g} mm: it is not told "
+                                                      "apart from the femur (no slice through the knee joint space?)")
     marks["plafond"] = _plafond(marks["tibia_bottom"], tibia, context)
     _fill_missing_knee_marks(marks, femur, tibia, context)
     return marks
