@@ -146,8 +146,9 @@ def test_amputated_leg_gives_reasons_and_the_other_leg_is_measured():
 
 
 def test_metal_knee_prosthesis_gives_reasons_instead_of_bone_ends():
-    ct, truth, _ = make_whole_leg_phantom(seed=1, metal_knee=True)
-    measurements = measure_with_anatomy(ct, truth)
+    ct, truth, exact = make_whole_leg_phantom(seed=1, metal_knee=True)
+    knee = exact.landmarks["right"]["femur_bottom"] + 5
+    measurements = measure_with_anatomy(ct, truth, settings=MeasurementSettings(user_sites=(("implant", knee),)))
     rows = rows_by_site(measurements)
     for site in SITE_NAMES:
         assert rows[(site, "left")]["measured"], site
@@ -155,6 +156,7 @@ def test_metal_knee_prosthesis_gives_reasons_instead_of_bone_ends():
     for site in ("tibia_66", "tibia_38", "tibia_4"):
         assert "metal" in rows[(site, "right")]["reason"], site
     assert rows[("max_calf", "right")]["measured"]  # the calf's bounds lie below the prosthesis
+    assert "metal in this slice" in rows[("implant", "right")]["reason"] and rows[("implant", "left")]["measured"]
     assert "metal" in measurements.region_notes["right knee"] and "left knee" not in measurements.region_notes
 
 
