@@ -1,7 +1,9 @@
 """LegSegNet 3D Slicer module: lower-leg CT -> SAT, muscle, IMAT and bone segments plus measurements.
 
-The widget only collects settings and shows results; the work is done by LegSegNetLib (segmentation, model
-weights, dependency checks) and SlicerLegSegNetLib.segmentation_logic (the MRML side), which are tested outside Slicer.
+The widget only collects settings and shows results. The work is done by the logic classes in
+SlicerLegSegNetLib (segmentation and measurements on the scene, model weights and packages), which are tested
+outside Slicer on PyPI slicer-core. Segmentation runs in a worker thread, so the views stay responsive and
+Cancel answers at once; the scene is changed on the main thread when the work is done.
 """
 
 import os
@@ -36,11 +38,13 @@ def _addLibraryPath():
 
 _addLibraryPath()
 
-from SlicerLegSegNetLib import dependencies, status_texts as module_support  # noqa: E402
-from SlicerLegSegNetLib import segmentation_logic as legsegnet_logic  # noqa: E402
-from LegSegNetLib.progress import Cancelled  # noqa: E402
-from LegSegNetLib.training.export import FORMATS as EXPORT_FORMATS  # noqa: E402
-from LegSegNetLib.reading.validation import InputError  # noqa: E402
+from SlicerLegSegNetLib import status_texts  # noqa: E402
+from SlicerLegSegNetLib.model_logic import THRESHOLD_CHOICE, ModelLogic, engine_choices  # noqa: E402
+from SlicerLegSegNetLib.segmentation_logic import (  # noqa: E402
+    EXPORT_FORMATS, EXPORT_SLICES, Cancelled, InputError, SegmentationLogic, detect_devices,
+)
+
+TASK_POLL_MS = 100  # how often the widget looks at a running segmentation
 
 
 class LegSegNet(ScriptedLoadableModule):
@@ -75,7 +79,7 @@ class LegSegNetParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     outputTable: vtkMRMLTableNode
-    engineChoice: str = ""  # index-free key of the chosen engine/model, see LegSegNetWidget._choiceKey
+    engineChoice: str = ""  # EngineChoice.key of the chosen engine/model (the engine list's item data)
     device: str = "auto"
     tta: bool = False
     folds: str = ""
@@ -83,13 +87,12 @@ class LegSegNetParameterNode:
     # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
     rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
     rangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
+    exportFolder: str = ""
+    exportFormat: str = EXPORT_FORMATS[0]
+    exportSlices: str = EXPORT_SLICES[0]
     exportRangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
     exportRangeToMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
-
-
-# The logic's export choices (EXPORT_FORMATS too), in the order of the .ui's exportFormatComboBox and
-# exportSlicesComboBox items.
-EXPORT_SLICES = legsegnet_logic.EXPORT_SLICES
+    compareReference: vtkMRMLSegmentationNode  # None: the labels LegSegNet first wrote
 
 
 class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -99,9 +102,13 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._engineChoices = []
-        self._deviceReport = None
-        self._running = False
+        self._choices = {}  # EngineChoice.key -> EngineChoice
+        self._devicesDetected = False
+        self._shownChoiceKey = None  # the engine whose model status the model section shows
+        self._task = None  # the running SegmentationTask
+        self._taskTimer = None
+        self._started = 0.0
+        self._downloading = False
         self._cancelRequested = False
 
     # ---- set-up and parameter node ----------------------------------------------------------------------------
@@ -117,8 +124,15 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self._fillCombo(self.ui.exportFormatComboBox, status_texts.EXPORT_FORMAT_LABELS)
+        self._fillCombo(self.ui.exportSlicesComboBox, status_texts.EXPORT_SLICE_LABELS)
         self.ui.engineComboBox.currentIndexChanged.connect(self.onEngineChanged)
         self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceChanged)
+        self.ui.exportFormatComboBox.currentIndexChanged.connect(
+            lambda: self._storeComboData(self.ui.exportFormatComboBox, "exportFormat"))
+        self.ui.exportSlicesComboBox.currentIndexChanged.connect(
+            lambda: self._storeComboData(self.ui.exportSlicesComboBox, "exportSlices"))
+        self.ui.exportFolderPathLineEdit.currentPathChanged.connect(self.onExportFolderChanged)
         self.ui.downloadModelButton.clicked.connect(self.onDownloadModel)
         self.ui.installModelButton.clicked.connect(self.onInstallModel)
         self.ui.removeModelButton.clicked.connect(self.onRemoveModel)
@@ -128,20 +142,23 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.updateMeasurementsButton.clicked.connect(self.onUpdateMeasurements)
         self.ui.show3DButton.toggled.connect(self.onShow3D)
-        self.ui.exportSlicesComboBox.currentIndexChanged.connect(self._updateButtons)
         self.ui.setExportRangeFromButton.clicked.connect(lambda: self.onSetExportRangeFromSliceView("exportRangeFromMm"))
         self.ui.setExportRangeToButton.clicked.connect(lambda: self.onSetExportRangeFromSliceView("exportRangeToMm"))
         self.ui.exportButton.clicked.connect(self.onExportTrainingPairs)
+        self.ui.compareButton.clicked.connect(lambda: self.onCompare(self._parameterNode.compareReference))
+        self.ui.compareFileButton.clicked.connect(self.onCompareWithFile)
 
         self._populateEngineChoices()
         self.initializeParameterNode()
 
     def cleanup(self):
+        if self._task is not None:
+            self._task.cancel()
         self.removeObservers()
 
     def onReload(self):
-        """Developer mode's Reload re-reads only this file: drop LegSegNetLib so that edits to it are loaded too."""
-        for name in [name for name in sys.modules if name.split(".")[0] == "LegSegNetLib"]:
+        """Developer mode's Reload re-reads only this file: drop the libraries so that edits to them load too."""
+        for name in [name for name in sys.modules if name.split(".")[0] in ("LegSegNetLib", "SlicerLegSegNetLib")]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -154,6 +171,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
+        if self._task is not None:
+            self._task.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -170,74 +189,99 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, parameterNode):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateFromParameterNode)
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._selectEngineFromParameterNode()
-            self._selectDeviceFromParameterNode()
-            self._updateButtons()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateFromParameterNode)
+            self._updateFromParameterNode()
 
-    def _updateButtons(self, caller=None, event=None):
+    def _updateFromParameterNode(self, caller=None, event=None):
+        """Show the settings the parameter node holds in the widgets it does not connect itself."""
         node = self._parameterNode
+        if not node:
+            return
+        self._selectComboData(self.ui.engineComboBox, node.engineChoice)
+        self._selectComboData(self.ui.deviceComboBox, node.device)
+        self._selectComboData(self.ui.exportFormatComboBox, node.exportFormat)
+        self._selectComboData(self.ui.exportSlicesComboBox, node.exportSlices)
+        if self.ui.exportFolderPathLineEdit.currentPath != node.exportFolder:
+            self.ui.exportFolderPathLineEdit.currentPath = node.exportFolder
+        if self._shownChoiceKey != self._currentChoice().key:  # not on every keystroke: it reads the model folder
+            self._updateModelSection()
+        self._updateButtons()
+
+    def _updateButtons(self):
+        node = self._parameterNode
+        running = self._task is not None or self._downloading
         hasInput = bool(node and node.inputVolume)
         hasResult = bool(node and node.outputSegmentation and node.inputVolume)
-        self.ui.applyButton.enabled = hasInput or self._running
-        self.ui.applyButton.text = "Cancel" if self._running else "Segment leg"
-        self.ui.applyButton.toolTip = ("Stop after the current batch of slices; nothing is changed." if self._running
+        self.ui.applyButton.enabled = hasInput or running
+        self.ui.applyButton.text = "Cancel" if running else "Segment leg"
+        self.ui.applyButton.toolTip = ("Stop after the current batch of slices; nothing is changed." if running
                                        else "Segment every axial slice of the CT into SAT, muscle, IMAT and bone.")
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
                        self.ui.optionsCollapsibleButton, self.ui.outputsCollapsibleButton,
-                       self.ui.trainingCollapsibleButton):
-            widget.enabled = not self._running
-        self.ui.updateMeasurementsButton.enabled = hasResult and not self._running
-        self.ui.show3DButton.enabled = hasResult and not self._running
-        self.ui.exportButton.enabled = hasResult and not self._running
+                       self.ui.compareCollapsibleButton, self.ui.trainingCollapsibleButton):
+            widget.enabled = not running
+        self.ui.updateMeasurementsButton.enabled = hasResult and not running
+        self.ui.show3DButton.enabled = hasResult and not running
+        self.ui.exportButton.enabled = hasResult and not running
+        self.ui.compareButtonsWidget.enabled = hasResult and not running
         self.ui.axialRangeWidget.enabled = bool(node and node.useAxialRange)
-        self.ui.exportRangeWidget.enabled = self._exportSlices() == "range"
+        self.ui.exportRangeWidget.enabled = bool(node and node.exportSlices == "range")
+
+    # ---- combo boxes carry their keys as item data ------------------------------------------------------------
+
+    @staticmethod
+    def _fillCombo(combo, labelsByKey):
+        wasBlocked = combo.blockSignals(True)  # refilling must not overwrite the saved choice
+        combo.clear()
+        for key, label in labelsByKey.items():
+            combo.addItem(label, key)
+        combo.blockSignals(wasBlocked)
+
+    @staticmethod
+    def _selectComboData(combo, key):
+        index = combo.findData(key)
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+
+    def _storeComboData(self, combo, parameterName):
+        if self._parameterNode and combo.currentData is not None:
+            setattr(self._parameterNode, parameterName, combo.currentData)
+
+    def onExportFolderChanged(self, path):
+        if self._parameterNode:
+            self._parameterNode.exportFolder = path
 
     # ---- engine, model weights and dependencies ---------------------------------------------------------------
 
-    @staticmethod
-    def _choiceKey(choice):
-        return f"{choice.engine}:{choice.model or ''}"
-
     def _populateEngineChoices(self):
         try:
-            self._engineChoices = module_support.engine_choices()
+            choices = engine_choices()
         except ValueError as error:  # a broken site registry file: still offer the threshold engine
             slicer.util.errorDisplay(f"LegSegNet model registry: {error}")
-            self._engineChoices = [module_support.EngineChoice(module_support.THRESHOLD_ENGINE, None, "HU thresholds")]
-        combo = self.ui.engineComboBox
-        wasBlocked = combo.blockSignals(True)  # refilling must not overwrite the saved choice; the caller selects
-        combo.clear()
-        for choice in self._engineChoices:
-            combo.addItem(choice.label)
-        combo.blockSignals(wasBlocked)
-
-    def _selectEngineFromParameterNode(self):
-        keys = [self._choiceKey(choice) for choice in self._engineChoices]
-        if self._parameterNode.engineChoice in keys:
-            self.ui.engineComboBox.currentIndex = keys.index(self._parameterNode.engineChoice)
-        self.onEngineChanged()
+            choices = [THRESHOLD_CHOICE]
+        self._choices = {choice.key: choice for choice in choices}
+        self._fillCombo(self.ui.engineComboBox, {choice.key: choice.label for choice in choices})
+        if self._parameterNode:
+            self._updateFromParameterNode()
 
     def _currentChoice(self):
-        return self._engineChoices[max(self.ui.engineComboBox.currentIndex, 0)]
+        return self._choices.get(self.ui.engineComboBox.currentData, THRESHOLD_CHOICE)
 
     def onEngineChanged(self, index=None):
         if self._parameterNode:
-            self._parameterNode.engineChoice = self._choiceKey(self._currentChoice())
+            self._parameterNode.engineChoice = self._currentChoice().key
         self._updateModelSection()
-
-    def _requirements(self, choice):
-        if choice.needs_model:
-            return dependencies.MODEL_ENGINE_REQUIREMENTS
-        return dependencies.THRESHOLD_ENGINE_REQUIREMENTS
 
     def _updateModelSection(self):
         choice = self._currentChoice()
-        status = module_support.engine_status(choice)
+        self._shownChoiceKey = choice.key
+        status = status_texts.engine_status(choice)
         self.ui.modelStatusLabel.text = status.text
         self.ui.modelButtonsWidget.visible = choice.needs_model
         self.ui.downloadModelButton.text = status.download_action or "Download"
@@ -245,59 +289,43 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.removeModelButton.enabled = status.removable
         self.ui.ttaCheckBox.enabled = choice.needs_model
         self.ui.foldsLineEdit.enabled = choice.needs_model
-        missing = dependencies.missing_requirements(self._requirements(choice))
+        missing = self.logic.models.missingRequirements(choice)
         self.ui.dependenciesLabel.text = ("All installed." if not missing else
                                           "Missing: " + ", ".join(r.pip_spec for r in missing))
         self.ui.installDependenciesButton.visible = bool(missing)
 
     def _populateDevices(self):
-        if self._deviceReport is not None:
+        if self._devicesDetected:
             return
         with slicer.util.WaitCursor():
-            self._deviceReport = dependencies.detect_devices()
-        combo = self.ui.deviceComboBox
-        wasBlocked = combo.blockSignals(True)  # filling the list must not overwrite the saved choice
-        combo.clear()
-        for _, label in self._deviceReport.choices:
-            combo.addItem(label)
-        combo.blockSignals(wasBlocked)
-        self.ui.deviceInfoLabel.text = self._deviceReport.summary
-        self._selectDeviceFromParameterNode()
-
-    def _selectDeviceFromParameterNode(self):
-        """Show the parameter node's device; one this machine lacks (a scene saved elsewhere) becomes Auto."""
-        if self._deviceReport is None or not self._parameterNode:
-            return
-        values = [value for value, _ in self._deviceReport.choices]
-        device = self._parameterNode.device
-        self.ui.deviceComboBox.currentIndex = values.index(device) if device in values else 0
-        self.onDeviceChanged()
+            report = detect_devices()
+        self._fillCombo(self.ui.deviceComboBox, dict(report.choices))
+        self.ui.deviceInfoLabel.text = report.summary
+        self._devicesDetected = True
+        if self._parameterNode and self.ui.deviceComboBox.findData(self._parameterNode.device) < 0:
+            self._parameterNode.device = "auto"  # a device this machine lacks (a scene saved elsewhere)
+        self._updateFromParameterNode()
 
     def onDeviceChanged(self, index=None):
-        # The index is read from the combo box: Qt 5's currentIndexChanged also has a QString overload.
-        index = self.ui.deviceComboBox.currentIndex
-        if self._parameterNode and index >= 0 and self._deviceReport is not None:
-            self._parameterNode.device = self._deviceReport.choices[index][0]
+        self._storeComboData(self.ui.deviceComboBox, "device")
 
     def onInstallDependencies(self):
         return self._installDependencies(self._currentChoice())
 
     def _installDependencies(self, choice):
+        return self._installPackages(self.logic.models.missingRequirements(choice))
+
+    def _installPackages(self, missing):
         """Ask, then install what is missing; True when everything is ready to use without a restart."""
-        missing = dependencies.missing_requirements(self._requirements(choice))
+        models = self.logic.models
         if not missing:
             return True
-        # Decided before installing: PyTorchUtils imports torch once it has installed it, and that import is usable.
-        restartNeeded = dependencies.restart_needed(missing, sys.modules)
-        pyTorchUtils = self._pyTorchUtilsLogic()
-        if not slicer.util.confirmOkCancelDisplay(dependencies.consent_message(missing, pyTorchUtils is not None),
+        if not slicer.util.confirmOkCancelDisplay(models.consentMessage(missing),
                                                   windowTitle="LegSegNet: install Python packages"):
             return False
         try:
             with slicer.util.WaitCursor():
-                for requirement in missing:
-                    self._showStatus(f"Installing {requirement.pip_spec}... (this can take several minutes)")
-                    self._installRequirement(requirement, pyTorchUtils)
+                restartNeeded = models.installRequirements(missing, self._showStatus)
         except Exception as error:
             slicer.util.errorDisplay(f"Installing Python packages failed: {error}\nCheck the network connection "
                                      "(or proxy settings) and try again.", detailedText=traceback.format_exc())
@@ -305,7 +333,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updateModelSection()
         self._showStatus("Python packages installed.")
-        self._deviceReport = None  # torch may be new: detect the devices again
+        self._devicesDetected = False  # torch may be new: detect the devices again
         self._populateDevices()
         if restartNeeded:
             if slicer.util.confirmYesNoDisplay("Slicer must restart to use the newly installed packages. "
@@ -314,43 +342,21 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         return True
 
-    @staticmethod
-    def _pyTorchUtilsLogic():
-        try:
-            import PyTorchUtils
-        except ImportError:
-            return None
-        return PyTorchUtils.PyTorchUtilsLogic()
-
-    @staticmethod
-    def _installRequirement(requirement, pyTorchUtils):
-        if requirement.via_pytorch_utils and pyTorchUtils is not None:
-            if pyTorchUtils.installTorch(askConfirmation=False, torchVersionRequirement=requirement.specifier) is None:
-                raise RuntimeError("the PyTorch extension could not install PyTorch")
-        else:
-            slicer.util.pip_install(requirement.pip_arguments())
-
     def onDownloadModel(self):
         return self._downloadModel(self._currentChoice())
 
     def _downloadModel(self, choice):
         """Ask, then download (or update/repair) the chosen registry model; True when it is installed."""
-        action = module_support.engine_status(choice).download_action
+        action = status_texts.engine_status(choice).download_action
         if action is None or not self._installDependencies(choice):  # verifying the weights needs PyTorch
             return False
-        from LegSegNetLib.models.download import download_model
-        from LegSegNetLib.models.registry import get_model_spec
-
-        spec = get_model_spec(choice.model)
-        licence = spec.licence.get("advice") or spec.licence.get("weights", "")
-        question = (f"{action} the {spec.title} weights (version {spec.version}) from {spec.homepage}?\n\n{licence}\n\n"
-                    "Behind a firewall, set LEGSEGNET_WEIGHTS_URL to a mirror, or use 'Install from file...'.")
-        if not slicer.util.confirmOkCancelDisplay(question, windowTitle="LegSegNet: download model"):
+        if not slicer.util.confirmOkCancelDisplay(self.logic.models.downloadQuestion(choice, action),
+                                                  windowTitle="LegSegNet: download model"):
             return False
-        self._setRunning(True)
+        self._setDownloading(True)
         try:
-            download_model(choice.model, folds=self._folds(), progress=self._onDownloadProgress,
-                           cancel=lambda: self._cancelRequested, replace=action != "Download")
+            self.logic.models.download(choice, action, folds=self._parameterNode.folds,
+                                       progress=self._onDownloadProgress, cancel=lambda: self._cancelRequested)
             self._showStatus("Model downloaded and verified.")
             return True
         except Cancelled:
@@ -358,22 +364,20 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:
             slicer.util.errorDisplay(f"Downloading the model failed: {error}", detailedText=traceback.format_exc())
         finally:
-            self._setRunning(False)
+            self._setDownloading(False)
             self._updateModelSection()
         return False
 
     def _onDownloadProgress(self, progress):
         self.ui.progressBar.maximum = 1000
         self.ui.progressBar.value = int(1000 * progress.done / progress.total) if progress.total else 0
-        self._showStatus(module_support.download_progress_text(progress))
-        slicer.app.processEvents()
+        self._showStatus(status_texts.download_progress_text(progress))
+        slicer.app.processEvents()  # keeps the application alive and lets the user click Cancel
 
     def onInstallModel(self):
         choice = self._currentChoice()
         if not self._installDependencies(choice):  # validating the checkpoint needs PyTorch
             return
-        from LegSegNetLib.models.install import ModelExistsError, install_model_from
-
         source = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(), "Model .zip (Cancel to pick a folder instead)", "", "Zip archives (*.zip)")
         if not source:
@@ -382,13 +386,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         try:
             with slicer.util.WaitCursor():
-                try:
-                    folder = install_model_from(source, choice.model)
-                except ModelExistsError:
-                    if not slicer.util.confirmYesNoDisplay(f"Model '{choice.model}' is already installed. Replace it?"):
-                        return
-                    folder = install_model_from(source, choice.model, replace=True)
-            self._showStatus(f"Model installed in {folder}")
+                folder = self.logic.models.installFrom(source, choice, confirm_replace=lambda: slicer.util.confirmYesNoDisplay(
+                    f"Model '{choice.model}' is already installed. Replace it?"))
+            if folder is not None:
+                self._showStatus(f"Model installed in {folder}")
         except Exception as error:
             slicer.util.errorDisplay(f"Installing the model failed: {error}", detailedText=traceback.format_exc())
         finally:
@@ -398,23 +399,15 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         choice = self._currentChoice()
         if not slicer.util.confirmYesNoDisplay(f"Delete the installed weights of '{choice.model}'?"):
             return
-        from LegSegNetLib.models.install import remove_model
-
         with slicer.util.tryWithErrorDisplay("Removing the model failed."):
-            remove_model(choice.model)
+            self.logic.models.remove(choice)
         self._populateEngineChoices()  # a model installed under its own name leaves the list
-        self._selectEngineFromParameterNode()
-
-    def _folds(self):
-        from LegSegNetLib.models.folds import parse_folds
-
-        return parse_folds(self._parameterNode.folds)
 
     def _ensureReady(self, choice):
         """Dependencies installed and model weights present (offering to get them); True when ready to run."""
         if not self._installDependencies(choice):
             return False
-        if module_support.engine_status(choice).ready:
+        if status_texts.engine_status(choice).ready:
             return True
         return self._downloadModel(choice)
 
@@ -430,7 +423,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         position = self._axialViewPosition()
         if position is not None:
             setattr(self._parameterNode, parameterName, position)
-            self.ui.exportSlicesComboBox.currentIndex = EXPORT_SLICES.index("range")
+            self._parameterNode.exportSlices = "range"
 
     @staticmethod
     def _axialViewPosition():
@@ -445,44 +438,58 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- run --------------------------------------------------------------------------------------------------
 
     def onApplyButton(self):
-        if self._running:
-            self._cancelRequested = True
-            self._showStatus("Cancelling after the current batch...")
+        if self._task is not None or self._downloading:
+            self._cancel()
             return
         choice = self._currentChoice()
         try:
-            options = self._processOptions(choice)
-            self.logic.checkInput(self._parameterNode.inputVolume)  # before any install or download is offered
+            settings = self._settings(choice)
+            self.logic.segmentation.checkInput(self._parameterNode.inputVolume)  # before any install or download
         except InputError as error:  # the message says what is wrong with the volume and what to do
             slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
             return
-        except ValueError as error:
+        except ValueError as error:  # settings that cannot work: the message says what to change
             slicer.util.errorDisplay(str(error))
             return
         if not self._ensureReady(choice):
             return
-        self._run(options)
+        self._start(settings)
 
-    def _processOptions(self, choice):
+    def _settings(self, choice):
+        """The one settings object the logic gets, from the parameter node."""
         node = self._parameterNode
-        axialRange = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
-        return module_support.process_options(choice, node.device, node.tta, node.folds, axialRange)
+        rangeMm = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
+        return choice.settings(device=node.device, tta=node.tta, folds=node.folds, range_mm=rangeMm)
 
-    def _run(self, options):
-        node = self._parameterNode
-        started = time.monotonic()
-
-        def onProgress(done, total):
-            self.ui.progressBar.maximum = max(total, 1)
-            self.ui.progressBar.value = done
-            self._showStatus(module_support.segmentation_progress_text(done, total, time.monotonic() - started))
-            slicer.app.processEvents()  # keeps the view alive and lets the user click Cancel
-            return not self._cancelRequested
-
-        self._setRunning(True)
+    def _start(self, settings):
         try:
-            segmentation, table = self.logic.process(node.inputVolume, node.outputSegmentation, node.outputTable,
-                                                     progress=onProgress, **options)
+            self._task = self.logic.segmentation.startSegmentation(self._parameterNode.inputVolume, settings)
+        except ValueError as error:
+            slicer.util.errorDisplay(f"Cannot segment this volume: {error}")
+            return
+        self._started = time.monotonic()
+        self.ui.progressBar.value = 0
+        self._showStatus("Starting...")
+        self._updateButtons()
+        self._task.start()
+        self._taskTimer = qt.QTimer()
+        self._taskTimer.timeout.connect(self._pollTask)
+        self._taskTimer.start(TASK_POLL_MS)
+
+    def _pollTask(self):
+        task = self._task
+        done, total = task.progress()
+        self.ui.progressBar.maximum = max(total, 1)
+        self.ui.progressBar.value = done
+        if not task.done():
+            self._showStatus(status_texts.segmentation_progress_text(done, total, time.monotonic() - self._started))
+            return
+        self._taskTimer.stop()
+        self._task = None
+        node = self.logic.getParameterNode()  # also when the user has left the module meanwhile
+        try:
+            segmentation, table = self.logic.segmentation.finishSegmentation(task, node.outputSegmentation,
+                                                                             node.outputTable)
         except Cancelled:
             self._showStatus("Cancelled; nothing was changed.")
             return
@@ -491,16 +498,26 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"Segmentation failed: {error}", detailedText=traceback.format_exc())
             return
         finally:
-            self._setRunning(False)
+            self._updateButtons()
         node.outputSegmentation = segmentation
         node.outputTable = table
-        self._showStatus(module_support.segmentation_done_text(time.monotonic() - started, self.logic.lastWarnings))
+        self._showStatus(status_texts.segmentation_done_text(time.monotonic() - self._started,
+                                                             self.logic.segmentation.lastWarnings))
         self._showResults(table)
 
-    def _setRunning(self, running):
-        self._running = running
+    def _cancel(self):
+        self._cancelRequested = True  # read by a download's cancel check
+        if self._task is not None:
+            self._task.cancel()
+        self._showStatus("Cancelling after the current batch...")
+
+    def isRunning(self):
+        return self._task is not None
+
+    def _setDownloading(self, downloading):
+        self._downloading = downloading
         self._cancelRequested = False
-        if running:
+        if downloading:
             self.ui.progressBar.value = 0
         self._updateButtons()
 
@@ -513,36 +530,31 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
         slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
         slicer.app.applicationLogic().PropagateTableSelection()
-        chart = self.logic.sliceAreaChart(table)
+        chart = self.logic.segmentation.sliceAreaChart(table)
         if chart is not None:
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def onUpdateMeasurements(self):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Measuring the segmentation failed.", waitCursor=True):
-            node.outputTable = self.logic.computeMeasurements(node.outputSegmentation, node.inputVolume,
-                                                              node.outputTable)
+            node.outputTable = self.logic.segmentation.computeMeasurements(node.outputSegmentation, node.inputVolume,
+                                                                           node.outputTable)
             self._showStatus("Measurements updated from the segments as they are now.")
             self._showResults(node.outputTable)
 
     # ---- training pairs ---------------------------------------------------------------------------------------
 
-    def _exportSlices(self):
-        return EXPORT_SLICES[max(self.ui.exportSlicesComboBox.currentIndex, 0)]
-
     def onExportTrainingPairs(self):
         node = self._parameterNode
-        folder = self.ui.exportFolderPathLineEdit.currentPath
-        if not folder:
+        if not node.exportFolder:
             slicer.util.errorDisplay("Choose the output folder for the training pairs first.")
             return
-        slices = self._exportSlices()
-        rangeMm = (node.exportRangeFromMm, node.exportRangeToMm) if slices == "range" else None
+        rangeMm = (node.exportRangeFromMm, node.exportRangeToMm) if node.exportSlices == "range" else None
         try:
             with slicer.util.WaitCursor():
-                result = self.logic.exportTrainingPairs(
-                    node.outputSegmentation, node.inputVolume, folder,
-                    format=EXPORT_FORMATS[self.ui.exportFormatComboBox.currentIndex], slices=slices, range_mm=rangeMm)
+                result = self.logic.segmentation.exportTrainingPairs(
+                    node.outputSegmentation, node.inputVolume, node.exportFolder, format=node.exportFormat,
+                    slices=node.exportSlices, range_mm=rangeMm)
         except ValueError as error:  # export and range errors say what to change
             self.ui.exportStatusLabel.text = f"Nothing was exported: {error}"
             return
@@ -552,23 +564,59 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportFolderPathLineEdit.addCurrentPathToHistory()
         skipped = f"; {len(result.skipped_empty)} selected slices had no tissue" if result.skipped_empty else ""
         self.ui.exportStatusLabel.text = (f"Exported {len(result.slices)} slices ({len(result.files)} files) "
-                                          f"to {folder}{skipped}.")
+                                          f"to {node.exportFolder}{skipped}.")
+
+    # ---- comparison with a reference --------------------------------------------------------------------------
+
+    def onCompareWithFile(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Reference label map or segmentation", "",
+                                              "Label maps (*.seg.nrrd *.nii.gz *.nii *.nrrd *.mha)")
+        if path:
+            self.onCompare(path)
+
+    def onCompare(self, reference):
+        """Compare the segments as they are now with `reference` (a segmentation node, a file, or None: the labels
+        LegSegNet first wrote) and show the table."""
+        node = self._parameterNode
+        if not self._installPackages(self.logic.models.missingComparisonRequirements()):
+            return
+        try:
+            with slicer.util.WaitCursor():
+                table = self.logic.segmentation.compareWithReference(node.outputSegmentation, node.inputVolume,
+                                                                     reference)
+        except ValueError as error:  # a reference that cannot be compared: the message says what to pick
+            self.ui.compareStatusLabel.text = f"Not compared: {error}"
+            return
+        except Exception as error:
+            slicer.util.errorDisplay(f"Comparing with the reference failed: {error}", detailedText=traceback.format_exc())
+            return
+        self.ui.compareStatusLabel.text = f"Comparison in table '{table.GetName()}'."
+        self._showResults(table)
 
     def onShow3D(self, on):
         if self._parameterNode and self._parameterNode.outputSegmentation:
             with slicer.util.tryWithErrorDisplay("Showing the 3D surfaces failed.", waitCursor=True):
-                self.logic.showSurface(self._parameterNode.outputSegmentation, on)
+                self.logic.segmentation.showSurface(self._parameterNode.outputSegmentation, on)
 
 
-class LegSegNetLogic(ScriptedLoadableModuleLogic, legsegnet_logic.LegSegNetLogic):
-    """Slicer's logic class for the module: SlicerLegSegNetLib.segmentation_logic.LegSegNetLogic plus the parameter node."""
+class LegSegNetLogic(ScriptedLoadableModuleLogic):
+    """Slicer's logic class for the module: the parameter node, plus the logics that do the work."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        legsegnet_logic.LegSegNetLogic.__init__(self, slicer.mrmlScene)
+        self.segmentation = SegmentationLogic(slicer.mrmlScene)
+        self.models = ModelLogic(pip_install=slicer.util.pip_install, pytorch_utils=self._pyTorchUtilsLogic())
 
     def getParameterNode(self):
         return LegSegNetParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def _pyTorchUtilsLogic():
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return None
+        return PyTorchUtils.PyTorchUtilsLogic()
 
 
 class LegSegNetTest(ScriptedLoadableModuleTest):
@@ -592,12 +640,12 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
 
     def test_segment_edit_measure(self):
         import numpy as np
-        from SlicerLegSegNetLib import mrml_segmentation
         from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES
+        from SlicerLegSegNetLib import mrml_segmentation
 
         self.delayDisplay("Segmenting a synthetic leg phantom")
         volumeNode, truth = self._phantomVolume()
-        logic = LegSegNetLogic()
+        logic = SegmentationLogic(slicer.mrmlScene)
         segmentation, table = logic.process(volumeNode, engine="threshold")
         labels = mrml_segmentation.labels_from_segmentation(segmentation, volumeNode)
         for tissue in TISSUES:
@@ -640,6 +688,13 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
                 return values.GetValueByName(row, "volume_cm3").ToDouble()
         raise AssertionError("no muscle row in the table")
 
+    @staticmethod
+    def _waitWhileRunning(widget, timeoutS=120):
+        deadline = time.monotonic() + timeoutS
+        while widget.isRunning() and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+
     def test_widget_runs_and_cancels(self):
         self.delayDisplay("Running the module from its widget")
         volumeNode, _ = self._phantomVolume()
@@ -647,16 +702,18 @@ class LegSegNetTest(ScriptedLoadableModuleTest):
         widget = slicer.modules.legsegnet.widgetRepresentation().self()
         parameters = widget._parameterNode
         parameters.inputVolume = volumeNode
-        keys = [widget._choiceKey(choice) for choice in widget._engineChoices]
-        widget.ui.engineComboBox.currentIndex = keys.index("threshold:")
+        parameters.engineChoice = THRESHOLD_CHOICE.key
         nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
 
-        qt.QTimer.singleShot(0, widget.ui.applyButton.click)  # a second click while running cancels
         widget.ui.applyButton.click()
+        self.assertTrue(widget.isRunning())
+        widget.ui.applyButton.click()  # a second click while running cancels
+        self._waitWhileRunning(widget)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
         self.assertIsNone(parameters.outputSegmentation)
 
         widget.ui.applyButton.click()
+        self._waitWhileRunning(widget)
         self.assertIsNotNone(parameters.outputSegmentation)
         self.assertIsNotNone(parameters.outputTable)
         self.assertEqual(parameters.outputSegmentation.GetSegmentation().GetNumberOfSegments(), 4)

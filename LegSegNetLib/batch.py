@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from LegSegNetLib.progress import ProgressCallback
+from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume_files import read_volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.run import run_segmentation
@@ -75,6 +76,8 @@ def run_batch(jobs: list, engine: SliceEngine, settings: SegmentationSettings,
                             "continues from there", job.input, job.record.parent)
             raise
         except Exception as error:  # one bad input must not stop a batch
+            if isinstance(error, EmptyRangeError) and len(jobs) == 1:
+                raise  # the range given selects nothing of the one input: a usage problem (exit status 2)
             log.debug("details", exc_info=True)
             log.error("%s: failed: %s", job.input, error)
             result.failed.append(job.input)
@@ -95,7 +98,8 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     started = time.monotonic()
     ct = read_volume(job.input)
     result = run_segmentation(ct, engine, settings, progress)
-    record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used()),
+    record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used(),
+                                   result.warnings),
               "settings": settings.record()}
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, job.overwrite)

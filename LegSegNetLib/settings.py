@@ -23,6 +23,8 @@ MODEL_ENGINE, THRESHOLD_ENGINE = ENGINES
 DEFAULT_MODEL = "legsegnet"  # registry name of the published LegSegNet weights
 BACKENDS = ("torch", "onnx")  # torch: exact; the others run the same network faster on the CPU, labels may differ
 PREPROCESSING = ("legsegnet", "native")  # None: the model folder or registry entry says which
+# Fields that choose or run a model: the threshold engine takes none of them.
+MODEL_OPTIONS = ("model", "folds", "checkpoint", "tta", "batch_size", "preprocessing", "backend")
 
 
 class SettingsError(ValueError):
@@ -74,6 +76,11 @@ class MeasurementSettings:
                 "user_sites": [list(site) for site in self.user_sites], "height_m": self.height_m}
 
 
+def _is_plain_file_name(name: str) -> bool:
+    """A file name without any folder part, so that it cannot reach outside the model folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(sep in name for sep in "/\\:")
+
+
 @dataclass(frozen=True)
 class SegmentationSettings:
     engine: str = MODEL_ENGINE
@@ -101,6 +108,9 @@ class SegmentationSettings:
             raise SettingsError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.preprocessing not in (None, *PREPROCESSING):
             raise SettingsError(f"unknown preprocessing {self.preprocessing!r}: choose {' or '.join(PREPROCESSING)}")
+        if self.checkpoint is not None and not _is_plain_file_name(self.checkpoint):
+            raise SettingsError(f"--checkpoint names a file inside each fold folder of the model (such as "
+                                f"checkpoint_best.pth), not a path: {self.checkpoint!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SettingsError(f"the batch size must be at least 1, not {self.batch_size}")
         self._check_ranges()
@@ -116,10 +126,8 @@ class SegmentationSettings:
             object.__setattr__(self, "range_mm", tuple(float(value) for value in self.range_mm))
 
     def _refuse_model_options(self) -> None:
-        given = {"model": self.model, "folds": self.folds, "checkpoint": self.checkpoint, "tta": self.tta,
-                 "batch_size": self.batch_size, "preprocessing": self.preprocessing,
-                 "backend": None if self.backend == "torch" else self.backend}
-        named = [name for name, value in given.items() if value not in (None, False)]
+        defaults = SegmentationSettings()
+        named = [name for name in MODEL_OPTIONS if getattr(self, name) != getattr(defaults, name)]
         if named:
             raise SettingsError(f"the threshold engine takes no {', '.join(named)}: those choose a LegSegNet model")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from model_factory import make_model_folder
+from weights_server import WeightsServer
 
 HF_FILES = ("plans.json", "dataset.json", "fold_0/checkpoint_best.pth")
 # Big enough (about 2 MB) that a transfer takes several reads, so it can be cut, resumed and cancelled midway.
@@ -35,20 +36,29 @@ def hf_model(tmp_path_factory) -> Path:
                              features_per_stage=SERVED_FEATURES)
 
 
+@pytest.fixture
+def server(hf_model, monkeypatch):
+    """The served model behind a local stand-in for Hugging Face, set as the weights mirror."""
+    with WeightsServer(hf_model) as running:
+        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
+        yield running
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_registry(path: Path, base_url: str, folder: Path, files=HF_FILES, name="legsegnet", checksums=True,
+def write_registry(path: Path, folder: Path, files=HF_FILES, name="legsegnet", checksums=True,
                    sha256_override=None, version="test-1") -> Path:
-    """A registry file (for LEGSEGNET_REGISTRY) describing folder's files as served at base_url."""
+    """A registry file (for LEGSEGNET_REGISTRY) describing folder's files; registries name https addresses only,
+    so tests serve the files through a mirror (LEGSEGNET_WEIGHTS_URL, which may be a local http server)."""
     entries = []
     for relative in files:
         size = (folder / relative).stat().st_size if checksums else None
         digest = (sha256_override or {}).get(relative, sha256(folder / relative)) if checksums else None
         entries.append({"path": relative, "size": size, "sha256": digest})
     path.write_text(json.dumps({"models": [{
-        "name": name, "version": version, "url_pattern": base_url.rstrip("/") + "/{path}", "files": entries,
+        "name": name, "version": version, "url_pattern": f"https://weights.invalid/{name}/{{path}}", "files": entries,
         "in_plane_orientation": "PL"}]}))
     return path
 

@@ -27,6 +27,7 @@ from LegSegNetLib.cli.segment import (
     settings_from_arguments,
 )
 from LegSegNetLib.segmenting.engines.factory import EngineError, create_engine
+from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume_files import read_volume, write_volume
 from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
 from LegSegNetLib.writing.tables import RECORD_COLUMNS, csv_text
@@ -88,6 +89,7 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
     rows = read_csv(out / "m.csv")
     assert len(rows) == 1
     assert list(rows[0]) == [column.name for column in RECORD_COLUMNS]
+    assert rows[0]["warnings"] == ""
     assert rows[0]["right_thigh_SM_volume_cm3"] == ""  # box legs: no femur, so no regions
     assert rows[0]["engine"] == "hu-bands"
     for tissue, pixels in PER_LEG_SLICE.items():
@@ -326,9 +328,8 @@ def test_axial_ranges(tmp_path, caplog):
     # S positions are -200 + 3 k: -197..-191 mm holds the centres of slices 1, 2 and 3.
     assert run_cli(tmp_path / "leg.nrrd", "--range-mm=-191:-197", "--labelmap", tmp_path / "mm.nrrd") == 0
     assert np.flatnonzero(read_volume(tmp_path / "mm.nrrd").array.any(axis=(1, 2))).tolist() == [1, 2, 3]
-    with caplog.at_level(logging.ERROR):
-        assert run_cli(tmp_path / "leg.nrrd", "--range", "10:20", "--labelmap", tmp_path / "e.nrrd") == 1
-    assert "selects no slice" in caplog.text
+    with pytest.raises(EmptyRangeError, match="selects no slice"):  # a usage error: exit status 2 from main
+        run_cli(tmp_path / "leg.nrrd", "--range", "10:20", "--labelmap", tmp_path / "e.nrrd")
     assert not (tmp_path / "e.nrrd").exists()
 
 

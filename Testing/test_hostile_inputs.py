@@ -5,6 +5,7 @@ Unit checks of the validation rules and of atomic writing live in test_validatio
 test_cli_segment.py; here every input goes the whole way a user's file goes.
 """
 
+import csv
 import gzip
 import json
 import logging
@@ -20,7 +21,7 @@ import SimpleITK as sitk
 from LegSegNetLib.cli import main
 from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
 from LegSegNetLib.reading.volume_files import read_volume, write_volume
-from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.measuring.measurements import compute_measurements, dice
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.segmenting.pipeline import segment_volume
@@ -53,18 +54,19 @@ def segment_cli(*argv):
     return main(["segment", "--engine", "threshold", *map(str, argv)])
 
 
-def write_dicom_series(folder, array, tags=()):
-    """One CT series, one file per slice of `array` [slices, rows, columns], stored values as given; `tags`:
-    more (tag, value) pairs for every file."""
+def write_dicom_series(folder, array, positions_mm=None, tags=()):
+    """One CT series, one file per slice of `array` [slices, rows, columns], stored values as given, the slices
+    2.5 mm apart unless `positions_mm` gives each one's position; `tags`: more (tag, value) pairs for every file."""
     folder.mkdir()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    positions_mm = [index * 2.5 for index in range(len(array))] if positions_mm is None else positions_mm
     for index, plane in enumerate(array):
         image = sitk.GetImageFromArray(plane)
         for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.826.0.1.3680043.2.1"),
                            ("0020|000e", "1.2.826.0.1.3680043.2.1.1"), ("0020|0013", str(index + 1)),
                            ("0008|0018", f"1.2.826.0.1.3680043.2.1.1.{index + 1}"),
-                           ("0020|0032", f"0\\0\\{index * 2.5}"), ("0020|0037", "1\\0\\0\\0\\1\\0"), *tags):
+                           ("0020|0032", f"0\\0\\{positions_mm[index]}"), ("0020|0037", "1\\0\\0\\0\\1\\0"), *tags):
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{index:03d}.dcm"))
         writer.Execute(image)
@@ -108,6 +110,10 @@ def test_mr_volume(tmp_path, caplog):
     signed_mr = mr.with_array(mr.array - 50)
     result = run_segmentation(signed_mr, ThresholdEngine())
     assert any("not MR" in warning for warning in result.warnings)
+
+    padded_mr = mr.with_array(np.where(ct.array < -500, -1000, mr.array).astype(np.int16))  # air padded negative
+    write_volume(padded_mr, tmp_path / "padded_mr.nii.gz")
+    assert_refused(tmp_path, tmp_path / "padded_mr.nii.gz", caplog, "neither a fat peak")
 
 
 def test_hu_not_calibrated_dicom_without_rescale(tmp_path, caplog):
@@ -299,3 +305,289 @@ def test_disk_filling_during_writing(tmp_path):
         "leg.measurements.json", "leg.nii.gz", "measurements.csv", "measurements.json", "sites.csv", "sites.json",
         "slice_areas.csv"]
     assert json.loads((out / "leg.measurements.json").read_text())["summary"]["slice_count"] == 6
+
+
+# ---- outputs that collide, concurrent runs, killed runs ------------------------------------------------------
+
+@pytest.fixture
+def leg_file(tmp_path):
+    write_volume(phantom()[0], tmp_path / "leg.nrrd")
+    return tmp_path / "leg.nrrd"
+
+
+@pytest.mark.parametrize("arguments", [
+    ("--labelmap", "{input}", "--overwrite"),  # would replace the CT with its labels
+    ("--measurements", "{dir}/t.csv", "--slice-areas", "{dir}/t.csv"),
+    ("--measurements", "{dir}/t.csv", "--slice-areas", "{dir}/elsewhere/../t.csv"),
+    ("--output-dir", "{dir}/od", "--measurements", "{dir}/od/slice_areas.csv"),  # the folder's default table
+    ("--output-dir", "{dir}/od", "--slice-areas", "{dir}/od/measurements.csv"),
+])
+def test_outputs_that_are_one_file_are_refused_before_any_work(leg_file, tmp_path, capsys, arguments):
+    before = leg_file.read_bytes()
+    argv = [argument.format(input=leg_file, dir=tmp_path) for argument in arguments]
+    assert segment_cli(leg_file, *argv) == 2
+    assert "are the same file" in capsys.readouterr().err
+    assert leg_file.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["leg.nrrd"]
+
+
+def test_a_second_run_on_a_busy_output_folder_is_refused(leg_file, tmp_path, capsys):
+    from LegSegNetLib.writing.outputs import output_folder_lock
+
+    out = tmp_path / "out"
+    with output_folder_lock(out):  # as a first run in another process holds it
+        assert segment_cli(leg_file, "--output-dir", out) == 2
+        assert f"another legsegnet run (process {os.getpid()}) is writing to {out}" in capsys.readouterr().err
+        assert sorted(path.name for path in out.iterdir()) == [".legsegnet.lock"]
+    assert segment_cli(leg_file, "--output-dir", out) == 0
+    assert not (out / ".legsegnet.lock").exists()
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(leg_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".legsegnet.lock").write_text("99999999")  # its process is gone, and so is its operating-system lock
+    assert segment_cli(leg_file, "--output-dir", out) == 0
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows ends a process on SIGTERM without running its handler")
+def test_sigterm_mid_write_leaves_no_partial_and_stale_partials_are_cleaned(leg_file, tmp_path):
+    """A SIGTERM while the label map is being written stops the run like Ctrl+C (its temporary file removed);
+    the hidden partial files of runs killed harder (SIGKILL, power loss) are removed by the next run."""
+    out = tmp_path / "out"
+    script = (
+        "import os, signal, sys\n"
+        "import SimpleITK as sitk\n"
+        "write = sitk.WriteImage\n"
+        "def write_then_get_killed(*args, **kwargs):\n"
+        "    write(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "sitk.WriteImage = write_then_get_killed\n"
+        "from LegSegNetLib.cli import main\n"
+        f"sys.exit(main(['segment', '--engine', 'threshold', {str(leg_file)!r}, '--output-dir', {str(out)!r}]))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert killed.returncode == 130, killed.stderr
+    assert list(out.iterdir()) == []
+
+    stale = out / ".leg.seg.nrrd.0123abcd.partial.seg.nrrd"
+    stale.write_bytes(b"half a label map")
+    assert segment_cli(leg_file, "--output-dir", out) == 0
+    assert not stale.exists()
+    assert not any(path.name.startswith(".") for path in out.iterdir())
+
+
+# ---- ranges and counts that are usage errors -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["-1000:5", "2:-1"])
+def test_negative_slice_indices_are_refused(leg_file, tmp_path, capsys, text):
+    with pytest.raises(SystemExit) as exit_:
+        segment_cli(leg_file, f"--range={text}", "--measurements", tmp_path / "m.csv")
+    assert exit_.value.code == 2
+    assert "slice indices start at 0" in capsys.readouterr().err
+
+
+def test_an_empty_range_is_a_usage_error(leg_file, tmp_path, capsys):
+    """For the one input given; in a batch it is that input's failure and the others are done (exit status 1)."""
+    assert segment_cli(leg_file, "--range", "50:60", "--measurements", tmp_path / "m.csv") == 2
+    assert "selects no slice of a volume with 3 slices" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()
+
+    write_volume(phantom(shape=(6, 160, 160))[0], tmp_path / "longer.nrrd")
+    assert segment_cli(leg_file, tmp_path / "longer.nrrd", "--range", "4:6", "--output-dir", tmp_path / "out") == 1
+    assert [row["input"] for row in csv.DictReader((tmp_path / "out" / "measurements.csv").read_text().splitlines())] == [
+        str(tmp_path / "longer.nrrd")]
+
+
+@pytest.mark.parametrize("epochs", ["0", "-3"])
+def test_training_for_no_epochs_is_refused(tmp_path, capsys, epochs):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "model"), f"--epochs={epochs}"])
+    assert exit_.value.code == 2
+    assert "expected a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+# ---- geometry a format cannot keep ---------------------------------------------------------------------------
+
+def sheared(volume):
+    """The volume on a grid whose slice axis leans 20 degrees in the row direction (as after a gantry tilt,
+    stored without resampling)."""
+    ijk_to_ras = volume.ijk_to_ras.copy()
+    ijk_to_ras[:3, 2] += np.tan(np.radians(20)) * ijk_to_ras[:3, 1] * np.linalg.norm(ijk_to_ras[:3, 2]) \
+        / np.linalg.norm(ijk_to_ras[:3, 1])
+    return Volume(volume.array, ijk_to_ras)
+
+
+def test_a_sheared_grid_is_never_written_where_its_geometry_is_lost(tmp_path, caplog):
+    ct = sheared(phantom()[0])
+    write_volume(ct, tmp_path / "tilted.nrrd")
+    np.testing.assert_allclose(read_volume(tmp_path / "tilted.nrrd").ijk_to_ras, ct.ijk_to_ras, atol=1e-6)
+
+    with caplog.at_level(logging.ERROR):
+        assert segment_cli(tmp_path / "tilted.nrrd", "--labelmap", tmp_path / "labels.nii.gz") != 0
+    assert "cannot store this volume's voxel grid, which is sheared" in caplog.text
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tilted.nrrd"]
+
+    for kept in ("labels.seg.nrrd", "labels.nrrd"):
+        assert segment_cli(tmp_path / "tilted.nrrd", "--labelmap", tmp_path / kept) == 0
+        np.testing.assert_allclose(read_volume(tmp_path / kept).ijk_to_ras, ct.ijk_to_ras, atol=1e-5)
+
+
+# ---- sizes read from the header before any voxel -------------------------------------------------------------
+
+def _oversized_mhd(folder):
+    """13 bytes of data description claiming 512 x 512 x 20000 voxels (10 GB) over an endless zero device."""
+    path = folder / "huge.mhd"
+    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 512 512 20000\nElementType = MET_SHORT\n"
+                    "ElementDataFile = /dev/zero\n")
+    return path
+
+
+def _nifti_claiming_more_slices(folder):
+    """A 1 MB .nii.gz whose header claims 5000 slices of 512 x 512 (2.6 GB) where 4 are stored."""
+    write_volume(Volume.from_spacing(np.zeros((4, 512, 512), np.int16)), folder / "small.nii")
+    header = bytearray((folder / "small.nii").read_bytes())
+    header[40 + 6:40 + 8] = np.int16(5000).tobytes()  # dim[3], the slice count
+    path = folder / "claims_more.nii.gz"
+    path.write_bytes(gzip.compress(bytes(header)))
+    return path
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory read from Linux's /proc")
+@pytest.mark.parametrize("make,message", [(_oversized_mhd, "more than the 2,147,483,648 LegSegNet reads"),
+                                          (_nifti_claiming_more_slices, "")])
+def test_an_oversized_header_is_refused_before_its_voxels_are_read(tmp_path, make, message):
+    """Peak memory of the refusal, measured in a fresh process (address space capped at 4 GB so a regression
+    fails instead of exhausting the machine), stays under 1 GB. The peak is the process's own VmHWM: getrusage's
+    ru_maxrss would include the memory of the pytest process it was started from (Linux keeps it across exec)."""
+    path = make(tmp_path)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from LegSegNetLib.reading.volume_files import VolumeReadError, read_volume\n"
+        "try:\n"
+        f"    read_volume({str(path)!r})\n"
+        "    print('READ')\n"
+        "except VolumeReadError as error:\n"
+        "    print('REFUSED', error)\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+        "print('PEAK_KB', status.split()[0])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+    assert message in lines["REFUSED"] and ("truncated" in lines["REFUSED"] or "memory" in lines["REFUSED"]
+                                            or "more than" in lines["REFUSED"])
+    assert int(lines["PEAK_KB"]) * 1024 < 1 << 30
+
+
+def test_a_nifti_voxel_size_of_zero_is_refused(tmp_path, caplog):
+    write_volume(phantom()[0], tmp_path / "leg.nii")
+    header = bytearray((tmp_path / "leg.nii").read_bytes())
+    header[76 + 4 * 3:76 + 4 * 4] = np.float32(0).tobytes()  # pixdim[3], the slice thickness
+    (tmp_path / "zero.nii").write_bytes(bytes(header))
+    assert_refused(tmp_path, tmp_path / "zero.nii", caplog, "a size of 0 would be read as 1 mm")
+
+
+# ---- doubtful inputs: refused, or measured with a warning in the record --------------------------------------
+
+def measured_warnings(tmp_path, source, *options):
+    """Segment `source` with the threshold engine; the warnings column of its measurement row."""
+    table = tmp_path / "m.csv"
+    assert segment_cli(source, "--measurements", table, *options) == 0
+    with open(table, newline="") as stream:
+        return next(csv.DictReader(stream))["warnings"]
+
+
+def test_unrescaled_ct_with_negative_padding_is_measured_with_a_warning(tmp_path, caplog):
+    """Stored values (HU + 1024) with padding at -2000: no voxel at air's -1000 and no fat peak where CT has it."""
+    ct, _ = phantom()
+    stored = (ct.array.astype(np.int32) + 1024).clip(0, 4095)
+    stored[:, :4, :] = -2000
+    write_volume(ct.with_array(stored.astype(np.int16)), tmp_path / "stored.nrrd")
+    with caplog.at_level(logging.WARNING):
+        warnings = measured_warnings(tmp_path, tmp_path / "stored.nrrd")
+    assert "no fat peak (-190..-30 HU)" in warnings and "stored values must be rescaled" in warnings
+    assert "almost no voxel lies at air's -1100..-900 HU" in warnings
+    assert "no fat peak" in caplog.text
+
+
+def test_random_noise_is_refused(tmp_path, caplog):
+    noise = np.random.default_rng(5).integers(-1024, 3071, (3, 160, 160)).astype(np.int16)
+    write_volume(phantom()[0].with_array(noise), tmp_path / "noise.nrrd")
+    assert_refused(tmp_path, tmp_path / "noise.nrrd", caplog, "neither a fat peak")
+
+
+def test_nothing_labelled_is_a_warning(tmp_path):
+    class LabelsNothing(ThresholdEngine):
+        def segment_slices(self, hu_slices, pixel_spacing_mm):
+            return np.zeros(hu_slices.shape, np.uint8)
+
+    result = run_segmentation(phantom()[0], LabelsNothing())
+    assert any("no voxel was labelled in any slice" in warning for warning in result.warnings)
+
+
+def test_a_shifted_and_cut_off_slice_is_named_in_the_record(tmp_path):
+    ct, _ = phantom(shape=(6, 160, 160))
+    slices = slice_layout(ct).display_view(ct.array)
+    slices[3] = np.roll(slices[3], 50, axis=0)  # moved down, as the Visible Human's vhf.316.dcm
+    slices[3, 120:] = -1024  # and cut off
+    write_volume(ct, tmp_path / "leg.nrrd")
+    warnings = measured_warnings(tmp_path, tmp_path / "leg.nrrd")
+    assert "slice 3 (S = " in warnings and "body area, body centre" in warnings
+    assert "slice 2" not in warnings and "slice 4" not in warnings
+
+
+def test_the_visible_human_series_names_its_corrupt_slice(tmp_path):
+    """`segment` on the sample's DICOM folder warns about vhf.316.dcm (the demo repairs that slice instead)."""
+    import realct
+    from LegSegNetLib.reading.sample_data import CORRUPT_SLICE, SampleDataUnavailable, corrupt_slice_index
+
+    try:
+        folder = realct.visible_human_dicom_dir()
+    except SampleDataUnavailable as error:
+        pytest.skip(f"sample CT unavailable: {error}")
+    index = corrupt_slice_index(read_volume(folder), folder / CORRUPT_SLICE)
+    warnings = measured_warnings(tmp_path, folder, "--range", f"{index - 2}:{index + 3}")
+    assert f"slice {index} (S = " in warnings and warnings.count("slice ") == 1
+    assert not run_segmentation(realct.visible_human_leg_ct(), ThresholdEngine(),
+                                SegmentationSettings(engine="threshold", slice_range=SliceRange(index - 2, index + 3))
+                                ).warnings
+
+
+@pytest.mark.parametrize("positions,message", [
+    ([0, 2.5, 2.5, 5, 7.5, 10], "are slices at the same position"),
+    ([0, 2.5, 5, 8, 10.5, 13], "unevenly spaced (2.5 to 3 mm apart)"),
+])
+def test_duplicated_or_irregular_slice_positions_are_refused(tmp_path, caplog, positions, message):
+    write_dicom_series(tmp_path / "dicom", phantom(shape=(6, 64, 64))[0].array, positions)
+    assert_refused(tmp_path, tmp_path / "dicom", caplog, message)
+
+
+def test_spacing_a_ct_cannot_have(tmp_path, caplog):
+    ct, _ = phantom()
+    thick = Volume(ct.array, ct.ijk_to_ras @ np.diag([1.0, 1.0, 100.0 / np.linalg.norm(ct.ijk_to_ras[:3, 2]), 1.0]))
+    write_volume(thick, tmp_path / "thick.nrrd")
+    assert "the slices are 100 mm apart" in measured_warnings(tmp_path, tmp_path / "thick.nrrd")
+
+    huge = Volume(ct.array, np.diag([1e6, 1e6, 1e6, 1.0]))
+    write_volume(huge, tmp_path / "huge.nrrd")
+    assert_refused(tmp_path, tmp_path / "huge.nrrd", caplog, "is impossible for a CT")
+
+
+def test_every_test_the_readme_names_for_a_promise_exists():
+    """The README backs each promise with tests by name: a renamed or deleted test must not leave it unbacked."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What LegSegNet promises", 1)[1].split("\n## ", 1)[0]
+    named, current_file = [], None
+    for file_name, test_name in re.findall(r"`(test_\w+\.py)?(?:::)?(test_\w+)?`", section):
+        current_file = file_name or current_file  # `::test_x` and a bare `test_x` belong to the file named last
+        if test_name:
+            named.append((current_file, test_name))
+    assert len(named) > 30
+    for file_name, test_name in named:
+        source = (REPO / "Testing" / file_name).read_text(encoding="utf-8")
+        assert f"def {test_name}(" in source, f"README names {file_name}::{test_name}, which does not exist"

@@ -8,15 +8,7 @@ import pytest
 
 from LegSegNetLib.cli import main
 from LegSegNetLib.models import INSTALLED, NOT_INSTALLED, model_status
-from models_helpers import hf_model, isolated_home, nnunet_results_layout, zip_folder  # noqa: F401
-from weights_server import WeightsServer
-
-
-@pytest.fixture
-def server(hf_model, monkeypatch):
-    with WeightsServer(hf_model) as running:
-        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
-        yield running
+from models_helpers import hf_model, isolated_home, nnunet_results_layout, server, zip_folder  # noqa: F401
 
 
 def answer(monkeypatch, text):

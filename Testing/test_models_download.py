@@ -16,17 +16,10 @@ from LegSegNetLib.models import (CORRUPT, INSTALLED, NOT_INSTALLED, ChecksumMism
                                  ModelValidationError, download_model, forget_recorded_checksums, model_status,
                                  resolve_model, verify_model)
 from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
-from models_helpers import HF_FILES, hf_model, isolated_home, sha256, write_registry  # noqa: F401
+from models_helpers import HF_FILES, hf_model, isolated_home, server, sha256, write_registry  # noqa: F401
 from weights_server import WeightsServer
 
 CHECKPOINT = "fold_0/checkpoint_best.pth"
-
-
-@pytest.fixture
-def server(hf_model, monkeypatch):
-    with WeightsServer(hf_model) as running:
-        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", running.base_url)
-        yield running
 
 
 def url_path(relative):
@@ -94,7 +87,7 @@ def test_resuming_follows_a_redirect_to_the_cdn(server, hf_model):
 @pytest.mark.parametrize("size_known", [True, False])
 def test_a_part_complete_when_the_run_stopped(server, hf_model, tmp_path, monkeypatch, size_known):
     if size_known:
-        monkeypatch.setenv("LEGSEGNET_REGISTRY", str(write_registry(tmp_path / "r.json", server.base_url, hf_model)))
+        monkeypatch.setenv("LEGSEGNET_REGISTRY", str(write_registry(tmp_path / "r.json", hf_model)))
     reports = []
 
     def cancel():  # stop right after the checkpoint's last byte arrived, before it was verified
@@ -149,7 +142,7 @@ def test_cancel_stops_the_transfer_and_keeps_what_was_fetched(server, hf_model):
 
 
 def test_a_file_corrupted_in_transit_is_caught_and_deleted(server, hf_model, tmp_path, monkeypatch):
-    monkeypatch.setenv("LEGSEGNET_REGISTRY", str(write_registry(tmp_path / "r.json", server.base_url, hf_model)))
+    monkeypatch.setenv("LEGSEGNET_REGISTRY", str(write_registry(tmp_path / "r.json", hf_model)))
     server.misbehaviour.corrupt.add(url_path(CHECKPOINT))
 
     with pytest.raises(ChecksumMismatchError, match=f"{CHECKPOINT} .* is corrupt: its SHA-256"):
@@ -164,7 +157,7 @@ def test_a_file_corrupted_in_transit_is_caught_and_deleted(server, hf_model, tmp
 
 def test_a_registry_checksum_mismatch_is_refused(server, hf_model, tmp_path, monkeypatch):
     wrong = {"plans.json": "0" * 64}
-    registry = write_registry(tmp_path / "r.json", server.base_url, hf_model, sha256_override=wrong)
+    registry = write_registry(tmp_path / "r.json", hf_model, sha256_override=wrong)
     monkeypatch.setenv("LEGSEGNET_REGISTRY", str(registry))
     with pytest.raises(ChecksumMismatchError, match="plans.json.*expected 0000"):
         download_model("legsegnet")
@@ -250,11 +243,11 @@ def test_a_failed_update_leaves_the_installed_model_working(server, hf_model):
 
 
 def test_a_newer_registry_version_is_offered_as_an_update(server, hf_model, tmp_path, monkeypatch):
-    registry = write_registry(tmp_path / "r.json", server.base_url, hf_model)
+    registry = write_registry(tmp_path / "r.json", hf_model)
     monkeypatch.setenv("LEGSEGNET_REGISTRY", str(registry))
     download_model("legsegnet")
     assert not model_status("legsegnet").update_available
-    write_registry(registry, server.base_url, hf_model, version="test-2")
+    write_registry(registry, hf_model, version="test-2")
     assert model_status("legsegnet").update_available
     download_model("legsegnet", replace=True)
     status = model_status("legsegnet")
@@ -282,8 +275,9 @@ def test_only_the_chosen_folds_are_downloaded(tmp_path, monkeypatch):
     served = make_model_folder(tmp_path / "served", folds=(0, 1, 2), checkpoint_name="checkpoint_best.pth")
     files = ("plans.json", "dataset.json", *(f"fold_{fold}/checkpoint_best.pth" for fold in (0, 1, 2)))
     with WeightsServer(served) as server:
-        registry = write_registry(tmp_path / "r.json", server.base_url, served, files=files, name="five", checksums=False)
+        registry = write_registry(tmp_path / "r.json", served, files=files, name="five", checksums=False)
         monkeypatch.setenv("LEGSEGNET_REGISTRY", str(registry))
+        monkeypatch.setenv("LEGSEGNET_WEIGHTS_URL", server.base_url)
         folder = download_model("five", folds=(0, 2))
         with pytest.raises(ValueError, match=r"no fold \[7\]"):
             download_model("five", folds=(7,), replace=True)

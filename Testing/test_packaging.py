@@ -3,6 +3,7 @@ never misses one) and nothing that does not, the extension metadata is complete,
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from make_icon import ICON_PATHS, draw_icon
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_DIR = ROOT / "LegSegNet"
+MODULE_SOURCE_PATH = MODULE_DIR / "LegSegNet.py"
 
 
 def cmake_list(text: str, variable: str) -> list[str]:
@@ -108,3 +110,29 @@ def test_wheel_lists_every_library_subpackage_and_the_resources():
     resources = files_under(ROOT / "Resources", "*", ROOT / "Resources")
     unshipped = [name for name in resources if not any(Path(name).match(pattern) for pattern in shipped)]
     assert not unshipped, f"add patterns to [tool.setuptools.package-data] for {unshipped}"
+
+
+def imported_top_level_names(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+SLICER_SIDE = {"slicer", "vtk", "qt", "ctk", "PythonQt", "mrml", "SlicerLegSegNetLib"}
+
+
+def test_the_core_imports_nothing_from_slicer_vtk_or_qt():
+    offenders = {path.relative_to(ROOT).as_posix(): sorted(imported_top_level_names(ast.parse(path.read_text(encoding="utf-8"))) & SLICER_SIDE)
+                 for path in (ROOT / "LegSegNetLib").rglob("*.py")}
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_the_widget_reaches_the_core_only_through_its_logic_classes():
+    tree = ast.parse(MODULE_SOURCE_PATH.read_text(encoding="utf-8"))
+    widget_code = [node for node in tree.body if not (isinstance(node, ast.ClassDef) and node.name.endswith("Test"))]
+    used = set().union(*(imported_top_level_names(node) for node in widget_code))
+    assert "LegSegNetLib" not in used and "SlicerLegSegNetLib" in used

@@ -1,9 +1,10 @@
-"""LegSegNetLogic on real MRML (PyPI slicer-core): geometry in every orientation, node reuse, edits followed by
+"""SegmentationLogic on real MRML (PyPI slicer-core): geometry in every orientation, node reuse, edits followed by
 measurements, .seg.nrrd round trip, cancel/error leaving the scene as it was, and a real CT volume node."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from slicer_scene import SlicerScene, mrml_scene  # noqa: E402,F401 (pytest fixt
 
 from SlicerLegSegNetLib import mrml_segmentation  # noqa: E402
 from LegSegNetLib.measuring.measurements import dice  # noqa: E402
-from SlicerLegSegNetLib.segmentation_logic import ORIGINAL_LABELS_ROLE, InputVolumeError, LegSegNetLogic, volume_from_node  # noqa: E402
+from SlicerLegSegNetLib.segmentation_logic import (ORIGINAL_LABELS_ROLE, InputVolumeError, SegmentationLogic,  # noqa: E402
+                                                   OutputNodeError, volume_from_node)
 from LegSegNetLib.reading.volume_files import read_volume  # noqa: E402
 from LegSegNetLib.reading.layout import slice_layout  # noqa: E402
 from LegSegNetLib.progress import Cancelled  # noqa: E402
@@ -141,7 +143,7 @@ def test_segment_voxels_equal_library_labels_at_every_physical_point(scene, orie
     ct, truth = phantom()
     stored = ORIENTATIONS[orientation](ct)
     volume_node = add_volume_node(stored)
-    segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    segmentation_node, table_node = SegmentationLogic().process(volume_node, engine=AnteriorRightEngine())
 
     ras = truth.ras_of_index(np.argwhere(np.ones(truth.array.shape)))
     expected = expected_labels_at(truth, ras)
@@ -157,7 +159,7 @@ def test_segment_voxels_equal_library_labels_at_every_physical_point(scene, orie
 def test_segmentation_has_four_named_coloured_segments_in_one_layer(scene):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
-    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    segmentation_node, _ = SegmentationLogic().process(volume_node, engine=AnteriorRightEngine())
     segmentation = segmentation_node.GetSegmentation()
     ids = [mrml_segmentation.segment_id(tissue) for tissue in TISSUES]
     assert list(segmentation.GetSegmentIDs()) == ids
@@ -180,7 +182,7 @@ def test_outputs_go_under_the_input_study_in_the_subject_hierarchy(scene):
     patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient")
     study = hierarchy.CreateStudyItem(patient, "Study")
     hierarchy.CreateItem(study, volume_node)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     for node in (segmentation_node, table_node):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
@@ -189,19 +191,59 @@ def test_outputs_go_under_the_input_study_in_the_subject_hierarchy(scene):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == table_item
 
 
-def test_segmentation_follows_the_input_volume_transform(scene):
-    ct, _ = phantom()
+TILT_ABOUT_R = np.array([[1, 0, 0, 5], [0, 0, -1, 0], [0, 1, 0, -3], [0, 0, 0, 1]], float)  # 90 degrees: S -> A
+
+
+def test_a_linear_parent_transform_is_applied_and_the_segmentation_follows_it(scene):
+    """The slices the engine sees are axial in the world (after the transform), the segmentation is under the same
+    transform with the labels on the node's own grid, and a reused segmentation is moved under it too."""
+    ct, _ = phantom(shape=(20, 20, 24))
     volume_node = add_volume_node(ct)
     transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(TILT_ABOUT_R))
     volume_node.SetAndObserveTransformNodeID(transform.GetID())
-    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    logic = SegmentationLogic()
+    segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     assert segmentation_node.GetTransformNodeID() == transform.GetID()
+
+    in_world = segment_volume(Volume(ct.array, TILT_ABOUT_R @ ct.ijk_to_ras), AnteriorRightEngine()).array
+    as_stored = segment_volume(ct, AnteriorRightEngine()).array
+    assert not np.array_equal(in_world, as_stored)  # the transform changes which slices are axial
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node), in_world)
+
+    reused = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "given")
+    logic.process(volume_node, reused, engine=AnteriorRightEngine())
+    assert reused.GetTransformNodeID() == transform.GetID()
+    np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(reused, volume_node), in_world)
+
+
+def test_a_non_linear_parent_transform_is_refused_with_what_to_do(scene):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    warp = scene.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    volume_node.SetAndObserveTransformNodeID(warp.GetID())
+    nodes = scene_node_ids(scene)
+    with pytest.raises(InputVolumeError, match="non-linear transform 'warp'.*Harden transform"):
+        SegmentationLogic().process(volume_node, engine=AnteriorRightEngine())
+    assert scene_node_ids(scene) == nodes
+
+
+@pytest.mark.parametrize("output", ["outputSegmentation", "outputTable"])
+def test_a_volume_given_as_an_output_node_is_refused_with_what_to_pick(scene, output):
+    ct, _ = phantom()
+    volume_node = add_volume_node(ct)
+    other = add_volume_node(ct, "another CT")
+    nodes = scene_node_ids(scene)
+    kind = "segmentation" if output == "outputSegmentation" else "table"
+    with pytest.raises(OutputNodeError, match=f"'another CT' .* cannot hold the output {kind}: pick a {kind} node"):
+        SegmentationLogic().process(volume_node, engine=AnteriorRightEngine(), **{output: other})
+    assert scene_node_ids(scene) == nodes
 
 
 def test_tables_hold_tissue_rows_summary_and_slice_areas_with_units(scene):
     ct, truth = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     _, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
 
     ras = truth.ras_of_index(np.argwhere(np.ones(truth.array.shape)))
@@ -235,7 +277,7 @@ def test_tables_hold_tissue_rows_summary_and_slice_areas_with_units(scene):
 def test_reuse_replaces_only_legsegnet_segments_and_keeps_the_users(scene):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     user_id = segmentation_node.GetSegmentation().AddEmptySegment("tumour", "Tumour", [0.1, 0.9, 0.1])
     user_mask = np.zeros(ct.array.shape, dtype=np.uint8)
@@ -261,7 +303,7 @@ def test_a_segmentation_made_by_the_node_selector_gets_display_and_reference_geo
     bare = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "made by the selector")
     assert bare.GetDisplayNode() is None
 
-    segmentation_node, _ = LegSegNetLogic().process(volume_node, bare, engine=AnteriorRightEngine())
+    segmentation_node, _ = SegmentationLogic().process(volume_node, bare, engine=AnteriorRightEngine())
 
     assert segmentation_node is bare
     assert bare.GetDisplayNode() is not None and bare.GetDisplayNode().GetVisibility()
@@ -283,7 +325,7 @@ def _write_segment(segmentation_node, segment_id, mask: Volume):
 def test_compute_measurements_reflects_an_edit(scene):
     ct, truth = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     muscle_before = tissue_volume(table_node, "SM")
     sat_before = tissue_volume(table_node, "SAT")
@@ -307,7 +349,7 @@ def test_compute_measurements_reflects_an_edit(scene):
 def test_compute_measurements_reads_a_segment_moved_to_its_own_layer(scene):
     ct, truth = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     bone_id = mrml_segmentation.segment_id(TISSUE_BY_KEY["Bone"])
     bone = np.zeros(ct.array.shape, dtype=np.uint8)
@@ -322,7 +364,7 @@ def test_compute_measurements_reads_a_segment_moved_to_its_own_layer(scene):
 def test_seg_nrrd_round_trip_with_slicerio(scene, tmp_path):
     ct, truth = phantom()
     volume_node = add_volume_node(ct.reoriented((0, 1, 2), (False, True, True)))
-    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine=AnteriorRightEngine())
+    segmentation_node, _ = SegmentationLogic().process(volume_node, engine=AnteriorRightEngine())
     path = tmp_path / "leg.seg.nrrd"
     storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     storage.SetFileName(str(path))
@@ -354,7 +396,7 @@ def _segmentation_state(segmentation_node, volume_node):
 def test_cancel_leaves_the_scene_unchanged(scene):
     ct, _ = phantom(shape=(20, 20, 24))
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     names, labels = _segmentation_state(segmentation_node, volume_node)
     rows = table_text(table_node)
@@ -388,13 +430,13 @@ def test_an_engine_or_input_error_leaves_the_scene_unchanged(scene, hu_shift, en
     volume_node = add_volume_node(ct.with_array(ct.array + hu_shift))
     nodes = scene_node_ids(scene)
     with pytest.raises(error, match=message):
-        LegSegNetLogic().process(volume_node, engine=engine)
+        SegmentationLogic().process(volume_node, engine=engine)
     assert scene_node_ids(scene) == nodes
 
 
 def test_check_input_refuses_what_process_refuses_and_returns_its_warnings(scene):
     ct, _ = phantom()
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     with pytest.raises(InputError, match="not CT in Hounsfield units"):
         logic.checkInput(add_volume_node(ct.with_array(ct.array + 1000)))
     with pytest.raises(InputError, match="select a CT volume"):
@@ -405,7 +447,7 @@ def test_check_input_refuses_what_process_refuses_and_returns_its_warnings(scene
 def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     names, labels = _segmentation_state(segmentation_node, volume_node)
     summary_rows = table_text(logic.summaryTable(table_node))
@@ -429,7 +471,7 @@ def test_failure_while_writing_outputs_rolls_back_new_and_reused_nodes(scene):
 def test_axial_range_in_indices_or_millimetres(scene):
     ct, truth = phantom(shape=(10, 20, 24))
     volume_node = add_volume_node(ct.reoriented((0, 1, 2), (True, False, False)))  # slice index runs inferior
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     positions = truth.ras_of_index([[k, 0, 0] for k in range(10)])[:, 2]
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine(),
                                          range_mm=(positions[3], positions[5]))
@@ -445,7 +487,7 @@ def test_axial_range_in_indices_or_millimetres(scene):
 def test_show_surface_builds_and_hides_3d(scene):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     surface = "Closed surface"
     logic.showSurface(segmentation_node, True)
@@ -457,7 +499,7 @@ def test_show_surface_builds_and_hides_3d(scene):
 
 
 def test_bad_inputs_get_clear_errors(scene):
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     with pytest.raises(InputVolumeError, match="select a CT volume"):
         logic.process(None, engine=AnteriorRightEngine())
     labelmap = scene.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "mask")
@@ -474,14 +516,16 @@ def test_bad_inputs_get_clear_errors(scene):
 def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
     ct, _ = phantom()
     no_air = add_volume_node(ct.with_array(np.maximum(ct.array, -400).astype(np.int16)), "no air")
-    logic = LegSegNetLogic()
-    segmentation_node, _ = logic.process(no_air, engine=AnteriorRightEngine())
+    logic = SegmentationLogic()
+    segmentation_node, table_node = logic.process(no_air, engine=AnteriorRightEngine())
     assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
     assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
     assert logic.checkInput(no_air) == logic.lastWarnings
+    assert table_rows(logic.summaryTable(table_node))[0]["warnings"] == logic.lastWarnings[0]  # kept with the numbers
 
-    logic.process(add_volume_node(ct), segmentation_node, engine=AnteriorRightEngine())
+    logic.process(add_volume_node(ct), segmentation_node, table_node, engine=AnteriorRightEngine())
     assert logic.lastWarnings == ()
+    assert table_rows(logic.summaryTable(table_node))[0]["warnings"] == ""
 
 
 def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
@@ -489,7 +533,7 @@ def test_real_ct_volume_node_from_dicom(scene, visible_human_dicom_dir):
     volume_node = scene.volumes_logic.AddArchetypeVolume(str(first_file), "Visible Human legs", 0)
     assert volume_node is not None and slicer.util.arrayFromVolume(volume_node).shape == (350, 512, 512)
     mid_calf_mm = (390.0, 401.0)  # twelve 1 mm slices of the calves (the series spans S = 150..499)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=HUBandEngine(), range_mm=mid_calf_mm)
 
     # The same physical points labelled through an independent reader (SimpleITK, LPS geometry).
@@ -519,7 +563,7 @@ def test_leg_phantom_with_the_threshold_engine_matches_its_truth(scene):
 
     ct, truth = make_leg_phantom(seed=0, shape=(12, 160, 160), orientation="LPS")
     volume_node = add_volume_node(ct, "Leg phantom")
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=ThresholdEngine())
     labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
     for tissue in TISSUES:
@@ -563,7 +607,7 @@ def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene,
 
     np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
                                   labels.array)
-    table_node = LegSegNetLogic().computeMeasurements(segmentation_node, volume_node)
+    table_node = SegmentationLogic().computeMeasurements(segmentation_node, volume_node)
     expected = compute_measurements(stored_ct, labels)
     for row in expected.tissue_rows:
         if row["side"] == "both":
@@ -575,7 +619,7 @@ def test_threshold_engine_by_name_through_the_engine_factory(scene):
 
     ct, truth = make_leg_phantom(seed=1, shape=(4, 96, 96), orientation="RAS")
     volume_node = add_volume_node(ct)
-    segmentation_node, _ = LegSegNetLogic().process(volume_node, engine="threshold")
+    segmentation_node, _ = SegmentationLogic().process(volume_node, engine="threshold")
     labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
     assert np.mean(labels[truth.array > 0] == truth.array[truth.array > 0]) > 0.8
 
@@ -592,7 +636,7 @@ def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
     ct, _ = make_leg_phantom(seed=2, shape=(2, 80, 96), orientation="LPS")
     volume_node = add_volume_node(ct)
     options = dict(model=str(model), folds=(0,), device="cpu")
-    segmentation_node, table_node = LegSegNetLogic().process(volume_node, engine="legsegnet", **options)
+    segmentation_node, table_node = SegmentationLogic().process(volume_node, engine="legsegnet", **options)
     expected = segment_volume(ct, create_engine(SegmentationSettings(engine="legsegnet", **options)))
     np.testing.assert_array_equal(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node),
                                   expected.array)
@@ -604,7 +648,7 @@ def test_legsegnet_engine_by_name_with_a_model_folder(scene, tmp_path):
 def test_the_labels_legsegnet_wrote_are_kept_hidden_under_the_segmentation_and_replaced_on_rerun(scene):
     ct, _ = phantom()
     volume_node = add_volume_node(ct.reoriented((0, 1, 2), (False, True, True)))
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, table_node = logic.process(volume_node, engine=AnteriorRightEngine())
     original_node = segmentation_node.GetNodeReference(ORIGINAL_LABELS_ROLE)
     assert original_node.IsA("vtkMRMLLabelMapVolumeNode") and original_node.GetHideFromEditors()
@@ -628,7 +672,7 @@ def test_the_labels_legsegnet_wrote_are_kept_hidden_under_the_segmentation_and_r
 def test_cancelled_or_failed_runs_leave_no_stored_original(scene):
     ct, _ = phantom(shape=(20, 20, 24))
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     with pytest.raises(Cancelled):
         logic.process(volume_node, engine=AnteriorRightEngine(), progress=lambda done, total: done == 0)
     foreign_table = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLTableNode")
@@ -641,7 +685,7 @@ def test_cancelled_or_failed_runs_leave_no_stored_original(scene):
 def test_the_stored_original_survives_saving_and_loading_the_scene(scene, tmp_path):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     original = logic.originalLabels(segmentation_node)
     bundle = tmp_path / "bundle"
@@ -653,7 +697,7 @@ def test_the_stored_original_survives_saving_and_loading_the_scene(scene, tmp_pa
         loaded.scene.SetURL(str(bundle / "bundle.mrml"))
         assert loaded.scene.Connect()
         segmentation = loaded.scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-        again = LegSegNetLogic(loaded.scene).originalLabels(segmentation)
+        again = SegmentationLogic(loaded.scene).originalLabels(segmentation)
         assert segmentation.GetNodeReference(ORIGINAL_LABELS_ROLE).GetHideFromEditors()
         np.testing.assert_array_equal(again.array, original.array)
         np.testing.assert_allclose(again.ijk_to_ras, original.ijk_to_ras)
@@ -682,7 +726,7 @@ def test_export_of_edited_slices_writes_exactly_those_with_their_edits(scene, tm
     ct, _ = phantom()
     stored = ct.reoriented((0, 1, 2), (True, True, False))  # slices stored superior to inferior, rows P to A
     volume_node = add_volume_node(stored, "leg 1/CT")
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     erase_muscle(segmentation_node, [1, 3])
 
@@ -702,7 +746,7 @@ def test_export_of_edited_slices_writes_exactly_those_with_their_edits(scene, tm
 def test_export_all_or_a_range_appends_to_an_nnunet_dataset(scene, tmp_path):
     ct, truth = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     dataset = tmp_path / "Dataset901_Legs"
     first = logic.exportTrainingPairs(segmentation_node, volume_node, dataset)
@@ -725,7 +769,7 @@ def test_export_all_or_a_range_appends_to_an_nnunet_dataset(scene, tmp_path):
 def test_export_choices_that_cannot_work_get_clear_errors(scene, tmp_path):
     ct, _ = phantom()
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     export = lambda **options: logic.exportTrainingPairs(segmentation_node, volume_node, tmp_path / "out", **options)  # noqa: E731
     with pytest.raises(ExportError, match="nothing was edited"):
@@ -748,13 +792,54 @@ def test_export_choices_that_cannot_work_get_clear_errors(scene, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_widget_path_runs_in_a_worker_thread_with_one_settings_object(scene):
+    """What the module's widget does: settings from its choices, the work in a worker thread, the scene changed
+    only when finishing on this (main) thread; a cancel from the main thread leaves the scene as it was."""
+    from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+    from SlicerLegSegNetLib.model_logic import THRESHOLD_CHOICE
+
+    ct, truth = make_leg_phantom(seed=3, shape=(6, 96, 96), orientation="LPS")
+    volume_node = add_volume_node(ct)
+    logic = SegmentationLogic(scene.scene)
+    positions = slice_layout(ct).positions_mm
+    settings = THRESHOLD_CHOICE.settings(device="cpu", range_mm=(positions[1], positions[4]))
+
+    nodes_before = scene.scene.GetNumberOfNodes()
+    gate = threading.Event()
+    cancelled = logic.startSegmentation(volume_node, settings)
+    # The first progress report waits until the main thread has asked to cancel.
+    thread = threading.Thread(target=cancelled.run, args=(lambda done, total: gate.wait(5),))
+    thread.start()
+    cancelled.cancel()
+    gate.set()
+    thread.join(30)
+    assert cancelled.done()
+    with pytest.raises(Cancelled):
+        logic.finishSegmentation(cancelled)
+    assert scene.scene.GetNumberOfNodes() == nodes_before
+
+    task = logic.startSegmentation(volume_node, settings)
+    assert scene.scene.GetNumberOfNodes() == nodes_before  # starting touches nothing
+    task.start().join(60)
+    assert task.done() and task.progress()[0] == task.progress()[1] == 4
+    assert scene.scene.GetNumberOfNodes() == nodes_before  # nor does the work itself
+    segmentation_node, table_node = logic.finishSegmentation(task)
+    labels = mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node)
+    display = slice_layout(ct).display_view(labels)
+    assert not display[[0, 5]].any() and display[1:5].any()  # only the slices in the chosen range
+    truth_view = slice_layout(truth).display_view(truth.array)[1:5]
+    assert np.mean(display[1:5][truth_view > 0] == truth_view[truth_view > 0]) > 0.8
+    assert len(table_rows(table_node)) >= len(TISSUES)
+    assert segmentation_node.GetSegmentation().GetNumberOfSegments() == len(TISSUES)
+
+
 def test_sites_become_named_points_and_a_table_and_a_moved_point_is_measured_again(scene):
     from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
     from SlicerLegSegNetLib import mrml_sites
 
     ct, truth, exact = make_whole_leg_phantom(seed=1)
     volume_node = add_volume_node(ct)
-    logic = LegSegNetLogic()
+    logic = SegmentationLogic(scene.scene)
     _, table_node = logic.process(volume_node, engine="threshold")
 
     summary = logic.summaryTable(table_node)

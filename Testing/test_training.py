@@ -17,7 +17,8 @@ from LegSegNetLib.cli import main
 from LegSegNetLib.reading.volume_files import read_volume, write_volume
 from LegSegNetLib.reading.layout import slice_layout
 from LegSegNetLib.segmenting.engines.nnunet.checkpoint import load_checkpoint
-from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine, model_inputs
+from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
+from LegSegNetLib.segmenting.engines.nnunet.preprocessing import legsegnet_image
 from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.reading.layout import SliceRange
@@ -211,7 +212,7 @@ def test_model_folder_predicts_the_same_in_nnunet_and_in_our_engine(trained_mode
     ct, _ = _phantom(seed=12, shape=(3, 256, 256))
     hu = slice_layout(ct).display_view(ct.array)
     ours = LegSegNetEngine.from_model_folder(folder, SegmentationSettings(device="cpu")).segment_slices(np.ascontiguousarray(hu))
-    for index, image in enumerate(model_inputs(hu)):
+    for index, image in enumerate(legsegnet_image(hu)):
         reference = predictor.predict_single_npy_array(image[None, None].astype(np.float32), {"spacing": [999, 1, 1]})
         assert np.mean(reference[0] == ours[index]) > 0.999
 

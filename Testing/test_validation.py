@@ -11,7 +11,8 @@ from LegSegNetLib.reading.volume import Volume
 
 def ct_like(shape=(4, 32, 32)):
     array = np.full(shape, -1000, np.int16)
-    array[:, 8:24, 8:24] = 40
+    array[:, 6:26, 6:26] = -100  # fat around
+    array[:, 8:24, 8:24] = 40  # muscle
     return Volume.from_spacing(array, (0.8, 0.8, 3.0), directions_ras=np.diag([-1.0, -1.0, 1.0]))
 
 
@@ -43,7 +44,7 @@ def test_uncalibrated_or_mr_intensities_are_refused():
 def test_ct_without_air_gives_a_warning():
     volume = ct_like()
     warnings = validate_ct(volume.with_array(np.where(volume.array < 0, -5, 300).astype(np.int16)))
-    assert len(warnings) == 1 and "not MR" in warnings[0]
+    assert len(warnings) == 2 and all("not MR" in warning for warning in warnings)  # no fat peak, no air
 
 
 def test_single_slice_is_segmentable_with_a_warning():

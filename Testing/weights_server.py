@@ -1,7 +1,8 @@
 """A local stand-in for the Hugging Face file server, on 127.0.0.1, for download tests.
 
 Serves a folder's files at /<prefix>/<path> with Content-Length and single-range (Range: bytes=N-) support,
-and can misbehave on request: drop the connection midway, stall, or alter bytes in transit. It also acts
+and can misbehave on request: drop the connection midway, stall, alter bytes in transit, send an endless body
+without Content-Length, or trickle a byte at a time. It also acts
 as a plain HTTP proxy (requests whose target is an absolute http:// URL) so proxy settings can be tested.
 Every handler wait is bounded and the server stops when the test's `with` block ends.
 """
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MAX_STALL_S = 10.0
+MAX_ENDLESS_BYTES = 64 << 20  # an "endless" body ends here at the latest, so a failing test cannot fill the disk
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Misbehaviour:
     ignore_range: bool = False
     pause_per_64k_s: float = 0.0  # slow the transfer down, to measure speed
     redirect_to: str | None = None  # answer 302 to this prefix, as Hugging Face redirects to its CDN
+    endless: set = field(default_factory=set)  # paths: no Content-Length, zeros until MAX_ENDLESS_BYTES or stopped
+    trickle_s: dict = field(default_factory=dict)  # path -> send the file one byte per this many seconds
 
 
 @dataclass
@@ -94,6 +98,9 @@ def _handler_for(server: WeightsServer):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if url_path in misbehaviour.endless:
+                self._send_endless()
+                return
             file = server.file_for(url_path, misbehaviour.redirect_to)
             if file is None:
                 self.send_error(404, "Entry not found")
@@ -113,6 +120,19 @@ def _handler_for(server: WeightsServer):
             self.end_headers()
             self._send_body(url_path, body[start:])
 
+        def _send_endless(self):
+            self.send_response(200)
+            self.send_header("Connection", "close")  # the body ends when the connection does
+            self.end_headers()
+            self.close_connection = True
+            block = bytes(65536)
+            while server.bytes_sent < MAX_ENDLESS_BYTES and not server.stopping.is_set():
+                try:
+                    self.wfile.write(block)
+                except OSError:  # the client hung up
+                    return
+                server.bytes_sent += len(block)
+
         def _range_start(self, size: int) -> int | None:
             header = self.headers.get("Range")
             if not header or server.misbehaviour.ignore_range:
@@ -129,6 +149,9 @@ def _handler_for(server: WeightsServer):
             if url_path in misbehaviour.stall:
                 limit = min(len(body), 1024)
             payload = body if limit is None else body[:limit]
+            if url_path in misbehaviour.trickle_s:
+                self._trickle(payload, misbehaviour.trickle_s[url_path])
+                return
             for offset in range(0, len(payload), 65536):
                 server.stopping.wait(misbehaviour.pause_per_64k_s)
                 self.wfile.write(payload[offset:offset + 65536])
@@ -138,5 +161,16 @@ def _handler_for(server: WeightsServer):
                 server.stopping.wait(MAX_STALL_S)
             if limit is not None:
                 self.close_connection = True
+
+        def _trickle(self, payload: bytes, interval_s: float) -> None:
+            for byte in payload:
+                if server.stopping.wait(interval_s):
+                    return
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                server.bytes_sent += 1
 
     return Handler

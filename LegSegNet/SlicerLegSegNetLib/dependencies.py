@@ -49,6 +49,12 @@ MODEL_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (
 # The threshold engine and the measurements need only these.
 THRESHOLD_ENGINE_REQUIREMENTS: tuple[Requirement, ...] = (SCIPY,)
 
+# Compare with reference: MONAI's surface distances (HD95, ASSD); MONAI runs on torch, installed first.
+COMPARISON_REQUIREMENTS: tuple[Requirement, ...] = (
+    TORCH,
+    Requirement("monai", "monai", ">=1.3", "surface distances (HD95, ASSD) when comparing with a reference"),
+)
+
 VersionLookup = Callable[[str], Optional[str]]
 
 

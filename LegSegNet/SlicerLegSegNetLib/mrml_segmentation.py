@@ -124,15 +124,16 @@ class SegmentReplacement:
             self.segmentation.AddSegment(segment, segment_id_)
 
 
-def labels_from_segmentation(segmentation_node, volume_node) -> np.ndarray:
+def labels_from_segmentation(segmentation_node, volume_node, segment_ids: Optional[dict] = None) -> np.ndarray:
     """The LegSegNet segments as they are now, as tissue labels [k, j, i] on the volume's voxel grid.
 
     Works whatever Segment Editor did to the layers (split, merged, other label values). Where segments overlap
-    (possible only when the user allowed overlap) the later tissue in TISSUES wins.
+    (possible only when the user allowed overlap) the later tissue in TISSUES wins. segment_ids: tissue key ->
+    segment id of the segments to use (default: tissue_segment_ids).
     """
     reference = _volume_geometry(volume_node)
     labels = np.zeros(tuple(reversed(reference.GetDimensions())), dtype=np.uint8)
-    segment_ids = tissue_segment_ids(segmentation_node)
+    segment_ids = tissue_segment_ids(segmentation_node) if segment_ids is None else segment_ids
     for tissue in TISSUES:
         if tissue.key in segment_ids:
             labels[_segment_mask(segmentation_node, segment_ids[tissue.key], reference)] = tissue.value

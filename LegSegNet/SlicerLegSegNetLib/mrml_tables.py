@@ -18,6 +18,7 @@ from LegSegNetLib.measuring.measurements import (
 )
 from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
 from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.writing.tables import WARNINGS_COLUMN, warnings_cell
 
 
 @dataclass
@@ -58,11 +59,13 @@ def tissue_table_content(measurements: Measurements) -> TableContent:
     return table_content(TISSUE_COLUMNS, rows)
 
 
-def summary_table_content(measurements: Measurements) -> TableContent:
+def summary_table_content(measurements: Measurements, warnings=()) -> TableContent:
     """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg, then
-    per leg and region: thigh, knee, calf; NaN where a region is not measured)."""
+    per leg and region: thigh, knee, calf; NaN where a region is not measured), after the warnings about the input
+    they were measured on."""
     regions = {column.name: math.nan for column in REGION_COLUMNS} | measurements.regions
-    return table_content(SUMMARY_COLUMNS + REGION_COLUMNS, [{**measurements.summary, **regions}])
+    return table_content((WARNINGS_COLUMN, *SUMMARY_COLUMNS, *REGION_COLUMNS),
+                         [{WARNINGS_COLUMN.name: warnings_cell(warnings), **measurements.summary, **regions}])
 
 
 def site_table_content(site_rows: list, bands) -> TableContent:

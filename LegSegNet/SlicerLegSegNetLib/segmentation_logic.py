@@ -1,6 +1,6 @@
 """The MRML side of LegSegNet: a CT volume node in, a segmentation node and measurement tables out.
 
-`LegSegNetLogic` works wherever the `slicer` MRML API exists: inside 3D Slicer and on PyPI `slicer-core`.
+`SegmentationLogic` works wherever the `slicer` MRML API exists: inside 3D Slicer and on PyPI `slicer-core`.
 It holds no Qt code; the Slicer module's widget only collects settings and calls it.
 
 All computing (segmentation, measurements, new segments and table contents) happens before the scene is
@@ -17,19 +17,25 @@ from __future__ import annotations
 import re
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import slicer
 import vtk
 
+from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.measuring.sites import remeasure_site
+from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
+from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.run import SegmentationResult, measure, run_segmentation
-from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings
+from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings, SettingsError  # noqa: F401 (SettingsError re-exported)
 from LegSegNetLib.training.export import ExportError, export_training_pairs
-from SlicerLegSegNetLib import mrml_segmentation, mrml_sites, mrml_tables
+from LegSegNetLib.training.options import EXPORT_FORMATS
+from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_sites, mrml_tables
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
@@ -44,8 +50,14 @@ class InputVolumeError(InputError):
     """The input node cannot be segmented; the message says what to pick instead."""
 
 
+class OutputNodeError(ValueError):
+    """A node given as an output is of the wrong kind; the message says what to pick instead."""
+
+
 def volume_from_node(volume_node) -> Volume:
-    """The node's voxels ([k, j, i] view, not a copy) and IJK-to-RAS geometry (parent transforms not applied)."""
+    """The node's voxels ([k, j, i] view, not a copy) and IJK-to-RAS geometry in world coordinates: a linear parent
+    transform is applied (so the axial direction and positions in mm are the ones shown); a non-linear one is
+    refused (InputVolumeError)."""
     if volume_node is None:
         raise InputVolumeError("no input volume: select a CT volume")
     if not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -55,13 +67,39 @@ def volume_from_node(volume_node) -> Volume:
         raise InputVolumeError(f"'{volume_node.GetName()}' holds no image data: load the CT again")
     if image.GetNumberOfScalarComponents() != 1:
         raise InputVolumeError(f"'{volume_node.GetName()}' has several components per voxel: select a grey-level CT")
-    return _node_volume(volume_node)
+    return _node_volume(volume_node, volume_node)
 
 
-def _node_volume(volume_node) -> Volume:
+def node_to_world(node) -> np.ndarray:
+    """The 4x4 matrix of the node's parent transforms (identity without one); InputVolumeError when non-linear."""
+    transform = node.GetParentTransformNode()
+    if transform is None:
+        return np.eye(4)
+    if not transform.IsTransformToWorldLinear():
+        raise InputVolumeError(
+            f"'{node.GetName()}' is under the non-linear transform '{transform.GetName()}', which LegSegNet cannot "
+            "follow slice by slice: harden it first (Data module: right-click the volume, Harden transform)")
+    matrix = vtk.vtkMatrix4x4()
+    transform.GetMatrixTransformToWorld(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def check_output_nodes(outputSegmentation=None, outputTable=None) -> None:
+    """OutputNodeError for an output node of the wrong kind (say, a volume picked as the output table)."""
+    for node, class_name, kind in ((outputSegmentation, "vtkMRMLSegmentationNode", "segmentation"),
+                                   (outputTable, "vtkMRMLTableNode", "table")):
+        if node is not None and not node.IsA(class_name):
+            raise OutputNodeError(f"'{node.GetName()}' ({node.GetClassName()}) cannot hold the output {kind}: pick a "
+                                  f"{kind} node, or none to have a new one created")
+
+
+def _node_volume(volume_node, placed_by) -> Volume:
+    """The node's voxels and geometry in world coordinates, through the parent transforms of `placed_by` (the node
+    itself, or the segmentation a hidden labels node belongs to)."""
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
-    return Volume(slicer.util.arrayFromVolume(volume_node), slicer.util.arrayFromVTKMatrix(matrix))
+    return Volume(slicer.util.arrayFromVolume(volume_node),
+                  node_to_world(placed_by) @ slicer.util.arrayFromVTKMatrix(matrix))
 
 
 def case_source_name(text: str) -> str:
@@ -84,8 +122,11 @@ class SegmentationTask:
     and measures a copy of the volume; it touches no MRML node, so it may run in a worker thread. cancel() asks it
     to stop after the current batch of slices; done(), progress() and result() may be read from any thread."""
 
-    def __init__(self, volume: Volume, settings: SegmentationSettings, engine, volume_node):
+    def __init__(self, volume: Volume, settings: SegmentationSettings, engine, volume_node,
+                 world_to_node: Optional[np.ndarray] = None):
         self.volume, self.settings, self.engine, self.volume_node = volume, settings, engine, volume_node
+        # `volume` is in world coordinates (parent transforms applied); this matrix leads back to the node's own
+        self.world_to_node = np.eye(4) if world_to_node is None else world_to_node
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._progress = (0, 0)
@@ -164,7 +205,7 @@ class _Transaction:
                 self.scene.RemoveNode(node)
 
 
-class LegSegNetLogic:
+class SegmentationLogic:
     """Segment a CT volume node into the four LegSegNet tissues and measure them."""
 
     def __init__(self, scene=None):
@@ -185,6 +226,7 @@ class LegSegNetLogic:
         The input is checked first (validation.InputError for a volume that is not a CT in HU); warnings about
         a merely suspicious input are in `lastWarnings` afterwards.
         """
+        check_output_nodes(outputSegmentation, outputTable)
         task = self.startSegmentation(inputVolume, settings, engine, **options)
         task.run(progress)
         return self.finishSegmentation(task, outputSegmentation, outputTable)
@@ -198,19 +240,23 @@ class LegSegNetLogic:
         volume = volume_from_node(inputVolume)
         copy = Volume(volume.array.copy(), volume.ijk_to_ras)  # the node may change while the task runs
         return SegmentationTask(copy, settings, engine if engine is not None and not isinstance(engine, str) else None,
-                                inputVolume)
+                                inputVolume, np.linalg.inv(node_to_world(inputVolume)))
 
     def finishSegmentation(self, task: "SegmentationTask", outputSegmentation=None, outputTable=None):
         """Put a finished task's labels and measurements into the scene; re-raises the task's error (the scene is
-        then untouched). Returns (segmentationNode, tissueTableNode)."""
+        then untouched). Returns (segmentationNode, tissueTableNode). The segmentation is put under the input's parent
+        transform, with the labels in the input node's own coordinates."""
+        check_output_nodes(outputSegmentation, outputTable)
         result = task.result()
         inputVolume = task.volume_node
-        new_segments = mrml_segmentation.tissue_segments(result.labels)
+        labels = Volume(result.labels.array, task.world_to_node @ result.labels.ijk_to_ras)
+        new_segments = mrml_segmentation.tissue_segments(labels)
         with self._transaction() as transaction:
             segmentation_node = outputSegmentation or self._new_segmentation(transaction, inputVolume)
+            transaction.apply(_ParentTransform(segmentation_node, inputVolume.GetTransformNodeID()))
             transaction.apply(mrml_segmentation.SegmentReplacement(segmentation_node, new_segments))
-            self._keep_original_labels(transaction, segmentation_node, result.labels)
-            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume)
+            self._keep_original_labels(transaction, segmentation_node, labels)
+            table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume, result.warnings)
             self._write_sites(transaction, result.measurements, table_node, inputVolume, segmentation_node,
                               task.settings.measurement)
         self._make_displayable(segmentation_node, inputVolume)
@@ -225,7 +271,6 @@ class LegSegNetLogic:
 
     def _new_segmentation(self, transaction: _Transaction, volume_node):
         node = transaction.add_node("vtkMRMLSegmentationNode", f"{volume_node.GetName()} LegSegNet")
-        node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
         self._place_beside(node, volume_node)
         return node
 
@@ -251,12 +296,13 @@ class LegSegNetLogic:
         transaction.apply(_VolumeContent(node, labels))
 
     def originalLabels(self, segmentationNode):
-        """The labels LegSegNet wrote into this segmentation (a Volume on the input's grid), or None when the
-        segmentation was not made by process() (for example loaded from a .seg.nrrd file)."""
+        """The labels LegSegNet wrote into this segmentation (a Volume on the input's grid, in world coordinates like
+        volume_from_node), or None when the segmentation was not made by process() (for example loaded from a
+        .seg.nrrd file)."""
         node = segmentationNode.GetNodeReference(ORIGINAL_LABELS_ROLE)
         if node is None or node.GetImageData() is None:
             return None
-        return _node_volume(node)
+        return _node_volume(node, segmentationNode)
 
     def showSurface(self, segmentationNode, on: bool = True) -> None:
         """Show the segments as 3D surfaces (built from the labelmaps), or hide them and free the surfaces."""
@@ -277,6 +323,7 @@ class LegSegNetLogic:
         table node (reused when given, with its summary, slice-area and sites tables, chart and site points).
         measurement: a MeasurementSettings (muscle bands, user sites, height); default: the defaults."""
         measurement = measurement or MeasurementSettings()
+        check_output_nodes(outputTable=outputTable)
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         measurements = measure(volume, labels, measurement)
@@ -315,6 +362,45 @@ class LegSegNetLogic:
         if row["measured"]:
             pointsNode.SetNthControlPointDescription(pointIndex, mrml_sites.point_description(row))
         return row
+
+    # ---- comparison with a reference ----------------------------------------------------------------------------
+
+    def compareWithReference(self, segmentationNode, volumeNode, reference=None, outputTable=None):
+        """Compare the LegSegNet segments as they are now with a reference, per tissue (Dice, HD95, ASSD, volumes
+        and their difference, mean HU: mrml_comparison.COMPARISON_COLUMNS); returns the table node (reused when
+        given). reference: a segmentation node (its tissue segments, by tag, ID or name), a labelmap volume node
+        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
+        into this segmentation, which measures the corrections made since. Surface distances need MONAI
+        (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
+        ct = volume_from_node(volumeNode)
+        labels = ct.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
+        reference_labels, name, notes = self._reference_labels(segmentationNode, volumeNode, ct, reference)
+        content = mrml_comparison.comparison_table_content(ct, labels, reference_labels, notes)
+        with self._transaction() as transaction:
+            table_node = outputTable or self._new_table(
+                transaction, f"{segmentationNode.GetName()} vs {name}", volumeNode)
+            transaction.apply(mrml_tables.TableReplacement(table_node, content))
+        return table_node
+
+    def _reference_labels(self, segmentation_node, volume_node, ct: Volume, reference) -> tuple:
+        """(tissue labels as a Volume, a name for the table, notes) of a compareWithReference reference."""
+        if reference is None:
+            original = self.originalLabels(segmentation_node)
+            if original is None:
+                raise ValueError(f"'{segmentation_node.GetName()}' does not hold the labels LegSegNet first wrote "
+                                 "(it was not made by Segment leg): pick a reference segmentation instead")
+            return original, "original labels", ()
+        if isinstance(reference, (str, Path)):
+            read = read_label_map(reference)
+            return read.labels, Path(reference).name, read.notes
+        if reference.IsA("vtkMRMLSegmentationNode"):
+            ids = mrml_comparison.reference_segment_ids(reference)
+            labels = mrml_segmentation.labels_from_segmentation(reference, volume_node, ids)
+            return ct.with_array(labels), reference.GetName(), ()
+        if reference.IsA("vtkMRMLLabelMapVolumeNode"):
+            return _node_volume(reference, reference), reference.GetName(), ()
+        raise ValueError(f"'{reference.GetName()}' is neither a segmentation nor a labelmap: pick a reference "
+                         "segmentation")
 
     # ---- training pairs ---------------------------------------------------------------------------------------
 
@@ -362,12 +448,12 @@ class LegSegNetLogic:
     def sliceAreaChart(self, tableNode):
         return tableNode.GetNodeReference(SLICE_AREA_CHART_ROLE)
 
-    def _write_tables(self, transaction: _Transaction, measurements, table_node, volume_node):
+    def _write_tables(self, transaction: _Transaction, measurements, table_node, volume_node, warnings=()):
         base_name = f"{volume_node.GetName()} LegSegNet"
         table_node = table_node or self._new_table(transaction, f"{base_name} tissues", volume_node)
         transaction.apply(mrml_tables.TableReplacement(table_node, mrml_tables.tissue_table_content(measurements)))
         referenced = (
-            (SUMMARY_TABLE_ROLE, f"{base_name} summary", mrml_tables.summary_table_content(measurements)),
+            (SUMMARY_TABLE_ROLE, f"{base_name} summary", mrml_tables.summary_table_content(measurements, warnings)),
             (SLICE_AREA_TABLE_ROLE, f"{base_name} slice areas", mrml_tables.slice_area_table_content(measurements)),
         )
         for role, name, content in referenced:
@@ -460,6 +546,20 @@ class _NodeReference:
 
     def restore(self) -> None:
         self.node.SetNodeReferenceID(self.role, self.old_target_id)
+
+
+class _ParentTransform:
+    """A node's parent transform set by a transaction step (undone by restoring the previous one)."""
+
+    def __init__(self, node, transform_id):
+        self.node, self.transform_id = node, transform_id
+        self.old_transform_id = node.GetTransformNodeID()
+
+    def apply(self) -> None:
+        self.node.SetAndObserveTransformNodeID(self.transform_id)
+
+    def restore(self) -> None:
+        self.node.SetAndObserveTransformNodeID(self.old_transform_id)
 
 
 class _VolumeContent:

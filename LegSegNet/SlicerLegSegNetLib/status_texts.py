@@ -1,8 +1,8 @@
-"""What the Slicer module's widget shows, computed without Qt so it can be tested: the engine/model choices,
-each model's install status, and progress texts for segmentation and downloads.
+"""What the Slicer module's widget shows, computed without Qt so it can be tested: each model's install status
+and progress texts for segmentation and downloads.
 
-The model registry and installer (LegSegNetLib.models) are imported only when asked for, so the module loads
-even where they cannot be (for example before its dependencies are installed).
+The model registry (LegSegNetLib.models) is imported only when asked for, so the module loads even where it
+cannot be (for example before its dependencies are installed).
 """
 
 from __future__ import annotations
@@ -10,31 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Optional
-
-THRESHOLD_ENGINE = "threshold"
-MODEL_ENGINE = "legsegnet"
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    engine: str  # "legsegnet" or "threshold", as engines.factory.create_engine takes it
-    model: Optional[str]  # registry model name (legsegnet engine only)
-    label: str
-
-    @property
-    def needs_model(self) -> bool:
-        return self.engine == MODEL_ENGINE
-
-
-def engine_choices() -> list[EngineChoice]:
-    """Every registry model and every model installed under a name of its own, then the threshold engine
-    (no weights, a quick rough answer)."""
-    from LegSegNetLib.models.status import list_models
-
-    choices = [EngineChoice(MODEL_ENGINE, status.name, status.spec.title if status.spec else status.name)
-               for status in list_models()]
-    choices.append(EngineChoice(THRESHOLD_ENGINE, None, "HU thresholds (no model, rough; for a quick look)"))
-    return choices
 
 
 @dataclass(frozen=True)
@@ -45,8 +20,9 @@ class EngineStatus:
     removable: bool = False  # weights are installed (maybe damaged) and can be deleted
 
 
-def engine_status(choice: EngineChoice) -> EngineStatus:
-    """Is the chosen engine ready to run, what to tell the user, and which model actions make sense."""
+def engine_status(choice) -> EngineStatus:
+    """Is the chosen engine (a model_logic.EngineChoice) ready to run, what to tell the user, and which model
+    actions make sense."""
     if not choice.needs_model:
         return EngineStatus(True, "Ready: no model weights needed.")
     from LegSegNetLib.models.status import CORRUPT, INSTALLED, model_status
@@ -63,20 +39,6 @@ def engine_status(choice: EngineChoice) -> EngineStatus:
     offline = "install it from a folder or .zip" if in_registry else "install it again from its folder or .zip"
     return EngineStatus(False, f"Not installed ({status.detail}): download it or {offline}.",
                         "Download" if in_registry else None)
-
-
-def process_options(choice: EngineChoice, device: str = "auto", tta: bool = False, folds_text: str = "",
-                    axial_range_mm: Optional[tuple[float, float]] = None) -> dict:
-    """The keyword options for LegSegNetLogic.process from the widget's settings (model options only for a model;
-    raises ValueError with a message for the user when the folds text is not valid)."""
-    from LegSegNetLib.models.folds import parse_folds
-
-    options = {"engine": choice.engine, "device": device}
-    if choice.needs_model:
-        options.update(model=choice.model, folds=parse_folds(folds_text), tta=tta)
-    if axial_range_mm is not None:
-        options["range_mm"] = tuple(axial_range_mm)
-    return options
 
 
 def format_duration(seconds: float) -> str:
@@ -114,3 +76,9 @@ def download_progress_text(progress) -> str:
     return (f"{progress.file} ({progress.file_index}/{progress.file_count}): {progress.done / megabytes:.1f}{total} MB, "
             f"{progress.bytes_per_second / megabytes:.1f} MB/s")
 
+
+
+# What the export lists show for each choice the logic takes (segmentation_logic.EXPORT_FORMATS, EXPORT_SLICES).
+EXPORT_FORMAT_LABELS = {"nnunet": "nnU-Net dataset", "nifti": "NIfTI image/label pairs"}
+EXPORT_SLICE_LABELS = {"all": "All labelled slices", "range": "Slices between two positions",
+                       "edited": "Only slices I edited"}

@@ -61,7 +61,7 @@ def run(args) -> int:
     engine = create_engine(SegmentationSettings(engine="threshold"))
     log.info("segmenting %s (%d x %d x %d voxels) with the %s engine", source, *ct.array.shape, engine.name)
     result = run_segmentation(ct, engine, progress=TerminalProgress("demo"))
-    record = measurement_record(str(input_path), engine.name, result.measurements)
+    record = measurement_record(str(input_path), engine.name, result.measurements, warnings=result.warnings)
     write_labelmap(result.labels, paths["segmentation"], args.overwrite)
     write_labelmap(result.labels, paths["labelmap"], args.overwrite)
     write_summary_table([record], paths["measurements"], args.overwrite)

@@ -16,21 +16,25 @@ measured with the reason. See the README's Measurements section for the definiti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
 from LegSegNetLib.batch import RECORD_SUFFIX, Job, RecordError, TableOutput, refuse_results_of_other_settings, run_batch, write_tables
-from LegSegNetLib.cli import UserError
+from LegSegNetLib.cli import UserError, positive_int
 from LegSegNetLib.device import DEVICE_HELP
 from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
 from LegSegNetLib.segmenting.engines.factory import create_engine
-from LegSegNetLib.settings import BACKENDS, ENGINES, MeasurementSettings, SegmentationSettings
+from LegSegNetLib.settings import BACKENDS, DEFAULT_MUSCLE_BANDS, ENGINES, MeasurementSettings, SegmentationSettings
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
-from LegSegNetLib.writing.outputs import OutputExistsError, OutputWriteError, check_writable_folder, extension_of, refuse_existing
+from LegSegNetLib.writing.outputs import (OutputExistsError, OutputWriteError, check_writable_folder, extension_of,
+                                          output_folder_lock, refuse_existing)
 from LegSegNetLib.writing.tables import json_twin_path, write_site_table, write_slice_table, write_summary_table
 
 log = logging.getLogger("legsegnet")
@@ -54,13 +58,13 @@ def register(subparsers) -> None:
     engine.add_argument("--checkpoint", help="checkpoint file name in each fold folder (default: final, else best)")
     engine.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (slower)")
     engine.add_argument("--device", default="auto", help=DEVICE_HELP)
-    engine.add_argument("--batch-size", type=_positive_int, metavar="N",
+    engine.add_argument("--batch-size", type=positive_int, metavar="N",
                         help="slices per network batch (default: chosen from the device's free memory)")
     engine.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
                              "labels may differ from nnU-Net's at near-ties")
     axial = parser.add_mutually_exclusive_group()
-    axial.add_argument("--range", type=parse_index_range, metavar="START:END",
+    axial.add_argument("--range", dest="slice_range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")
     axial.add_argument("--range-mm", type=parse_mm_range, metavar="START:END",
                        help="only slices whose centre lies between these S positions in mm "
@@ -97,13 +101,15 @@ def segment_command(args, engine=None) -> int:
     """Run the command; `engine` replaces the one the settings describe (tests inject their own)."""
     settings = settings_from_arguments(args)
     jobs = plan_jobs(args, settings)  # output problems surface before a model is loaded
-    engine = engine or _engine(settings)
-    result = run_batch(jobs, engine, settings, lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))))
-    if result.records:
-        try:
-            write_tables(_tables(args), result.records)
-        except OSError as error:  # full disk, no permission, a file that appeared meanwhile
-            raise UserError(str(error)) from error
+    try:
+        with output_folder_lock(args.output_dir) if args.output_dir else nullcontext():
+            engine = engine or _engine(settings)
+            result = run_batch(jobs, engine, settings,
+                               lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))))
+            if result.records:
+                write_tables(_tables(args), result.records)
+    except OSError as error:  # another run holds the folder, full disk, no access, a file that appeared meanwhile
+        raise UserError(str(error)) from error
     if result.failed:
         if len(jobs) > 1:  # one input's failure was just reported
             log.error("%d of %d inputs failed: %s", len(result.failed), len(jobs), ", ".join(map(str, result.failed)))
@@ -112,12 +118,14 @@ def segment_command(args, engine=None) -> int:
 
 
 def settings_from_arguments(args) -> SegmentationSettings:
-    """The one settings object the run uses, from the command's arguments (checked here, before any work)."""
-    measurement = MeasurementSettings(muscle_bands=args.muscle_bands or MeasurementSettings().muscle_bands,
-                                      user_sites=tuple(args.site), height_m=args.height_m)
-    return SegmentationSettings(engine=args.engine, model=args.model, folds=args.folds, checkpoint=args.checkpoint,
-                                tta=args.tta, device=args.device, backend=args.backend, batch_size=args.batch_size,
-                                slice_range=args.range, range_mm=args.range_mm, measurement=measurement)
+    """The one settings object the run uses: every option whose destination names a settings field (checked
+    there, before any work), and the measuring options as its `measurement`. A new option needs its argument here
+    and its field in SegmentationSettings (or MeasurementSettings)."""
+    names = {field.name for field in dataclasses.fields(SegmentationSettings)}
+    fields = {name: value for name, value in vars(args).items() if name in names}
+    fields["measurement"] = MeasurementSettings(muscle_bands=args.muscle_bands or DEFAULT_MUSCLE_BANDS,
+                                                user_sites=tuple(args.site), height_m=args.height_m)
+    return SegmentationSettings(**fields)
 
 
 def _job_label(job: Job, number: int, count: int) -> str:
@@ -154,6 +162,7 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
                          ("--sites", args.sites)):
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
+    _refuse_same_files(jobs, _tables(args))
     explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas, args.sites]
     if args.output_dir is None:
         explicit.append(jobs[0].overlay)
@@ -230,7 +239,10 @@ def folds_argument(text: str) -> Optional[tuple]:
 
 def parse_index_range(text: str) -> SliceRange:
     start, stop = _split_range(text, int, "--range takes START:END slice indices, e.g. 40:300 or 40:")
-    return SliceRange(start, stop)
+    try:
+        return SliceRange(start, stop)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_mm_range(text: str) -> tuple:
@@ -255,12 +267,6 @@ def parse_bands(text: str) -> tuple:
         return MeasurementSettings(muscle_bands=bands).muscle_bands
     except (ValueError, TypeError) as error:
         raise argparse.ArgumentTypeError(f"{message} ({error})") from None
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return int(text)
 
 
 def _split_range(text: str, number, message: str) -> tuple:
@@ -299,6 +305,34 @@ def _overlay_beside(labelmap: Path, args) -> Optional[Path]:
     """NAME.overlay.png beside the label map NAME.<extension> when --overlay is given."""
     name = labelmap.name[: len(labelmap.name) - len(extension_of(labelmap))]
     return labelmap.with_name(f"{name}.overlay.png") if args.overlay else None
+
+
+def _refuse_same_files(jobs: list, tables: list) -> None:
+    """Two outputs, or an output and an input, that are one file would destroy each other: refuse before any work."""
+    named = [(f"the input {job.input}", job.input) for job in jobs if job.input.is_file()]
+    for job in jobs:
+        named += [(f"the {what} of {job.input}", path) for what, path in
+                  (("label map", job.labelmap), ("record", job.record), ("overlay", job.overlay)) if path is not None]
+    for table in tables:
+        named.append((f"the table {table.path}", table.path))
+        if table.write in (write_summary_table, write_site_table):
+            named.append((f"the JSON twin of {table.path}", json_twin_path(table.path)))
+    seen = {}
+    for what, path in named:
+        key = _file_identity(path)
+        if key in seen:
+            raise UserError(f"{seen[key]} and {what} are the same file ({path}); give each output its own name, "
+                            "apart from the inputs")
+        seen[key] = what
+
+
+def _file_identity(path: Path):
+    """What makes two paths one file: the same inode when it exists (links included), else the same full path."""
+    try:
+        status = os.stat(path)
+        return status.st_dev, status.st_ino
+    except OSError:
+        return os.path.normcase(os.path.realpath(path))
 
 
 def _refuse_duplicate_names(jobs: list) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from LegSegNetLib.cli import UserError
+from LegSegNetLib.cli import UserError, positive_int
 from LegSegNetLib.training.options import TrainingOptions
 
 
@@ -21,10 +21,11 @@ def register(subparsers) -> None:
     parser.add_argument("dataset", type=Path, help="nnU-Net raw dataset folder made by `legsegnet export-pairs`")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--init", type=Path, help="model folder to fine-tune from (its plans and weights)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs (default {defaults.epochs})")
-    parser.add_argument("--iterations", type=int, default=defaults.iterations_per_epoch,
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
+                        help=f"epochs (default {defaults.epochs})")
+    parser.add_argument("--iterations", type=positive_int, default=defaults.iterations_per_epoch,
                         help=f"batches per epoch (default {defaults.iterations_per_epoch}, as nnU-Net)")
-    parser.add_argument("--batch-size", type=int, help="slices per batch (default: the plans' batch size)")
+    parser.add_argument("--batch-size", type=positive_int, help="slices per batch (default: the plans' batch size)")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate,
                         help=f"initial learning rate (default {defaults.learning_rate})")
     parser.add_argument("--width", type=float,

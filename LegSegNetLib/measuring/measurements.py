@@ -208,7 +208,7 @@ def _mark_sides_unmeasured(summary: dict, tissue_rows: list) -> None:
 
 
 def _check_same_grid(ct: Volume, labels: Volume) -> None:
-    if ct.array.shape != labels.array.shape or not np.allclose(ct.ijk_to_ras, labels.ijk_to_ras, atol=1e-4):
+    if not ct.same_grid(labels):
         raise ValueError("the label map and the CT must share the same voxel grid (shape, spacing, origin, directions)")
 
 

@@ -3,7 +3,7 @@
 The API the command line and the Slicer module use:
     model_status(name) -> ModelStatus         quick state: installed / not installed / corrupt, folds, path
     list_models() -> [ModelStatus]             registry models and models installed under other names
-    download_model(name, folds=None, progress=cb, cancel=fn, timeout=60, replace=False) -> Path
+    download_model(name, folds=None, progress=cb, cancel=fn, timeout=60, replace=False, deadline=None) -> Path
     install_model_from(zip_or_folder, name="legsegnet", replace=False) -> Path
     verify_model(name) -> [problem, ...]       full SHA-256 check (empty list: intact)
     remove_model(name) -> Path

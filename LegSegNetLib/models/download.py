@@ -8,6 +8,7 @@ is complete. urllib's default opener honours HTTP_PROXY, HTTPS_PROXY and NO_PROX
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import shutil
@@ -25,7 +26,12 @@ from LegSegNetLib.models.manifest import FileRecord, sha256_of
 from LegSegNetLib.models.validate import MODEL_PROPERTIES_FILE, ModelValidationError
 from LegSegNetLib.models.registry import MIRROR_VARIABLE, ModelSpec, get_model_spec, install_instructions
 
-DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_TIMEOUT_S = 60.0  # idle: seconds without any data
+# Overall deadline per file (retries included), so that a server trickling a byte now and then cannot hold a
+# download forever: a base plus the time the file takes at a very slow 10 kB/s (an hour when its size is unknown).
+DEADLINE_BASE_S = 300.0
+DEADLINE_SLOWEST_BYTES_PER_S = 10_000
+DEADLINE_UNKNOWN_SIZE_S = 3600.0
 _CHUNK = 256 * 1024
 _PROGRESS_INTERVAL_S = 0.2
 _SPEED_WINDOW_S = 0.5  # speed is measured over the last half second or so
@@ -41,6 +47,18 @@ class DownloadTimeoutError(DownloadError):
 
 class ChecksumMismatchError(DownloadError):
     pass
+
+
+class DownloadDeadlineError(DownloadTimeoutError):
+    """The file did not arrive within its overall deadline; its partial file is deleted."""
+
+
+class OversizedDownloadError(DownloadError):
+    """The server sent more bytes than the file has; its partial file is deleted."""
+
+
+class DiskFullError(DownloadError):
+    """The disk filled up while writing; its partial file is deleted."""
 
 
 class DownloadCancelled(Cancelled):
@@ -72,12 +90,13 @@ ProgressCallback = Callable[[DownloadProgress], None]
 
 def download_model(name: str = "legsegnet", folds=None, progress: Optional[ProgressCallback] = None,
                    cancel: Optional[Callable[[], bool]] = None, timeout: float = DEFAULT_TIMEOUT_S,
-                   replace: bool = False, retries: int = 3) -> Path:
+                   replace: bool = False, retries: int = 3, deadline: Optional[float] = None) -> Path:
     """Download a registry model (all its folds, or those given) and install it; returns the installed folder.
 
     cancel() returning True stops the transfer (DownloadCancelled); what was fetched is kept and the next
     call resumes. A broken connection is resumed automatically up to `retries` times. replace=True is
-    needed to replace an installed model (ask the user first).
+    needed to replace an installed model (ask the user first). `timeout`: seconds without data; `deadline`:
+    seconds one file may take in all (default from its size, see DEADLINE_BASE_S).
     """
     spec = get_model_spec(name)
     ensure_replaceable(name, replace)
@@ -89,7 +108,9 @@ def download_model(name: str = "legsegnet", folds=None, progress: Optional[Progr
     for index, file in enumerate(files, 1):
         meter.start_file(file, index)
         expected = checksums.expected_record(name, spec.version, file)
-        records[file.path] = _fetch_verified(opener, spec, file.path, folder, expected, meter, cancel, timeout, retries)
+        limits = _Limits(timeout, time.monotonic() + (deadline or _default_deadline(expected)),
+                         expected.size if expected else None)
+        records[file.path] = _fetch_verified(opener, spec, file.path, folder, expected, meter, cancel, limits, retries)
     _write_model_properties(folder, spec)
     (folder / paths.DOWNLOAD_STATE_FILE).unlink()
     try:
@@ -123,8 +144,21 @@ def _prepare_partial_folder(spec: ModelSpec, files) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class _Limits:
+    idle_timeout: float  # seconds without data
+    deadline_at: float  # time.monotonic() by which the file must have arrived
+    max_size: Optional[int]  # bytes the file has, when known: more is never written
+
+
+def _default_deadline(expected: Optional[FileRecord]) -> float:
+    if expected is None:
+        return DEADLINE_UNKNOWN_SIZE_S
+    return DEADLINE_BASE_S + expected.size / DEADLINE_SLOWEST_BYTES_PER_S
+
+
 def _fetch_verified(opener, spec: ModelSpec, relative_path: str, folder: Path, expected: Optional[FileRecord],
-                    meter: "_Meter", cancel, timeout: float, retries: int) -> FileRecord:
+                    meter: "_Meter", cancel, limits: _Limits, retries: int) -> FileRecord:
     final = folder / relative_path
     if final.is_file():  # completed and verified by an earlier, interrupted run
         return _verified(final, expected, spec, relative_path, None)
@@ -133,7 +167,7 @@ def _fetch_verified(opener, spec: ModelSpec, relative_path: str, folder: Path, e
     url = spec.url_for(relative_path)
     for attempt in range(retries + 1):
         try:
-            announced = _transfer(opener, url, part, expected, meter, cancel, timeout)
+            announced = _transfer(opener, url, part, expected, meter, cancel, limits)
             break
         except _Interrupted as interruption:
             if attempt == retries:
@@ -166,7 +200,7 @@ def _verified(path: Path, expected: Optional[FileRecord], spec: ModelSpec, relat
 
 
 def _transfer(opener, url: str, part: Path, expected: Optional[FileRecord], meter: "_Meter", cancel,
-              timeout: float) -> Optional[int]:
+              limits: _Limits) -> Optional[int]:
     """Fetch url into part, resuming from what part already holds; returns the size the server announced
     (None when it announced none or nothing needed fetching)."""
     have = part.stat().st_size if part.exists() else 0
@@ -175,6 +209,7 @@ def _transfer(opener, url: str, part: Path, expected: Optional[FileRecord], mete
     if expected and have > expected.size:
         part.unlink()
         have = 0
+    timeout = limits.idle_timeout
     try:
         response = _open(opener, url, have, timeout)
     except _RangeNotSatisfiable:  # the part already holds the whole file, or the server's file shrank
@@ -191,8 +226,14 @@ def _transfer(opener, url: str, part: Path, expected: Optional[FileRecord], mete
         length = response.headers.get("Content-Length")
         announced = have + int(length) if length is not None else None
         meter.file_restarted(have, announced or (expected.size if expected else None))
-        with open(part, "ab" if resumed else "wb") as sink:
-            _copy_stream(response, sink, url, meter, cancel, timeout)
+        known_sizes = [size for size in (announced, limits.max_size) if size is not None]
+        max_size = min(known_sizes) if known_sizes else None
+        try:
+            with open(part, "ab" if resumed else "wb") as sink:
+                _copy_stream(response, _LimitedSink(sink, part, have, max_size, url), url, meter, cancel, limits)
+        except (DownloadDeadlineError, OversizedDownloadError, DiskFullError):
+            part.unlink(missing_ok=True)  # its bytes are useless (too many) or it cannot grow (deadline, disk)
+            raise
     size = part.stat().st_size
     if announced is not None and size < announced:
         raise _Interrupted(f"{size} of {announced} bytes received")
@@ -220,10 +261,38 @@ def _open(opener, url: str, offset: int, timeout: float):
         raise _Interrupted(str(error) or type(error).__name__) from None
 
 
-def _copy_stream(response, sink, url: str, meter: "_Meter", cancel, timeout: float) -> None:
+class _LimitedSink:
+    """The .part file, which never grows past the file's known size and names itself when the disk is full."""
+
+    def __init__(self, stream, path: Path, size: int, max_size: Optional[int], url: str):
+        self.stream, self.path, self.size, self.max_size, self.url = stream, path, size, max_size, url
+
+    def write(self, chunk: bytes) -> None:
+        if self.max_size is not None and self.size + len(chunk) > self.max_size:
+            raise OversizedDownloadError(
+                f"{self.url} sent more than the {self.max_size} bytes the file has (the server or a proxy is "
+                f"misbehaving); the partial file was deleted. Try again later, or {_offline_hint()}")
+        try:
+            self.stream.write(chunk)
+            self.stream.flush()
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"the disk is full while writing {self.path}; the partial file was deleted. Free "
+                                    f"some space there, or set {paths.HOME_VARIABLE} to a folder on another disk, "
+                                    "and download again") from None
+            raise
+        self.size += len(chunk)
+
+
+def _copy_stream(response, sink: _LimitedSink, url: str, meter: "_Meter", cancel, limits: _Limits) -> None:
+    timeout = limits.idle_timeout
     while True:
         if cancel is not None and cancel():
             raise DownloadCancelled("download cancelled; what was fetched is kept and the next download resumes")
+        if time.monotonic() > limits.deadline_at:
+            raise DownloadDeadlineError(
+                f"{url} did not arrive within its time limit (the link is very slow or the server trickles data); "
+                f"the partial file was deleted. Try again later, or {_offline_hint()}")
         try:
             chunk = response.read1(_CHUNK)  # whatever has arrived: progress and cancel stay responsive on slow links
         except TimeoutError:

@@ -13,6 +13,7 @@ import stat
 import tempfile
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -121,6 +122,14 @@ def _strip_root(relative_paths, root: str) -> list:
 
 
 def _extract_model_from_zip(archive: Path, staging: Path) -> None:
+    try:
+        _extract_checked_members(archive, staging)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:  # bad CRC, cut short, odd method
+        raise ModelValidationError(f"cannot unpack {archive}: it is damaged ({error}); copy or download it again") \
+            from error
+
+
+def _extract_checked_members(archive: Path, staging: Path) -> None:
     with zipfile.ZipFile(archive) as bundle:
         members = {info.filename: info for info in bundle.infolist() if not info.is_dir()}
         for info in members.values():
@@ -140,9 +149,12 @@ def _refuse_unsafe_member(info: zipfile.ZipInfo, archive: Path) -> None:
     name = info.filename.replace("\\", "/")
     parts = name.split("/")
     is_link = stat.S_ISLNK(info.external_attr >> 16)
-    if name.startswith("/") or ".." in parts or (len(parts[0]) >= 2 and parts[0][1] == ":") or is_link:
+    if not paths.is_inside_relative_path(name) or is_link:
         raise UnsafeArchiveError(f"refusing {archive}: its entry {info.filename!r} would be written outside the "
                                  "model folder (absolute path, '..' or a link); the archive is damaged or malicious")
+    if info.flag_bits & 0x1:
+        raise UnsafeArchiveError(f"refusing {archive}: its entry {info.filename!r} is encrypted; give an archive "
+                                 "without a password")
 
 
 def _require_disk_space(needed: int, folder: Path) -> None:

@@ -52,6 +52,15 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def is_inside_relative_path(path: str) -> bool:
+    """Whether a relative path taken from a registry or an archive stays inside the folder it is joined to:
+    no absolute path, drive letter, '..' part or backslash trickery (the same rule for zip entries and downloads)."""
+    if not isinstance(path, str) or not path:
+        return False
+    parts = path.replace("\\", "/").split("/")
+    return not (path.startswith(("/", "\\")) or ".." in parts or ":" in parts[0] or "\0" in path)
+
+
 def installed_model_dir(name: str) -> Path:
     return models_dir() / check_model_name(name)
 

@@ -17,6 +17,8 @@ from LegSegNetLib.models.manifest import ManifestError, damaged_files, read_mani
 REGISTRY_FILE = "models.json"
 MIRROR_VARIABLE = "LEGSEGNET_WEIGHTS_URL"
 EXTRA_REGISTRY_VARIABLE = "LEGSEGNET_REGISTRY"  # a JSON file in the same format: adds or overrides models
+REGISTRY_SCHEMES = ("https",)
+MIRROR_SCHEMES = ("https", "http")  # plain http only for a mirror someone chose on purpose (a local server)
 
 
 class UnknownModelError(ValueError):
@@ -63,6 +65,7 @@ class ModelSpec:
         mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
         quoted = urllib.parse.quote(relative_path)
         if mirror:
+            _check_scheme(mirror, MIRROR_SCHEMES, MIRROR_VARIABLE)
             return f"{mirror.replace('{model}', self.name).rstrip('/')}/{quoted}"
         return self.url_pattern.format(path=quoted)
 
@@ -87,10 +90,21 @@ def _read_registry_file(path: Path) -> dict:
 
 def _spec_from_json(entry: dict) -> ModelSpec:
     files = tuple(FileSpec(item["path"], item.get("size"), item.get("sha256")) for item in entry["files"])
+    for file in files:  # a download writes, and deletes when corrupt, exactly these paths
+        if not paths.is_inside_relative_path(file.path):
+            raise ValueError(f"model {entry['name']!r} lists the file {file.path!r}, which is not a relative path "
+                             "inside the model folder")
+    _check_scheme(entry["url_pattern"], REGISTRY_SCHEMES, f"model {entry['name']!r}'s url_pattern")
     return ModelSpec(name=entry["name"], title=entry.get("title", entry["name"]), version=entry["version"],
                      homepage=entry.get("homepage", ""), url_pattern=entry["url_pattern"], files=files,
                      in_plane_orientation=entry.get("in_plane_orientation", "PL"),
                      licence=entry.get("licence", {}), citation=entry.get("citation", {}))
+
+
+def _check_scheme(url: str, schemes: tuple, what: str) -> None:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in schemes:
+        raise ValueError(f"{what} is {url!r}: only {' or '.join(schemes)} addresses are allowed")
 
 
 def get_model_spec(name: str) -> ModelSpec:

@@ -49,6 +49,12 @@ class SliceRange:
     start: Optional[int] = None
     stop: Optional[int] = None
 
+    def __post_init__(self):
+        # Python's negative indices (count from the end) would silently pick other slices than meant.
+        if any(end is not None and end < 0 for end in (self.start, self.stop)):
+            raise ValueError(f"slice indices start at 0: {self.start}:{self.stop} has a negative end "
+                             "(for positions in mm, which may be negative, use the range in mm)")
+
     def resolve(self, slice_count: int) -> range:
         start, stop, _ = slice(self.start, self.stop).indices(slice_count)
         if stop <= start:

@@ -53,6 +53,10 @@ class Volume:
     def voxel_volume_mm3(self) -> float:
         return float(abs(np.linalg.det(self.ijk_to_ras[:3, :3])))
 
+    def same_grid(self, other: "Volume") -> bool:
+        """Whether `other` has this volume's voxel grid: shape, spacing, origin and directions (within 1e-4 mm)."""
+        return self.array.shape == other.array.shape and np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=1e-4)
+
     def with_array(self, array: np.ndarray) -> "Volume":
         """The same geometry carrying another array (for example a label map)."""
         if array.shape != self.array.shape:

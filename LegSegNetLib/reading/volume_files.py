@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,6 +19,11 @@ from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
 
 READABLE_TYPES = ".nii.gz, .nii, .nrrd, .mha, .mhd, or the folder of a DICOM series"
+# The largest volume read, checked on the header before any voxel is: 8192 slices of 512 x 512.
+MAX_VOXELS = 2 ** 31
+# Memory a read needs per voxel beyond the stored value itself: the int16 array the Volume keeps and the uint8
+# label map made from it.
+EXTRA_BYTES_PER_VOXEL = 3
 
 
 log = logging.getLogger(__name__)
@@ -32,8 +39,12 @@ def read_volume(path) -> Volume:
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     try:
-        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
-        _check_nifti_complete(path)
+        if path.is_dir():
+            image = _read_dicom_series(path)
+        else:
+            _refuse_oversized(_header_of(str(path)), path)
+            _check_nifti_file(path)
+            image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         if "Unable to determine ImageIO reader" in str(error):
             raise VolumeReadError(f"cannot read {path}: not an image file type LegSegNet reads ({READABLE_TYPES})") \
@@ -59,6 +70,47 @@ def _patient_height_m(image: sitk.Image) -> Optional[float]:
     except ValueError:
         return None
     return height if 0.5 <= height <= 2.6 else None
+
+
+def _header_of(file_name: str) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file_name)
+    reader.ReadImageInformation()  # the header only: no voxel is read
+    return reader
+
+
+def _refuse_oversized(header: sitk.ImageFileReader, path: Path, slice_count: Optional[int] = None) -> None:
+    """Refuse, from the header alone, a volume larger than MAX_VOXELS or than the memory available to read it
+    (a damaged or hostile header can claim any size). `slice_count`: the files of a DICOM series."""
+    size = list(header.GetSize())
+    if slice_count is not None:
+        size = size[:2] + [slice_count]
+    voxels = math.prod(size)
+    if voxels > MAX_VOXELS:
+        raise VolumeReadError(f"{path} declares {' x '.join(map(str, size))} voxels, more than the {MAX_VOXELS:,} "
+                              "LegSegNet reads (8192 slices of 512 x 512); crop the volume to the legs or split it")
+    stored = sitk.Image([1, 1], header.GetPixelID(), header.GetNumberOfComponents())
+    needed = voxels * (stored.GetSizeOfPixelComponent() * header.GetNumberOfComponents() + EXTRA_BYTES_PER_VOXEL)
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise VolumeReadError(f"{path} ({' x '.join(map(str, size))} voxels) needs about {needed / 1e9:.1f} GB of "
+                              f"memory to read, and {available / 1e9:.1f} GB are available; crop the volume or "
+                              "close other programs")
+
+
+def available_memory_bytes() -> Optional[int]:
+    """Memory the system can give without swapping (Linux: MemAvailable; elsewhere free pages; None if unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _warn_if_one_file_of_a_series(path: Path) -> None:
@@ -117,11 +169,12 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
     _refuse_damaged_dicom_files(folder, files)
+    _refuse_oversized(_header_of(files[0]), folder, slice_count=len(files))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
-    _refuse_missing_slices(folder, reader, image)
+    _refuse_uneven_slices(folder, reader, image)
     if reader.HasMetaDataKey(0, PATIENT_SIZE_TAG):  # the series reader keeps tags per file, not on the image
         image.SetMetaData(PATIENT_SIZE_TAG, reader.GetMetaData(0, PATIENT_SIZE_TAG))
     return image
@@ -144,9 +197,10 @@ def _is_dicom(path: Path) -> bool:
         return stream.read(132)[128:] == b"DICM"
 
 
-def _refuse_missing_slices(folder: Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
-    """ITK assumes evenly spaced slices; a gap (missing files) would misplace every slice after it."""
-    if image.GetDepth() < 3 or not reader.HasMetaDataKey(0, "0020|0032"):
+def _refuse_uneven_slices(folder: Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
+    """ITK assumes evenly spaced slices and only warns when they are not: a gap (missing files) would misplace
+    every slice after it, and duplicated or irregular positions would give wrong volumes."""
+    if image.GetDepth() < 2 or not reader.HasMetaDataKey(0, "0020|0032"):
         return
     normal = np.array(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
     try:
@@ -156,18 +210,30 @@ def _refuse_missing_slices(folder: Path, reader: sitk.ImageSeriesReader, image: 
     except (RuntimeError, ValueError):
         return  # no usable positions: nothing to compare
     steps = np.abs(np.diff(positions))
-    if steps.max() > 1.5 * np.median(steps) + 1e-3:
+    typical = float(np.median(steps))
+    files = reader.GetFileNames()
+    if steps.min() < max(0.01 * typical, 1e-3):
+        where = int(np.argmin(steps))
+        raise VolumeReadError(
+            f"cannot read {folder}: {Path(files[where]).name} and {Path(files[where + 1]).name} are slices at the same "
+            f"position ({positions[where]:.4g} mm); the folder holds a slice twice or two series: keep one copy")
+    if steps.max() > 1.5 * typical + 1e-3:
         where = int(np.argmax(steps))
         raise VolumeReadError(
             f"cannot read {folder}: slices are missing from the series (a {steps[where]:.3g} mm gap after slice "
-            f"{where + 1} where the others are {np.median(steps):.3g} mm apart); copy the whole series"
+            f"{where + 1} where the others are {typical:.3g} mm apart); copy the whole series"
         )
+    if np.abs(steps - typical).max() > max(0.05 * typical, 1e-3):
+        raise VolumeReadError(
+            f"cannot read {folder}: the slices are unevenly spaced ({steps.min():.3g} to {steps.max():.3g} mm apart), "
+            "which a volume cannot represent; resample the series to even spacing first")
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """ITK fills the missing part of a truncated NIfTI file with zeros and says nothing, and reads NaN and
-    infinite voxels as 0 (which looks like water): compare the data length the header announces with what the
-    file holds, and look for non-finite values in float data."""
+def _check_nifti_file(path: Path) -> None:
+    """ITK fills the missing part of a truncated NIfTI file with zeros and says nothing, reads NaN and infinite
+    voxels as 0 (which looks like water) and a voxel size of 0 as 1 mm: compare the data length the header
+    announces with what the file holds (streamed, before ITK allocates the volume), look for non-finite values in
+    float data, and check the voxel size."""
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         return
@@ -180,6 +246,10 @@ def _check_nifti_complete(path: Path) -> None:
             data_bytes, non_finite = _scan_data(chunks, layout.float_dtype if layout else None)
     except (OSError, EOFError, zlib.error) as error:
         raise VolumeReadError(f"cannot read {path}: the file is damaged or truncated ({error})") from error
+    if layout is not None and not all(math.isfinite(size) and size > 0 for size in layout.voxel_size):
+        raise VolumeReadError(f"{path} gives the voxel size {list(layout.voxel_size)} mm (NIfTI pixdim); a size of 0 "
+                              "would be read as 1 mm and every area and volume would be wrong: write the file again "
+                              "with its true voxel size")
     if layout is not None and layout.offset + data_bytes < layout.byte_count:
         raise VolumeReadError(f"cannot read {path}: the file is truncated ({layout.offset + data_bytes} of "
                               f"{layout.byte_count} bytes); copy it again")
@@ -195,6 +265,7 @@ class _NiftiLayout:
     offset: int  # where the voxel data start
     byte_count: int  # header plus voxel data, as announced
     float_dtype: Optional[np.dtype]  # the voxel type when it is floating point
+    voxel_size: tuple  # pixdim of each image axis, mm
 
 
 def _nifti_layout(header: bytes) -> Optional[_NiftiLayout]:
@@ -204,18 +275,21 @@ def _nifti_layout(header: bytes) -> Optional[_NiftiLayout]:
         if size == 348 and len(header) >= 348:
             dims = struct.unpack_from(order + "8h", header, 40)
             datatype, bitpix = struct.unpack_from(order + "2h", header, 70)
+            pixdim = struct.unpack_from(order + "8f", header, 76)
             offset = int(struct.unpack_from(order + "f", header, 108)[0])
         elif size == 540 and len(header) >= 540:
             datatype, bitpix = struct.unpack_from(order + "2h", header, 12)
             dims = struct.unpack_from(order + "8q", header, 16)
+            pixdim = struct.unpack_from(order + "8d", header, 104)
             offset = struct.unpack_from(order + "q", header, 168)[0]
         else:
             continue
-        voxels = int(np.prod([max(int(d), 1) for d in dims[1:1 + max(int(dims[0]), 0)]]))
+        axes = min(max(int(dims[0]), 0), 7)
+        voxels = math.prod(max(int(d), 1) for d in dims[1:1 + axes])
         offset = max(offset, size)
         float_type = {16: "f4", 64: "f8"}.get(datatype)
         return _NiftiLayout(offset, offset + voxels * bitpix // 8,
-                            np.dtype(order + float_type) if float_type else None)
+                            np.dtype(order + float_type) if float_type else None, tuple(pixdim[1:1 + min(axes, 3)]))
     return None
 
 

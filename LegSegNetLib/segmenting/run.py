@@ -18,6 +18,9 @@ from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings
 
 log = logging.getLogger(__name__)
 
+NOTHING_LABELLED = ("no voxel was labelled in any slice: the image shows no leg tissue the engine recognises "
+                    "(noise, an empty field of view, or not a leg CT); every measurement is zero")
+
 
 @dataclass(frozen=True)
 class SegmentationResult:
@@ -37,11 +40,15 @@ def run_segmentation(
     layout.EmptyRangeError for a range with no slice, progress.Cancelled."""
     check_voxel_array(ct)
     layout = slice_layout(ct)
-    warnings = tuple(validate_ct(ct, layout))
+    warnings = validate_ct(ct, layout)
     for warning in warnings:
         log.warning(warning)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
-    return SegmentationResult(labels, measure(ct, labels, settings.measurement, layout), warnings)
+    measurements = measure(ct, labels, settings.measurement, layout)
+    if not labels.array.any():
+        warnings.append(NOTHING_LABELLED)
+        log.warning(NOTHING_LABELLED)
+    return SegmentationResult(labels, measurements, tuple(warnings))
 
 
 def measure(ct: Volume, labels: Volume, settings: MeasurementSettings, layout=None) -> Measurements:

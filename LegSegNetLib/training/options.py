@@ -23,3 +23,8 @@ class TrainingOptions:
     max_validation_slices: int = 100
     init: Optional[Path] = None  # model folder whose weights (and plans) training starts from
     resume: bool = False
+
+    def __post_init__(self):
+        for name in ("epochs", "iterations_per_epoch"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:  # 0 would save an untrained model
+                raise ValueError(f"{name} must be a whole number of at least 1, not {getattr(self, name)!r}")

@@ -115,4 +115,14 @@ def _write_image(image: sitk.Image, path, overwrite: bool) -> None:
         # Some ITK writers (NIfTI) only print a message when the disk fills: check what landed on disk.
         if not np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image)):
             raise OutputWriteError(f"cannot write {path}: the written file is incomplete (is the disk full?)")
+        if not _same_geometry(written, image):  # NIfTI turns a sheared grid (tilted gantry) into a rotated one
+            raise OutputWriteError(
+                f"cannot write {path}: {extension_of(path)} cannot store this volume's voxel grid, which is sheared "
+                "(non-orthogonal axes, as after a gantry tilt), so the labels would be misplaced; write .seg.nrrd, "
+                ".nrrd or .mha, which keep it")
+
+
+def _same_geometry(first: sitk.Image, second: sitk.Image) -> bool:
+    return all(np.allclose(getter(first), getter(second), rtol=1e-5, atol=1e-4)
+               for getter in (sitk.Image.GetDirection, sitk.Image.GetSpacing, sitk.Image.GetOrigin))
 

@@ -2,11 +2,14 @@
 
 Each output is written to a hidden temporary file in the destination folder and moved into place in one
 step once complete, so a crash, a cancel or a full disk leaves either the old state or the whole new file.
+A run writing into an output folder holds a lock file there, so that two runs never write the same files at
+once, and removes the temporary files a killed run left behind.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -14,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 COMPOUND_EXTENSIONS = (".seg.nrrd", ".nii.gz")
+LOCK_FILE = ".legsegnet.lock"
+_PARTIAL_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.partial[.a-z]*$")  # atomic_output's temporary files
 
 
 class OutputExistsError(FileExistsError):
@@ -23,6 +28,10 @@ class OutputExistsError(FileExistsError):
 
 class OutputWriteError(OSError):
     """Writing failed (disk full, no permission, ...); nothing was left at the destination."""
+
+
+class OutputFolderBusyError(OSError):
+    """Another run holds the output folder's lock."""
 
 
 def extension_of(path) -> str:
@@ -80,6 +89,66 @@ def write_text(path, text: str, overwrite: bool = False) -> None:
             Path(temporary).write_text(text, encoding="utf-8", newline="")
         except OSError as error:
             raise OutputWriteError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+@contextmanager
+def output_folder_lock(folder) -> Iterator[None]:
+    """Hold `folder`'s lock file while the block runs (OutputFolderBusyError when another run holds it), and first
+    remove the temporary files of runs that were killed. The operating system releases the lock of a process that
+    dies, so a lock file left behind never blocks the next run."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    with open(lock, "a+") as stream:
+        if not _try_lock(stream) or not _is_current_file(stream, lock):
+            stream.seek(0)
+            owner = stream.read().strip() or "unknown"
+            raise OutputFolderBusyError(f"another legsegnet run (process {owner}) is writing to {folder}; wait for it "
+                                        "to finish, or write to another --output-dir")
+        stream.seek(0)
+        stream.truncate()
+        stream.write(str(os.getpid()))
+        stream.flush()
+        try:
+            remove_stale_partials(folder)
+            yield
+        finally:
+            try:
+                lock.unlink(missing_ok=True)  # before the lock is released, so no other run sees a lock it can take
+            except OSError:  # Windows cannot delete an open file: the next run takes the released lock over
+                pass
+
+
+def remove_stale_partials(folder) -> list:
+    """Delete the hidden temporary files that atomic_output leaves when its process is killed; returns them."""
+    stale = [path for path in Path(folder).iterdir() if _PARTIAL_NAME.match(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _try_lock(stream) -> bool:
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            stream.seek(1 << 20)  # a byte past the process id, which stays readable for the message
+            msvcrt.locking(stream.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _is_current_file(stream, path: Path) -> bool:
+    """Whether the locked file is still the one at `path` (its holder may have removed it just before)."""
+    try:
+        return os.path.samestat(os.fstat(stream.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _flush_to_disk(path: Path) -> None:

@@ -20,20 +20,26 @@ from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
 from LegSegNetLib.settings import MeasurementSettings
 from LegSegNetLib.writing.outputs import write_text
 
+WARNINGS_COLUMN = ColumnInfo("warnings", "", "doubts about the input or the result (see the README's list), "
+                                             "joined by ' | '; empty when there were none")
 # Columns the command line puts before the summary columns in its one-row-per-input table.
 INPUT_COLUMNS = (
     ColumnInfo("input", "", "the CT file or DICOM folder measured"),
     ColumnInfo("engine", "", "the engine that made the labels"),
     ColumnInfo("model", "", "the model folder or installed model name the legsegnet engine used"),
+    WARNINGS_COLUMN,
 )
 RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS + REGION_COLUMNS
 SLICE_RECORD_COLUMNS = INPUT_COLUMNS[:1] + SLICE_COLUMNS
 
 
-def measurement_record(input_name: str, engine_name: str, measurements: Measurements, model: str = "") -> dict:
-    """Everything measured on one input, as plain JSON-able data (NaN becomes None)."""
+def measurement_record(input_name: str, engine_name: str, measurements: Measurements, model: str = "",
+                       warnings=()) -> dict:
+    """Everything measured on one input, as plain JSON-able data (NaN becomes None); `warnings`: the run's doubts
+    about the input or result, kept with the numbers they concern."""
     return _json_safe({
-        "input": input_name, "engine": engine_name, "model": model, "summary": measurements.summary,
+        "input": input_name, "engine": engine_name, "model": model, "warnings": list(warnings),
+        "summary": measurements.summary,
         "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
         "regions": measurements.regions, "region_notes": measurements.region_notes, "site_rows": measurements.site_rows,
     })
@@ -41,14 +47,19 @@ def measurement_record(input_name: str, engine_name: str, measurements: Measurem
 
 def write_summary_table(records: list, path, overwrite: bool = False) -> None:
     """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
-    rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""), **record["summary"],
-             **record.get("regions", {})} for record in records]
+    rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""),
+             "warnings": warnings_cell(record.get("warnings", [])), **record["summary"], **record.get("regions", {})}
+            for record in records]
     twin = {"columns": [column.__dict__ for column in RECORD_COLUMNS], "rows": rows,
             "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
             "tissue_rows": {record["input"]: record["tissue_rows"] for record in records},
             "region_notes": {record["input"]: record.get("region_notes", {}) for record in records}}
     write_text(path, csv_text(RECORD_COLUMNS, rows), overwrite)
     write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
+
+
+def warnings_cell(warnings) -> str:
+    return " | ".join(warnings)
 
 
 def write_slice_table(records: list, path, overwrite: bool = False) -> None:
@@ -102,3 +113,11 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+def write_table_with_twin(columns, rows: list, path, overwrite: bool = False) -> None:
+    """Any table as CSV plus a .json twin holding the column units and descriptions and the rows (NaN: null)."""
+    twin = {"columns": [column.__dict__ for column in columns],
+            "rows": [{column.name: row.get(column.name) for column in columns} for row in rows]}
+    write_text(path, csv_text(columns, rows), overwrite)
+    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)

@@ -24,7 +24,6 @@ from LegSegNetLib.device import resolve_device
 from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 
-model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
 
 

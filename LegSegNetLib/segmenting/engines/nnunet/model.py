@@ -23,6 +23,10 @@ CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 IMPORTABLE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.architectures.")
 SUPPORTED_NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization", "NoNormalization")
 DEFAULT_MIRRORING_AXES_2D = (0, 1)
+# Bounds on plans values that decide memory: a hostile or corrupt plans.json must not allocate gigabytes.
+PATCH_SIZE_LIMITS = (8, 2048)  # pixels per side of the 2D patch
+MAX_FEATURES = 2048  # channels of any stage (nnU-Net caps 2D networks at 512)
+MAX_STAGES = 12
 
 
 class ModelFolderError(ValueError):
@@ -110,11 +114,29 @@ def build_network(plans: dict, configuration: str, dataset_json: dict) -> torch.
     for name in architecture.get("_kw_requires_import", []):
         if kwargs.get(name) is not None:
             kwargs[name] = _locate(kwargs[name])
+    _check_network_size(kwargs)
     network_class = _locate(architecture["network_class_name"])
+    if not (isinstance(network_class, type) and issubclass(network_class, torch.nn.Module)):
+        raise ModelFolderError(f"plans.json's network_class_name '{architecture['network_class_name']}' is not a "
+                               "network class; the model folder is damaged or not an nnU-Net v2 model")
     input_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {"0": "CT"})))
-    return network_class(
-        input_channels=input_channels, num_classes=len(_label_values(dataset_json)), deep_supervision=False, **kwargs
-    )
+    try:
+        return network_class(input_channels=input_channels, num_classes=len(_label_values(dataset_json)),
+                             deep_supervision=False, **kwargs)
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, RuntimeError) as error:
+        raise ModelFolderError(f"cannot build the network '{architecture['network_class_name']}' plans.json "
+                               f"describes ({type(error).__name__}: {error}); re-export the model") from error
+
+
+def _check_network_size(arch_kwargs: dict) -> None:
+    """Refuse architectures far beyond any 2D nnU-Net before their weights are allocated."""
+    stages = arch_kwargs.get("n_stages", 0)
+    features = arch_kwargs.get("features_per_stage", [])
+    features = features if isinstance(features, (list, tuple)) else [features]
+    if not (isinstance(stages, int) and 0 <= stages <= MAX_STAGES) or \
+            not all(isinstance(count, int) and 0 < count <= MAX_FEATURES for count in features):
+        raise ModelFolderError(f"plans.json describes a network beyond the supported size (n_stages {stages!r}, at "
+                               f"most {MAX_STAGES}; features_per_stage {features!r}, each at most {MAX_FEATURES})")
 
 
 def _read_json(folder: Path, name: str) -> dict:
@@ -122,9 +144,12 @@ def _read_json(folder: Path, name: str) -> dict:
     if not path.is_file():
         raise ModelFolderError(f"{folder} is not an nnU-Net model folder: {name} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelFolderError(f"{path} is not valid JSON ({error}); re-download the model") from error
+    if not isinstance(content, dict):
+        raise ModelFolderError(f"{path} holds a JSON {type(content).__name__}, not an object; re-download the model")
+    return content
 
 
 def _resolve_folds(folder: Path, folds: Optional[Sequence], checkpoint: Optional[str]) -> list:
@@ -171,24 +196,31 @@ def _read_fold_checkpoint(folder: Path, fold, checkpoint: Optional[str]) -> tupl
     return path, content
 
 
-def _resolve_configuration(plans: dict, name: str) -> dict:
+def _resolve_configuration(plans: dict, name: str, children: tuple = ()) -> dict:
     configurations = plans.get("configurations", {})
-    if name not in configurations:
-        raise ModelFolderError(
-            f"plans.json has no configuration '{name}' (it has: {', '.join(configurations) or 'none'})"
-        )
+    if not isinstance(configurations, dict) or not isinstance(configurations.get(name), dict):
+        known = ", ".join(configurations) if isinstance(configurations, dict) else ""
+        raise ModelFolderError(f"plans.json has no configuration '{name}' (it has: {known or 'none'})")
+    if name in children:
+        raise ModelFolderError(f"plans.json configurations inherit from each other in a loop "
+                               f"({' -> '.join((*children, name))}); re-export the model")
     configuration = copy.deepcopy(configurations[name])
     parent = configuration.pop("inherits_from", None)
     if parent is not None:
-        merged = _resolve_configuration(plans, parent)
+        merged = _resolve_configuration(plans, parent, (*children, name))
         merged.update(configuration)
         configuration = merged
     return configuration
 
 
 def _check_supported(configuration: dict, name: str, dataset_json: dict, plans: dict) -> None:
-    if len(configuration.get("patch_size", ())) != 2:
-        raise ModelFolderError(f"configuration '{name}' is not 2D (patch size {configuration.get('patch_size')})")
+    patch_size = configuration.get("patch_size", ())
+    if not isinstance(patch_size, list) or len(patch_size) != 2:
+        raise ModelFolderError(f"configuration '{name}' is not 2D (patch size {patch_size})")
+    low, high = PATCH_SIZE_LIMITS
+    if not all(isinstance(size, int) and not isinstance(size, bool) and low <= size <= high for size in patch_size):
+        raise ModelFolderError(f"configuration '{name}' has patch size {patch_size}; each side must be a whole "
+                               f"number of pixels from {low} to {high}")
     spacing = [999.0 if value is None else float(value) for value in configuration.get("spacing", [1.0, 1.0])]
     if spacing != [1.0, 1.0]:
         raise ModelFolderError(

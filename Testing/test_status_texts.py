@@ -1,12 +1,13 @@
-"""Texts and states the Slicer module's widget shows (pure Python)."""
+"""Texts and states the Slicer module's widget shows, and the engine choices it lists (pure Python)."""
 
 from types import SimpleNamespace
 
 import pytest
 
+from LegSegNetLib.settings import MODEL_ENGINE, THRESHOLD_ENGINE, SegmentationSettings
+from SlicerLegSegNetLib.model_logic import EngineChoice, engine_choices
 from SlicerLegSegNetLib.status_texts import (
-    MODEL_ENGINE, THRESHOLD_ENGINE, EngineChoice, download_progress_text, engine_choices, engine_status,
-    format_duration, process_options, segmentation_done_text, segmentation_progress_text,
+    download_progress_text, engine_status, format_duration, segmentation_done_text, segmentation_progress_text,
 )
 
 
@@ -84,13 +85,20 @@ def test_download_progress_shows_file_bytes_and_speed():
     assert "120.0 MB" in download_progress_text(unknown_total)
 
 
-def test_process_options_carry_model_settings_only_for_a_model():
+def test_a_choice_gives_settings_with_model_options_only_for_a_model():
     model = EngineChoice(MODEL_ENGINE, "legsegnet", "LegSegNet")
-    assert process_options(model, "cuda:0", True, "0, 2", (10.0, -5.0)) == {
-        "engine": "legsegnet", "device": "cuda:0", "model": "legsegnet", "folds": (0, 2), "tta": True,
-        "range_mm": (10.0, -5.0)}
-    assert process_options(model)["folds"] is None  # empty: every installed fold
+    assert model.settings(device="cuda:0", tta=True, folds="0, 2", range_mm=(10.0, -5.0)) == SegmentationSettings(
+        engine="legsegnet", model="legsegnet", folds=(0, 2), tta=True, device="cuda:0", range_mm=(10.0, -5.0))
+    assert model.settings().folds is None  # empty: every installed fold
     threshold = EngineChoice(THRESHOLD_ENGINE, None, "thresholds")
-    assert process_options(threshold, "cpu", True, "1") == {"engine": "threshold", "device": "cpu"}
+    assert threshold.settings(device="cpu", tta=True, folds="1") == SegmentationSettings(engine="threshold", device="cpu")
     with pytest.raises(ValueError, match="fold numbers"):
-        process_options(model, folds_text="zero")
+        model.settings(folds="zero")
+    with pytest.raises(ValueError, match="unknown device"):
+        model.settings(device="gpu")
+
+
+def test_choice_keys_survive_a_refilled_list():
+    keys = [choice.key for choice in engine_choices()]
+    assert keys[-1] == "threshold:" and "legsegnet:legsegnet" in keys
+    assert len(set(keys)) == len(keys)
