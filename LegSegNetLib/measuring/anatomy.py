@@ -93,7 +93,7 @@ class Bone:
     label: int  # component label in LegAnatomy.components
     slices: np.ndarray  # display slice indices holding it, in S order
     areas_mm2: np.ndarray  # per slice
-    centres: np.ndarray  # (row, column) centroid per slice, display pixels
+    centres: np.ndarray  # (row, column) centroid per slice, pixels of the leg's bone box
 
 
 @dataclass
@@ -101,7 +101,9 @@ class LegAnatomy:
     side: str
     slices: np.ndarray  # display slice indices assigned to this leg and holding its tissue, in S order
     columns: dict  # display slice index -> column slice of this leg
-    components: np.ndarray  # bone component labels of this leg, [slice, row, column] of the display view
+    components: np.ndarray  # bone labels of this leg, [slice, row, column] of the display view within `box`
+    box: tuple  # (rows, columns) slices of the display slice holding this leg's bone
+    plane_shape: tuple  # (rows, columns) of a display slice
     bones: dict = field(default_factory=dict)  # name -> Bone: femur, patella, tibia, fibula, foot (a list)
     landmarks: dict = field(default_factory=dict)  # name -> Landmark
     regions: dict = field(default_factory=dict)  # name -> Region or None (not measured: see region_reasons)
@@ -111,11 +113,11 @@ class LegAnatomy:
 
     def bone_mask(self, name: str, index: int) -> np.ndarray:
         """This leg's pixels of one bone in a display slice (within the leg's columns)."""
+        mask = np.zeros(self.plane_shape, bool)
         bone = self.bones.get(name)
-        columns = self.columns[index]
-        if bone is None:
-            return np.zeros(self.components[index][:, columns].shape, bool)
-        return self.components[index][:, columns] == bone.label
+        if bone is not None:
+            mask[self.box] = self.components[index] == bone.label
+        return mask[:, self.columns[index]]
 
 
 @dataclass
@@ -195,8 +197,10 @@ def _leg(side, labels_display, hu_display, layout, splits, labelled, positions) 
         bone[index][:, cut] = labels_display[index][:, cut] == BONE
         if np.count_nonzero(bone[index][:, cut] & (hu_display[index][:, cut] > METAL_HU)) >= MIN_METAL_VOXELS:
             metal.add(index)
-    components = track_bones(bone, mine, layout.spacing_slice_mm)
-    leg = LegAnatomy(side, np.array(mine, dtype=int), columns, components, metal_slices=frozenset(metal))
+    box = _bounding_box(bone)  # bone fills a small part of each slice: track it there
+    components = track_bones(bone[(slice(None), *box)], mine, layout.spacing_slice_mm)
+    leg = LegAnatomy(side, np.array(mine, dtype=int), columns, components, box, labels_display.shape[1:],
+                     metal_slices=frozenset(metal))
     if not mine:
         leg.reason = ("the legs are not told apart in any slice (one leg scanned, or legs touching or crossed "
                       "throughout): sites and regions are measured per leg")
@@ -305,19 +309,31 @@ def _pairs(labels) -> list:
     return [(first, second) for n, first in enumerate(labels) for second in labels[n + 1:]]
 
 
+def _bounding_box(mask: np.ndarray) -> tuple:
+    """(rows, columns) slices of a [slice, row, column] mask's true part (empty slices when there is none)."""
+    box = []
+    for axis in (1, 2):
+        used = np.flatnonzero(mask.any(axis=tuple(other for other in range(3) if other != axis)))
+        box.append(slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0))
+    return tuple(box)
+
+
 def _bones(components, positions, layout) -> list:
     """Every component above the speck size, with its per-slice areas and centroids."""
     voxel_mm3 = layout.pixel_area_mm2 * layout.spacing_slice_mm
     sizes = np.bincount(components.ravel())
+    boxes = ndimage.find_objects(components)
     bones = []
     for label in np.flatnonzero(sizes * voxel_mm3 >= MIN_BONE_MM3):
         if label == 0:
             continue
-        where = components == label
-        slices = np.flatnonzero(where.any(axis=(1, 2)))
+        offset = np.array([boxes[label - 1][0].start, 0, 0])
+        where = components[boxes[label - 1]] == label
+        slices = np.flatnonzero(where.any(axis=(1, 2))) + offset[0]
         slices = slices[np.argsort(positions[slices], kind="stable")]
-        areas = np.array([np.count_nonzero(where[index]) for index in slices]) * layout.pixel_area_mm2
-        centres = np.array([np.argwhere(where[index]).mean(axis=0) for index in slices])
+        areas = np.array([np.count_nonzero(where[index - offset[0]]) for index in slices]) * layout.pixel_area_mm2
+        corner = np.array([boxes[label - 1][1].start, boxes[label - 1][2].start])
+        centres = np.array([np.argwhere(where[index - offset[0]]).mean(axis=0) + corner for index in slices])
         bones.append(Bone(int(label), slices, areas, centres))
     return bones
 
