@@ -106,7 +106,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     if job.labelmap is not None:
         write_labelmap(result.labels, job.labelmap, job.overwrite, result.label_set)
     if job.overlay is not None:
-        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set)
+        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set, result.measurements.site_rows)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), job.overwrite)
     log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
@@ -128,9 +128,11 @@ def reuse_done_job(job: Job, label_set: LabelSet = LEGSEGNET_LABELS) -> dict:
     """A done job's record, read back (and a picture asked for only now drawn from its saved labels, coloured
     by the model's `label_set`)."""
     log.info("%s: already done, skipped (outputs in %s)", job.input, job.record.parent)
+    record = read_record(job.record)
     if job.overlay is not None and not job.overlay.exists():
-        write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, False, label_set)
-    return read_record(job.record)
+        write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, False, label_set,
+                      record.get("site_rows", ()))
+    return record
 
 
 def write_tables(tables: list, records: list) -> None:
@@ -159,8 +161,8 @@ def read_record(path: Path) -> dict:
         raise RecordError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
 
 
-def write_overlay(ct, labels, path: Path, overwrite: bool, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
+def write_overlay(ct, labels, path: Path, overwrite: bool, label_set: LabelSet = LEGSEGNET_LABELS, sites=()) -> None:
     from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
 
     with atomic_output(path, overwrite) as temporary:
-        write_overlay_png(ct, labels, temporary, label_set=label_set)
+        write_overlay_png(ct, labels, temporary, label_set=label_set, sites=sites)

@@ -32,6 +32,51 @@ class SettingsError(ValueError):
     """Settings that cannot work together; the message says what to change."""
 
 
+# Skeletal-muscle attenuation bands (HU, both ends included) reported at each site: all muscle, the 0..100 band,
+# low and normal attenuation (Long et al., PLoS One 2019, recommend reporting every one of them).
+DEFAULT_MUSCLE_BANDS = ((-29.0, 150.0), (0.0, 100.0), (-29.0, 29.0), (30.0, 150.0))
+SITE_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+@dataclass(frozen=True)
+class MeasurementSettings:
+    """What is measured at the landmark sites: muscle HU bands, extra sites given by position, the patient's
+    height. Checked when made, like SegmentationSettings."""
+
+    muscle_bands: tuple = DEFAULT_MUSCLE_BANDS  # ((low, high) HU, ...)
+    user_sites: tuple = ()  # ((name, S position in mm), ...)
+    height_m: Optional[float] = None  # None: from the DICOM PatientSize when the input has one
+
+    def __post_init__(self):
+        bands = tuple((float(low), float(high)) for low, high in self.muscle_bands)
+        if not bands or any(not (math.isfinite(low) and math.isfinite(high) and low <= high) for low, high in bands):
+            raise SettingsError(f"muscle bands need a low and a high HU each, low <= high, not {self.muscle_bands!r}")
+        object.__setattr__(self, "muscle_bands", bands)
+        sites = tuple((str(name), float(position)) for name, position in self.user_sites)
+        for name, position in sites:
+            if not name or set(name) - SITE_NAME_CHARACTERS or not math.isfinite(position):
+                raise SettingsError(f"a site needs a name of lower-case letters, digits and _ and a finite S position "
+                                    f"in mm, e.g. knee_line=-420, not {name}={position}")
+        names = [name for name, _ in sites]
+        if names:
+            self._check_site_names(names)
+        object.__setattr__(self, "user_sites", sites)
+        if self.height_m is not None and not 0.5 <= float(self.height_m) <= 2.6:
+            raise SettingsError(f"the height is given in metres (0.5 to 2.6), not {self.height_m}")
+
+    @staticmethod
+    def _check_site_names(names: list) -> None:
+        from LegSegNetLib.measuring.sites import SITE_NAMES  # here: the sites module reads these settings
+
+        if len(set(names)) != len(names) or set(names) & set(SITE_NAMES):
+            raise SettingsError(f"each site needs a name of its own, other than {', '.join(SITE_NAMES)}; "
+                                f"not {', '.join(names)}")
+
+    def record(self) -> dict:
+        return {"muscle_bands": [list(band) for band in self.muscle_bands],
+                "user_sites": [list(site) for site in self.user_sites], "height_m": self.height_m}
+
+
 def _is_plain_file_name(name: str) -> bool:
     """A file name without any folder part, so that it cannot reach outside the model folder."""
     return isinstance(name, str) and name not in ("", ".", "..") and not any(sep in name for sep in "/\\:")
@@ -51,6 +96,7 @@ class SegmentationSettings:
     slice_range: Optional[SliceRange] = None  # display slice indices, half-open
     range_mm: Optional[tuple] = None  # (start, stop) RAS S positions in mm; at most one of the two ranges
     imat_fat_fraction: float = DEFAULT_IMAT_FAT_FRACTION  # Dixon MRI: muscle voxels above it count as IMAT
+    measurement: MeasurementSettings = MeasurementSettings()  # muscle bands, user sites, height
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -118,6 +164,8 @@ class SegmentationSettings:
                 "preprocessing": self.preprocessing,
                 "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
                 "range_mm": list(self.range_mm) if self.range_mm else None,
-                # only when changed, so that records written before the option existed still match
+                # only when changed, so that records written before these options existed still match
                 **({"imat_fat_fraction": self.imat_fat_fraction}
-                   if self.imat_fat_fraction != DEFAULT_IMAT_FAT_FRACTION else {})}
+                   if self.imat_fat_fraction != DEFAULT_IMAT_FAT_FRACTION else {}),
+                **({"measurement": self.measurement.record()}
+                   if self.measurement != MeasurementSettings() else {})}

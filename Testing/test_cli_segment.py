@@ -26,11 +26,10 @@ from LegSegNetLib.cli.segment import (
     TerminalProgress, expand_inputs, folds_argument, parse_index_range, parse_mm_range, plan_jobs, segment_command,
     settings_from_arguments,
 )
-from LegSegNetLib.segmenting.engines.factory import EngineError, create_engine
 from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume_files import read_volume, write_volume
-from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, ColumnInfo
-from LegSegNetLib.writing.tables import csv_text
+from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, ColumnInfo
+from LegSegNetLib.writing.tables import RECORD_COLUMNS, csv_text
 from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 from LegSegNetLib.settings import SegmentationSettings, SettingsError
 
@@ -76,8 +75,8 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
     ct = phantom_ct()
     write_volume(ct, tmp_path / "leg.nrrd")
     out = tmp_path / "out"
-    status = run_cli(tmp_path / "leg.nrrd", "--labelmap", out / "leg.seg.nrrd",
-                     "--measurements", out / "m.csv", "--slice-areas", out / "areas.csv")
+    status = run_cli(tmp_path / "leg.nrrd", "--labelmap", out / "leg.seg.nrrd", "--measurements", out / "m.csv",
+                     "--slice-areas", out / "areas.csv", "--sites", out / "sites.csv", "--site=level=-195")
     assert status == 0
 
     segmentation = slicerio.read_segmentation(str(out / "leg.seg.nrrd"))
@@ -88,8 +87,9 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
 
     rows = read_csv(out / "m.csv")
     assert len(rows) == 1
-    assert list(rows[0]) == ["input", "engine", "model", "warnings"] + [column.name for column in SUMMARY_COLUMNS]
+    assert list(rows[0]) == [column.name for column in RECORD_COLUMNS]
     assert rows[0]["warnings"] == ""
+    assert rows[0]["right_thigh_SM_volume_cm3"] == ""  # box legs: no femur, so no regions
     assert rows[0]["engine"] == "hu-bands"
     for tissue, pixels in PER_LEG_SLICE.items():
         assert float(rows[0][f"{tissue}_volume_cm3"]) == pytest.approx(2 * pixels * 6 * VOXEL_CM3)
@@ -109,6 +109,16 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
     bone_right = [row for row in areas if row["side"] == "right" and row["tissue"] == "Bone"]
     np.testing.assert_allclose([float(row["S_mm"]) for row in bone_right], -200.0 + 3.0 * np.arange(6))
     assert all(float(row["area_cm2"]) == pytest.approx(16 * 0.9 * 0.8 / 100) for row in bone_right)
+
+    sites = {(row["site"], row["side"]): row for row in read_csv(out / "sites.csv")}
+    assert len(sites) == 6 * 2
+    assert sites[("mid_thigh", "right")]["measured"] == "False"
+    assert sites[("mid_thigh", "right")]["reason"] == "no femur found in this leg"
+    level = sites[("level", "left")]
+    assert level["measured"] == "True" and float(level["slice_S_mm"]) == pytest.approx(-194.0)
+    assert float(level["SM_area_cm2"]) == pytest.approx(PER_LEG_SLICE["SM"] * 0.9 * 0.8 / 100)
+    twin = json.loads((out / "sites.json").read_text())
+    assert [column["name"] for column in twin["columns"]] == list(read_csv(out / "sites.csv")[0])
 
 
 def test_plain_labelmap_geometry_equals_the_input(tmp_path):
@@ -147,7 +157,8 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert "not CT in Hounsfield units" in caplog.text
     assert sorted(p.name for p in out.iterdir()) == [
         "a.measurements.json", "a.seg.nrrd", "b.measurements.json", "b.seg.nrrd", "measurements.csv",
-        "measurements.json", "slice_areas.csv"]
+        "measurements.json", "sites.csv", "sites.json", "slice_areas.csv"]
+    assert [os.path.basename(row["input"]) for row in read_csv(out / "sites.csv")] == ["a.nii.gz"] * 10 + ["b.mha"] * 10
     rows = read_csv(out / "measurements.csv")
     assert [os.path.basename(row["input"]) for row in rows] == ["a.nii.gz", "b.mha"]
     assert float(rows[1]["SM_volume_cm3"]) == pytest.approx(2 * PER_LEG_SLICE["SM"] * 6 * VOXEL_CM3)

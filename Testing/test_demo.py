@@ -13,7 +13,7 @@ from LegSegNetLib.tissues import TISSUE_BY_KEY
 
 
 OUTPUTS = ("demo.seg.nrrd", "demo-labels.nii.gz", "demo-measurements.csv", "demo-measurements.json",
-           "demo-slice-areas.csv", "demo-overlay.png")
+           "demo-slice-areas.csv", "demo-sites.csv", "demo-sites.json", "demo-overlay.png")
 
 
 def read_summary(path):

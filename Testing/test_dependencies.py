@@ -1,11 +1,7 @@
 """Dependency checks for the Slicer module (pure Python, no Slicer needed)."""
 
-import sys
-from types import SimpleNamespace
-
 import pytest
 
-from SlicerLegSegNetLib import dependencies
 from SlicerLegSegNetLib.dependencies import (
     MODEL_ENGINE_REQUIREMENTS, TORCH, Requirement, consent_message, is_satisfied,
     missing_requirements, restart_needed,

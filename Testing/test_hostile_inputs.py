@@ -54,9 +54,9 @@ def segment_cli(*argv):
     return main(["segment", "--engine", "threshold", *map(str, argv)])
 
 
-def write_dicom_series(folder, array, positions_mm=None):
+def write_dicom_series(folder, array, positions_mm=None, tags=()):
     """One CT series, one file per slice of `array` [slices, rows, columns], stored values as given, the slices
-    2.5 mm apart unless `positions_mm` gives each one's position."""
+    2.5 mm apart unless `positions_mm` gives each one's position; `tags`: more (tag, value) pairs for every file."""
     folder.mkdir()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -66,7 +66,7 @@ def write_dicom_series(folder, array, positions_mm=None):
         for tag, value in (("0008|0060", "CT"), ("0020|000d", "1.2.826.0.1.3680043.2.1"),
                            ("0020|000e", "1.2.826.0.1.3680043.2.1.1"), ("0020|0013", str(index + 1)),
                            ("0008|0018", f"1.2.826.0.1.3680043.2.1.1.{index + 1}"),
-                           ("0020|0032", f"0\\0\\{positions_mm[index]}"), ("0020|0037", "1\\0\\0\\0\\1\\0")):
+                           ("0020|0032", f"0\\0\\{positions_mm[index]}"), ("0020|0037", "1\\0\\0\\0\\1\\0"), *tags):
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{index:03d}.dcm"))
         writer.Execute(image)
@@ -302,7 +302,8 @@ def test_disk_filling_during_writing(tmp_path):
 
     assert segment_cli(tmp_path / "leg.nrrd", "--output-dir", out, "--format", "nii.gz") == 0
     assert sorted(path.name for path in out.iterdir()) == [
-        "leg.measurements.json", "leg.nii.gz", "measurements.csv", "measurements.json", "slice_areas.csv"]
+        "leg.measurements.json", "leg.nii.gz", "measurements.csv", "measurements.json", "sites.csv", "sites.json",
+        "slice_areas.csv"]
     assert json.loads((out / "leg.measurements.json").read_text())["summary"]["slice_count"] == 6
 
 

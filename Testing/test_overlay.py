@@ -30,3 +30,19 @@ def test_a_scan_of_few_slices_gives_a_flat_coronal_strip_not_a_huge_panel(tmp_pa
 def test_a_long_scan_keeps_its_coronal_view_panel_high(tmp_path):
     picture = overlay_of(tmp_path, region="calf", shape=(160, 64, 64), seed=1)
     assert coronal_drawn_height(picture) > 0.9 * PANEL_HEIGHT
+
+
+def test_sites_are_marked_on_the_coronal_view_at_their_slices(tmp_path):
+    from LegSegNetLib.measuring.sites import measure_with_anatomy
+    from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
+    from LegSegNetLib.writing.overlay import SITE_COLOUR
+
+    ct, truth, _ = make_whole_leg_phantom(seed=1)
+    rows = [row for row in measure_with_anatomy(ct, truth).site_rows if row["site"] == "mid_thigh"]
+    without = sitk.GetArrayFromImage(sitk.ReadImage(str(write_overlay_png(ct, truth, tmp_path / "a.png"))))
+    marked = sitk.GetArrayFromImage(sitk.ReadImage(str(write_overlay_png(ct, truth, tmp_path / "b.png", sites=rows))))
+    site_pixels = np.argwhere(np.all(marked == SITE_COLOUR, axis=2) & np.any(marked != without, axis=2))
+    assert site_pixels.size and site_pixels[:, 1].min() > marked.shape[1] * 0.8  # on the coronal view, at the right
+    slices = ct.array.shape[0]
+    row_of_site = (slices - 1 - rows[0]["slice_index"] + 0.5) * coronal_drawn_height(marked) / slices
+    assert np.any(np.abs(site_pixels[:, 0] - row_of_site) <= 1)

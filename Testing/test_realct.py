@@ -109,3 +109,22 @@ def test_overlay_picture_shows_the_four_tissues(ct, labels, tmp_path):
             continue
         similarity = chroma @ target / (np.linalg.norm(chroma, axis=1) * np.linalg.norm(target) + 1e-9)
         assert (similarity > 0.98).sum() > 200, tissue.key
+
+
+def test_sites_and_regions_say_what_the_lower_leg_scan_holds(ct, labels):
+    """Ankle to just below the knee: tibia and fibula per leg with the fibular head and the tibial plateau in the
+    scan; no femur or patella, so no thigh or knee and no mid-thigh; the labels join the talus to the tibia at the
+    ankle, so the tibia's distal end (and every tibia site, and the whole calf for max_calf) is not located: each
+    is reported with its reason, none is guessed."""
+    from LegSegNetLib.measuring.sites import measure_with_anatomy
+
+    measurements = measure_with_anatomy(ct, labels)
+    for side in ("right", "left"):
+        calf = measurements.regions[f"{side}_calf_SM_volume_cm3"]
+        assert measurements.regions[f"{side}_calf_complete"] == 0 and 800 < calf < 1500
+        assert np.isnan(measurements.regions[f"{side}_thigh_SM_volume_cm3"])
+        assert "no femur" in measurements.region_notes[f"{side} thigh"]
+    rows = {(row["site"], row["side"]): row for row in measurements.site_rows}
+    assert all(not row["measured"] and row["reason"] for row in rows.values())
+    assert rows[("mid_thigh", "right")]["reason"] == "no femur found in this leg"
+    assert "tibia reaches the scan's inferior edge" in rows[("tibia_38", "left")]["reason"]

@@ -890,3 +890,40 @@ def test_dixon_images_give_fat_fractions_per_label(scene):
     assert summary["quadriceps_IMAT_fraction"] == 1.0 and "quadriceps_mean_HU" not in summary
     with pytest.raises(InputError, match="both the fat and the water"):
         logic.process(volume_node, engine=DixonThighEngine(), fatVolume=fat)
+
+
+def test_sites_become_named_points_and_a_table_and_a_moved_point_is_measured_again(scene):
+    from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
+    from SlicerLegSegNetLib import mrml_sites
+
+    ct, truth, exact = make_whole_leg_phantom(seed=1)
+    volume_node = add_volume_node(ct)
+    logic = SegmentationLogic(scene.scene)
+    _, table_node = logic.process(volume_node, engine="threshold")
+
+    summary = logic.summaryTable(table_node)
+    thigh = summary.GetTable().GetColumnByName("right_thigh_SM_volume_cm3").GetValue(0)
+    assert 2000 < thigh < 6000 and summary.GetColumnUnitLabel("right_thigh_SM_volume_cm3") == "cm3"
+    rows = table_rows(logic.sitesTable(table_node))
+    assert [(row["site"], row["side"]) for row in rows][:2] == [("mid_thigh", "right"), ("mid_thigh", "left")]
+    assert all(row["measured"] == 1 for row in rows)
+    points = logic.sitePoints(table_node)
+    assert points.IsA("vtkMRMLMarkupsFiducialNode") and points.GetNumberOfControlPoints() == len(rows)
+    assert points.GetDisplayNode() is not None
+    labels = [points.GetNthControlPointLabel(index) for index in range(points.GetNumberOfControlPoints())]
+    assert labels[:2] == ["mid_thigh right", "mid_thigh left"]
+    position = [0.0, 0.0, 0.0]
+    points.GetNthControlPointPosition(0, position)
+    assert position[2] == pytest.approx(rows[0]["slice_S_mm"]) and position[0] > 0  # the right leg: R > 0
+    assert abs(position[2] - exact.sites["right"]["mid_thigh"]) <= 5.0
+
+    moved_to = next(row["slice_S_mm"] for row in rows if (row["site"], row["side"]) == ("tibia_66", "right"))
+    points.SetNthControlPointPosition(0, position[0], position[1], moved_to)
+    row = logic.remeasureSite(points, 0)
+    by_key = {(r["site"], r["side"]): r for r in table_rows(logic.sitesTable(table_node))}
+    tibia_66 = by_key[("tibia_66", "right")]
+    assert row["measured"] and by_key[("mid_thigh", "right")]["slice_S_mm"] == pytest.approx(tibia_66["slice_S_mm"])
+    assert by_key[("mid_thigh", "right")]["SM_area_cm2"] == pytest.approx(tibia_66["SM_area_cm2"])
+    assert by_key[("mid_thigh", "left")]["SM_area_cm2"] == rows[1]["SM_area_cm2"]  # the other leg untouched
+    with pytest.raises(ValueError, match="not a LegSegNet site point"):
+        mrml_sites.site_of_label("my point")

@@ -14,8 +14,9 @@ import slicer
 import vtk
 
 from LegSegNetLib.measuring.measurements import (
-    SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
+    SIDE_PREFIX, SIDE_SCOPE, SIDES, SLICE_POSITION_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements,
 )
+from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, TISSUES, LabelSet
 from LegSegNetLib.writing.tables import WARNINGS_COLUMN, warnings_cell
 
@@ -59,10 +60,19 @@ def tissue_table_content(measurements: Measurements) -> TableContent:
 
 
 def summary_table_content(measurements: Measurements, warnings=()) -> TableContent:
-    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg; or a
-    model's own labels' measurements), after the warnings about the input they were measured on."""
-    return table_content((WARNINGS_COLUMN, *measurements.columns),
-                         [{WARNINGS_COLUMN.name: warnings_cell(warnings), **measurements.summary}])
+    """One row holding every derived measurement (volumes, mean HU, fat ratios, attenuation bands, per leg, then
+    per leg and region: thigh, knee, calf, NaN where a region is not measured; or a model's own labels'
+    measurements), after the warnings about the input they were measured on."""
+    own_labels = measurements.summary_columns is not None
+    region_columns = () if own_labels else REGION_COLUMNS
+    regions = {column.name: math.nan for column in region_columns} | measurements.regions
+    return table_content((WARNINGS_COLUMN, *measurements.columns, *region_columns),
+                         [{WARNINGS_COLUMN.name: warnings_cell(warnings), **measurements.summary, **regions}])
+
+
+def site_table_content(site_rows: list, bands) -> TableContent:
+    """One row per landmark site and leg (measuring.sites), measured or with the reason why not."""
+    return table_content(site_columns(bands), site_rows)
 
 
 def area_column_name(side: str, tissue_key: str) -> str:

@@ -26,6 +26,7 @@ import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.measuring.label_measurements import FatWater, measure_labels
+from LegSegNetLib.measuring.sites import remeasure_site
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
@@ -33,16 +34,17 @@ from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
 from LegSegNetLib.settings import (  # noqa: F401 (re-exported for the widget)
-    DEFAULT_IMAT_FAT_FRACTION, SegmentationSettings, SettingsError,
+    DEFAULT_IMAT_FAT_FRACTION, MeasurementSettings, SegmentationSettings, SettingsError,
 )
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.training.export import ExportError, export_training_pairs
 from LegSegNetLib.training.options import EXPORT_FORMATS
-from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_tables
+from SlicerLegSegNetLib import mrml_comparison, mrml_segmentation, mrml_sites, mrml_tables
 
 SUMMARY_TABLE_ROLE = "LegSegNetSummaryTable"
 SLICE_AREA_TABLE_ROLE = "LegSegNetSliceAreaTable"
 SLICE_AREA_CHART_ROLE = "LegSegNetSliceAreaChart"
+SITE_POINTS_ROLE = "LegSegNetSitePoints"
 # A hidden labelmap node referenced from the segmentation: the labels as LegSegNet made them, before any edit.
 ORIGINAL_LABELS_ROLE = "LegSegNetOriginalLabels"
 EXPORT_SLICES = ("all", "range", "edited")
@@ -281,7 +283,10 @@ class SegmentationLogic:
             self._keep_original_labels(transaction, segmentation_node, labels)
             table_node = self._write_tables(transaction, result.measurements, outputTable, inputVolume, result.warnings,
                                             result.label_set)
+            self._write_sites(transaction, result.measurements, table_node, inputVolume, segmentation_node,
+                              task.settings.measurement, result.label_set)
         self._make_displayable(segmentation_node, inputVolume)
+        self._show_site_points(table_node)
         self.lastWarnings = result.warnings
         return segmentation_node, table_node
 
@@ -339,17 +344,60 @@ class SegmentationLogic:
 
     # ---- measurements -----------------------------------------------------------------------------------------
 
-    def computeMeasurements(self, segmentationNode, volumeNode, outputTable=None):
+    def computeMeasurements(self, segmentationNode, volumeNode, outputTable=None, measurement=None):
         """Measure the LegSegNet segments as they are now (after any Segment Editor edits); returns the tissue
-        table node (reused when given, with its summary and slice-area tables and chart)."""
+        table node (reused when given, with its summary, slice-area and sites tables, chart and site points).
+        measurement: a MeasurementSettings (muscle bands, user sites, height); default: the defaults."""
+        measurement = measurement or MeasurementSettings()
         check_output_nodes(outputTable=outputTable)
         volume = volume_from_node(volumeNode)
         label_set, modality = mrml_segmentation.label_set_of(segmentationNode)
         labels = volume.with_array(
             mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode, label_set=label_set))
-        measurements = measure_labels(volume, labels, label_set, modality)
+        measurements = measure_labels(volume, labels, label_set, modality, measurement=measurement)
         with self._transaction() as transaction:
-            return self._write_tables(transaction, measurements, outputTable, volumeNode, label_set=label_set)
+            table_node = self._write_tables(transaction, measurements, outputTable, volumeNode, label_set=label_set)
+            self._write_sites(transaction, measurements, table_node, volumeNode, segmentationNode, measurement,
+                              label_set)
+        self._show_site_points(table_node)
+        return table_node
+
+    def _show_site_points(self, table_node) -> None:
+        """Display the site points (after the commit, like the segmentation's display node)."""
+        points = self.sitePoints(table_node)
+        if points is not None:
+            points.CreateDefaultDisplayNodes()
+
+    def sitePoints(self, tableNode):
+        """The markup points node of the sites (one point per measured site and leg), or None."""
+        return tableNode.GetNodeReference(SITE_POINTS_ROLE)
+
+    def sitesTable(self, tableNode):
+        return tableNode.GetNodeReference(mrml_sites.SITES_TABLE_ROLE)
+
+    def remeasureSite(self, pointsNode, pointIndex: int) -> dict:
+        """Measure the site of one moved point again, on the slice nearest to its S position, and put the new
+        values into its row of the sites table; returns that row. For the widget to call on the points node's
+        PointModifiedEvent (the point index is the event's call data)."""
+        site, side = mrml_sites.site_of_label(pointsNode.GetNthControlPointLabel(pointIndex))
+        volume_node = pointsNode.GetNodeReference(mrml_sites.VOLUME_ROLE)
+        segmentation_node = pointsNode.GetNodeReference(mrml_sites.SEGMENTATION_ROLE)
+        table_node = pointsNode.GetNodeReference(mrml_sites.SITES_TABLE_ROLE)
+        settings = mrml_sites.stored_settings(pointsNode)
+        position = [0.0, 0.0, 0.0]
+        pointsNode.GetNthControlPointPosition(pointIndex, position)
+        volume = volume_from_node(volume_node)
+        labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node))
+        height = (settings.height_m, "given") if settings.height_m else (float("nan"), "")
+        row = remeasure_site(volume, labels, site, side, position[2], settings, height)
+        rows = mrml_sites.replace_row(mrml_sites.table_rows(table_node), row)
+        with self._transaction() as transaction:
+            transaction.apply(mrml_tables.TableReplacement(
+                table_node, mrml_tables.site_table_content(rows, settings.muscle_bands)))
+        if row["measured"]:
+            pointsNode.SetNthControlPointDescription(pointIndex, mrml_sites.point_description(row))
+        return row
+
 
     # ---- comparison with a reference ----------------------------------------------------------------------------
 
@@ -456,6 +504,27 @@ class SegmentationLogic:
         if self.sliceAreaChart(table_node) is None:
             self._add_chart(transaction, table_node, f"{base_name} slice areas chart", label_set)
         return table_node
+
+    def _write_sites(self, transaction: _Transaction, measurements, table_node, volume_node, segmentation_node,
+                     settings: MeasurementSettings, label_set: LabelSet) -> None:
+        """The sites table beside the tissue tables, and a markup point per measured site and leg (LegSegNet's
+        tissues only: a model's own labels have no sites)."""
+        if not label_set.is_legsegnet_tissues:
+            return
+        base_name = f"{volume_node.GetName()} LegSegNet"
+        sites_table = self._referenced_table(transaction, table_node, mrml_sites.SITES_TABLE_ROLE, f"{base_name} sites")
+        transaction.apply(mrml_tables.TableReplacement(
+            sites_table, mrml_tables.site_table_content(measurements.site_rows, settings.muscle_bands)))
+        points = self.sitePoints(table_node)
+        if points is None:
+            points = transaction.add_node("vtkMRMLMarkupsFiducialNode", f"{base_name} sites")
+            self._place_under(points, table_node)
+            transaction.apply(_NodeReference(table_node, SITE_POINTS_ROLE, points.GetID()))
+        for role, node in ((mrml_sites.VOLUME_ROLE, volume_node), (mrml_sites.SEGMENTATION_ROLE, segmentation_node),
+                           (mrml_sites.SITES_TABLE_ROLE, sites_table)):
+            transaction.apply(_NodeReference(points, role, node.GetID()))
+        mrml_sites.store_settings(points, settings)
+        transaction.apply(mrml_sites.SitePoints(points, measurements.site_rows))
 
     def _new_table(self, transaction: _Transaction, name: str, volume_node):
         node = transaction.add_node("vtkMRMLTableNode", name)

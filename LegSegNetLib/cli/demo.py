@@ -13,7 +13,9 @@ from LegSegNetLib.writing.outputs import OutputExistsError, refuse_existing
 from LegSegNetLib.writing.overlay import write_overlay_png
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.segmenting.run import run_segmentation
-from LegSegNetLib.writing.tables import json_twin_path, measurement_record, write_slice_table, write_summary_table
+from LegSegNetLib.writing.tables import (
+    json_twin_path, measurement_record, write_site_table, write_slice_table, write_summary_table,
+)
 from LegSegNetLib.reading.sample_data import (SampleDataUnavailable, default_cache_dir, load_visible_human_leg_ct,
                            visible_human_dicom_dir)
 from LegSegNetLib.writing.labelmaps import write_labelmap
@@ -29,6 +31,7 @@ OUTPUT_NAMES = {
     "labelmap": "demo-labels.nii.gz",
     "measurements": "demo-measurements.csv",  # plus demo-measurements.json (units, per-tissue rows)
     "slice_areas": "demo-slice-areas.csv",
+    "sites": "demo-sites.csv",  # plus demo-sites.json (units); landmark sites per leg, or why not measured
     "picture": "demo-overlay.png",
 }
 PHANTOM_CT_NAME = "demo-phantom-ct.nii.gz"
@@ -48,8 +51,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     paths = {key: args.output / name for key, name in OUTPUT_NAMES.items()}
-    _refuse_existing([*paths.values(), json_twin_path(paths["measurements"]), args.output / PHANTOM_CT_NAME],
-                     args.overwrite)
+    _refuse_existing([*paths.values(), json_twin_path(paths["measurements"]), json_twin_path(paths["sites"]),
+                      args.output / PHANTOM_CT_NAME], args.overwrite)
     if args.output.exists() and not args.output.is_dir():
         raise UserError(f"{args.output} is a file; give a folder for the demo results")
     args.output.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,8 @@ def run(args) -> int:
     write_labelmap(result.labels, paths["labelmap"], args.overwrite)
     write_summary_table([record], paths["measurements"], args.overwrite)
     write_slice_table([record], paths["slice_areas"], args.overwrite)
-    write_overlay_png(ct, result.labels, paths["picture"])
+    write_site_table([record], paths["sites"], args.overwrite)
+    write_overlay_png(ct, result.labels, paths["picture"], sites=result.measurements.site_rows)
     _print_summary(source, result.measurements.summary, paths)
     return 0
 

@@ -4,11 +4,15 @@ One input: `--labelmap OUT` (and/or measurement files). Several inputs, or folde
 writes DIR/<name>.<format> and DIR/<name>.measurements.json per input (<name>: the file name without its
 extension, or the DICOM folder's name), and with --overlay DIR/<name>.overlay.png; an input whose two files
 exist is done and skipped if made with the same settings (redone with --overwrite); a failed input is
-reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json)
-and DIR/slice_areas.csv, rebuilt at the end of every run from the per-input records, summarise the run's
-inputs unless --measurements / --slice-areas name other files.
+reported and the rest go on (exit status 1). DIR/measurements.csv (+ .json),
+DIR/slice_areas.csv and DIR/sites.csv (+ .json), rebuilt at the end of every run from the per-input records,
+summarise the run's inputs unless --measurements / --slice-areas / --sites name other files.
 With --workers N or --scheduler ADDRESS the inputs are segmented on a Dask cluster, one input per task, with the
 same outputs and the same resuming (see LegSegNetLib/cohort.py and the README's cluster recipes).
+
+Sites: mid_thigh, tibia_66, tibia_38, tibia_4 and max_calf per leg, from the bone anatomy, plus any --site; a
+site that cannot be placed (its bone ends outside the scan, legs not told apart, metal) is listed as not
+measured with the reason. See the README's Measurements section for the definitions and their sources.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
 from LegSegNetLib.segmenting.engines.factory import create_engine, resolve_model_folder
-from LegSegNetLib.settings import BACKENDS, DEFAULT_IMAT_FAT_FRACTION, ENGINES, PREPROCESSING, SegmentationSettings
+from LegSegNetLib.settings import (
+    BACKENDS, DEFAULT_IMAT_FAT_FRACTION, DEFAULT_MUSCLE_BANDS, ENGINES, PREPROCESSING, MeasurementSettings,
+    SegmentationSettings,
+)
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
 from LegSegNetLib.writing.outputs import (OutputExistsError, OutputWriteError, check_writable_folder, extension_of,
                                           output_folder_lock, refuse_existing)
-from LegSegNetLib.writing.tables import json_twin_path, write_slice_table, write_summary_table
+from LegSegNetLib.writing.tables import json_twin_path, write_site_table, write_slice_table, write_summary_table
 
 log = logging.getLogger("legsegnet")
 
@@ -86,10 +93,22 @@ def register(subparsers) -> None:
                               "with --labelmap its extension chooses)")
     outputs.add_argument("--measurements", type=Path, help="one row per input (CSV) plus a .json twin")
     outputs.add_argument("--slice-areas", type=Path, help="per-slice tissue areas, long format (CSV)")
+    outputs.add_argument("--sites", type=Path, help="landmark sites per input and leg, long format (CSV) plus a "
+                                                     ".json twin")
     outputs.add_argument("--overlay", action="store_true",
                          help="also write a quick-look PNG per input (axial slices and a coronal view, tissues in "
                               "colour) beside its label map: NAME.overlay.png")
     outputs.add_argument("--overwrite", action="store_true", help="replace existing outputs (and redo done inputs)")
+    measuring = parser.add_argument_group("measuring")
+    measuring.add_argument("--site", action="append", type=parse_site, default=[], metavar="NAME=S_MM",
+                           help="also measure the slice nearest to this S position (mm), per leg; repeatable "
+                                "(write --site=knee=-420 for negative values)")
+    measuring.add_argument("--muscle-bands", type=parse_bands, metavar="LOW:HIGH,...",
+                           help="muscle HU bands measured at each site, both ends included (default "
+                                "-29:150,0:100,-29:29,30:150; write --muscle-bands=-29:150,...)")
+    measuring.add_argument("--height-m", type=float, metavar="M",
+                           help="the patient's height in metres for the muscle indexes (default: the DICOM "
+                                "PatientSize where the input has one)")
     _add_cluster_arguments(parser)
     parser.set_defaults(handler=segment_command)
 
@@ -129,9 +148,13 @@ def segment_command(args, engine=None) -> int:
 
 def settings_from_arguments(args) -> SegmentationSettings:
     """The one settings object the run uses: every option whose destination names a settings field (checked
-    there, before any work). A new option needs its argument here and its field in SegmentationSettings."""
+    there, before any work), and the measuring options as its `measurement`. A new option needs its argument here
+    and its field in SegmentationSettings (or MeasurementSettings)."""
     names = {field.name for field in dataclasses.fields(SegmentationSettings)}
-    return SegmentationSettings(**{name: value for name, value in vars(args).items() if name in names})
+    fields = {name: value for name, value in vars(args).items() if name in names}
+    fields["measurement"] = MeasurementSettings(muscle_bands=args.muscle_bands or DEFAULT_MUSCLE_BANDS,
+                                                user_sites=tuple(args.site), height_m=args.height_m)
+    return SegmentationSettings(**fields)
 
 
 def _job_label(job: Job, number: int, count: int) -> str:
@@ -147,8 +170,8 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
     if args.output_dir is None:
         if len(inputs) > 1:
             raise UserError(f"{len(inputs)} inputs: use --output-dir to write one set of outputs per input")
-        if not (args.labelmap or args.measurements or args.slice_areas):
-            raise UserError("nothing to write: give --labelmap, --output-dir, --measurements or --slice-areas")
+        if not (args.labelmap or args.measurements or args.slice_areas or args.sites):
+            raise UserError("nothing to write: give --labelmap, --output-dir, --measurements, --slice-areas or --sites")
         if args.labelmap is not None and extension_of(args.labelmap) not in LABELMAP_EXTENSIONS:
             raise UserError(f"--labelmap must end with one of {', '.join(LABELMAP_EXTENSIONS)}")
         if args.format is not None:
@@ -167,15 +190,15 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
             refuse_results_of_other_settings(jobs, settings)
         except RecordError as error:
             raise UserError(str(error)) from None
-    for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas)):
+    for option, path in (("--measurements", args.measurements), ("--slice-areas", args.slice_areas),
+                         ("--sites", args.sites)):
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
     _refuse_same_files(jobs, _tables(args))
-    explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas]
+    explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas, args.sites]
     if args.output_dir is None:
         explicit.append(jobs[0].overlay)
-    if args.measurements is not None:
-        explicit.append(json_twin_path(args.measurements))
+    explicit += [json_twin_path(path) for path in (args.measurements, args.sites) if path is not None]
     folders = {path.parent for path in filter(None, explicit)} | ({args.output_dir} if args.output_dir else set())
     try:
         for path in filter(None, explicit):
@@ -261,6 +284,23 @@ def parse_mm_range(text: str) -> tuple:
     return start, stop
 
 
+def parse_site(text: str) -> tuple:
+    name, _, position = text.partition("=")
+    try:
+        return MeasurementSettings(user_sites=((name.strip(), float(position)),)).user_sites[0]
+    except ValueError as error:  # not a number, or a name SettingsError refuses
+        raise argparse.ArgumentTypeError(f"--site takes NAME=S_MM, e.g. knee_line=-420 ({error})") from None
+
+
+def parse_bands(text: str) -> tuple:
+    message = "--muscle-bands takes LOW:HIGH HU pairs separated by commas, e.g. -29:150,0:100"
+    try:
+        bands = tuple(_split_range(part, float, message) for part in text.split(","))
+        return MeasurementSettings(muscle_bands=bands).muscle_bands
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(f"{message} ({error})") from None
+
+
 def _split_range(text: str, number, message: str) -> tuple:
     parts = text.split(":")
     if len(parts) != 2:
@@ -294,7 +334,8 @@ def _tables(args) -> list:
     """The run's tables; the defaults in --output-dir are rebuilt every run."""
     tables = []
     for write, given, default_name in ((write_summary_table, args.measurements, "measurements.csv"),
-                                       (write_slice_table, args.slice_areas, "slice_areas.csv")):
+                                       (write_slice_table, args.slice_areas, "slice_areas.csv"),
+                                       (write_site_table, args.sites, "sites.csv")):
         if given is not None:
             tables.append(TableOutput(write, given, args.overwrite))
         elif args.output_dir is not None:
@@ -328,7 +369,7 @@ def _refuse_same_files(jobs: list, tables: list) -> None:
                   (("label map", job.labelmap), ("record", job.record), ("overlay", job.overlay)) if path is not None]
     for table in tables:
         named.append((f"the table {table.path}", table.path))
-        if table.write is write_summary_table:
+        if table.write in (write_summary_table, write_site_table):
             named.append((f"the JSON twin of {table.path}", json_twin_path(table.path)))
     seen = {}
     for what, path in named:

@@ -32,10 +32,11 @@ from typing import Optional
 import numpy as np
 
 from LegSegNetLib.measuring.measurements import (
-    ColumnInfo, Measurements, _check_same_grid, _mean_sd, _ratio, compute_measurements)
+    ColumnInfo, Measurements, _check_same_grid, _mean_sd, _ratio)
 from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.reading.volume import Volume
-from LegSegNetLib.settings import DEFAULT_IMAT_FAT_FRACTION
+from LegSegNetLib.measuring.sites import measure_with_anatomy
+from LegSegNetLib.settings import DEFAULT_IMAT_FAT_FRACTION, MeasurementSettings
 from LegSegNetLib.tissues import MUSCLE, LabelSet
 
 FAT_HU = (-190.0, -30.0)  # adipose tissue attenuation, inclusive
@@ -58,11 +59,12 @@ class FatWater:
 
 
 def measure_labels(image: Volume, labels: Volume, label_set: LabelSet, modality: str = CT,
-                   fat_water: Optional[FatWater] = None, layout: Optional[SliceLayout] = None) -> Measurements:
-    """LegSegNet's four-tissue measurements (measurements.compute_measurements) for its tissues on CT; the
-    per-label measurements of this module for any other label set or image."""
+                   fat_water: Optional[FatWater] = None, layout: Optional[SliceLayout] = None,
+                   measurement: MeasurementSettings = MeasurementSettings()) -> Measurements:
+    """LegSegNet's four-tissue measurements with each leg's regions and sites (sites.measure_with_anatomy) for its
+    tissues on CT; the per-label measurements of this module for any other label set or image."""
     if label_set.is_legsegnet_tissues and modality == CT and fat_water is None:
-        return compute_measurements(image, labels, layout)
+        return measure_with_anatomy(image, labels, layout, measurement)
     return compute_label_measurements(image, labels, label_set, modality, fat_water, layout)
 
 

@@ -44,7 +44,7 @@ A ratio or mean whose denominator is zero is NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -85,6 +85,9 @@ class Measurements:
     slice_rows: list  # dicts keyed by SLICE_COLUMNS names, inferior to superior
     summary_columns: Optional[tuple] = None  # a model's own labels (label_measurements); None: SUMMARY_COLUMNS
     tissue_columns: Optional[tuple] = None  # likewise; None: TISSUE_COLUMNS
+    regions: dict = field(default_factory=dict)  # sites.REGION_COLUMNS names -> value (see measuring.sites)
+    region_notes: dict = field(default_factory=dict)  # "<side> <region>" -> why it is partial or not measured
+    site_rows: list = field(default_factory=list)  # dicts keyed by sites.site_columns() names
 
     @property
     def columns(self) -> tuple:
@@ -93,7 +96,11 @@ class Measurements:
 
 
 def _side_summary_columns(side: str) -> list[ColumnInfo]:
-    prefix, where = SIDE_PREFIX[side], SIDE_SCOPE[side]
+    return summary_columns(SIDE_PREFIX[side], SIDE_SCOPE[side])
+
+
+def summary_columns(prefix: str, where: str) -> list[ColumnInfo]:
+    """The summary columns of one part of the scan (a side, or a side's region), named with `prefix`."""
     columns = []
     for tissue in TISSUES:
         columns += [
@@ -169,7 +176,7 @@ def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayou
         regions = _slice_regions(label_view[index])
         separable += len(regions) > 1
         for side, columns in regions.items():
-            stats = _label_stats(label_view[index][:, columns], hu_view[index][:, columns])
+            stats = label_stats(label_view[index][:, columns], hu_view[index][:, columns])
             totals[side] += stats
             slice_rows += [
                 {"slice_index": index, "S_mm": float(positions[index]), "side": side, "tissue": tissue.key,
@@ -181,7 +188,7 @@ def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayou
     voxel_cm3 = labels.voxel_volume_mm3 / 1000.0
     summary = {}
     for side in SIDES:
-        summary.update(_side_summary(side, totals[side], voxel_cm3))
+        summary.update(summary_values(SIDE_PREFIX[side], totals[side], voxel_cm3))
     summary["slice_count"] = len(labelled)
     summary["separable_slice_count"] = int(separable)
     summary["axial_extent_mm"] = (labelled[-1] - labelled[0] + 1) * layout.spacing_slice_mm if labelled else 0.0
@@ -242,7 +249,7 @@ def leg_split_column(mask: np.ndarray) -> Optional[int]:
     return int((image_left[-1] + 1 + image_right[0]) // 2)
 
 
-def _label_stats(labels_2d: np.ndarray, hu_2d: np.ndarray) -> np.ndarray:
+def label_stats(labels_2d: np.ndarray, hu_2d: np.ndarray) -> np.ndarray:
     """Per-label voxel count, HU sum, HU^2 sum, low- and normal-attenuation counts: [labels, 5]."""
     inside = labels_2d > 0
     values = labels_2d[inside].astype(np.intp)
@@ -264,11 +271,11 @@ def _mean_sd(stats_row: np.ndarray) -> tuple[float, float]:
     return mean, math.sqrt(max(variance, 0.0)) if count else math.nan
 
 
-def _side_summary(side: str, stats: np.ndarray, voxel_cm3: float) -> dict:
-    prefix = SIDE_PREFIX[side]
+def summary_values(prefix: str, stats: np.ndarray, voxel_cm3: float) -> dict:
+    """The summary_columns(prefix, ...) values of label_stats sums (summed over the slices of that part)."""
     summary = {}
     for tissue in TISSUES:
-        row = _tissue_row(side, tissue, stats[tissue.value], voxel_cm3)
+        row = _tissue_row("", tissue, stats[tissue.value], voxel_cm3)
         for measure in ("volume_cm3", "mean_HU", "sd_HU"):
             summary[f"{prefix}{tissue.key}_{measure}"] = row[measure]
     sat, sm, imat = (stats[TISSUE_BY_KEY[key].value] for key in ("SAT", "SM", "IMAT"))

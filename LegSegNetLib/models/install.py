@@ -147,7 +147,6 @@ def _extract_checked_members(archive: Path, staging: Path) -> None:
 
 def _refuse_unsafe_member(info: zipfile.ZipInfo, archive: Path) -> None:
     name = info.filename.replace("\\", "/")
-    parts = name.split("/")
     is_link = stat.S_ISLNK(info.external_attr >> 16)
     if not paths.is_inside_relative_path(name) or is_link:
         raise UnsafeArchiveError(f"refusing {archive}: its entry {info.filename!r} would be written outside the "

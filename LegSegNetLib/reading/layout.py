@@ -90,6 +90,18 @@ class SliceLayout:
             view = view[:, :, ::-1]
         return view
 
+    def array_index(self, display_index, shape) -> tuple:
+        """The (k, j, i) array index of a (slice, row, column) display index (floats allowed) of an array of
+        `shape`: display_view read backwards."""
+        slice_index, row, column = display_index
+        if self.flip_rows:
+            row = shape[self.row_axis] - 1 - row
+        if self.flip_columns:
+            column = shape[self.column_axis] - 1 - column
+        kji = [0.0, 0.0, 0.0]
+        kji[self.slice_axis], kji[self.row_axis], kji[self.column_axis] = slice_index, row, column
+        return tuple(kji)
+
     def slice_count(self, shape) -> int:
         return shape[self.slice_axis]
 

@@ -103,7 +103,7 @@ def _check_finite(array: np.ndarray) -> None:
 def _intensity_warnings(array: np.ndarray) -> list[str]:
     """HU plausibility from the distribution: air below -500, a fat peak and a muscle peak where CT has them."""
     low, high = float(array.min()), float(array.max())
-    not_hu = (f"this is not CT in Hounsfield units — an MR image, or CT whose rescale slope/intercept were not "
+    not_hu = ("this is not CT in Hounsfield units — an MR image, or CT whose rescale slope/intercept were not "
               "applied (stored values such as 0..4095); convert it to HU first")
     if low >= 0:
         raise InputError(f"all values are >= 0 (range {low:g}..{high:g}), so there is no air at about -1000: {not_hu}")

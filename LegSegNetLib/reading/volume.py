@@ -8,6 +8,7 @@ IJK-to-RAS matrix (Slicer's convention); ITK/DICOM LPS geometry converts with LP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -18,6 +19,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 class Volume:
     array: np.ndarray  # [k, j, i]
     ijk_to_ras: np.ndarray  # 4x4, maps (i, j, k, 1) to RAS millimetres
+    patient_height_m: Optional[float] = None  # DICOM PatientSize (0010,1020) when the file gives it
 
     def __post_init__(self):
         self.ijk_to_ras = np.asarray(self.ijk_to_ras, dtype=float)

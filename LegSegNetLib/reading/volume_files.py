@@ -53,7 +53,23 @@ def read_volume(path) -> Volume:
     _check_scalar_3d(image, path)
     if path.is_file() and image.GetDepth() == 1:
         _warn_if_one_file_of_a_series(path)
-    return volume_from_sitk(image)
+    volume = volume_from_sitk(image)
+    volume.patient_height_m = _patient_height_m(image)
+    return volume
+
+
+PATIENT_SIZE_TAG = "0010|1020"  # DICOM Patient's Size: height in metres
+
+
+def _patient_height_m(image: sitk.Image) -> Optional[float]:
+    """The DICOM PatientSize of a series or file, when present and plausible (0.5 to 2.6 m); else None."""
+    if not image.HasMetaDataKey(PATIENT_SIZE_TAG):
+        return None
+    try:
+        height = float(image.GetMetaData(PATIENT_SIZE_TAG).strip())
+    except ValueError:
+        return None
+    return height if 0.5 <= height <= 2.6 else None
 
 
 def _header_of(file_name: str) -> sitk.ImageFileReader:
@@ -159,6 +175,8 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
     _refuse_uneven_slices(folder, reader, image)
+    if reader.HasMetaDataKey(0, PATIENT_SIZE_TAG):  # the series reader keeps tags per file, not on the image
+        image.SetMetaData(PATIENT_SIZE_TAG, reader.GetMetaData(0, PATIENT_SIZE_TAG))
     return image
 
 

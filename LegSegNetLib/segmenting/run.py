@@ -51,7 +51,7 @@ def run_segmentation(
         log.warning(warning)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
     label_set = getattr(engine, "label_set", LEGSEGNET_LABELS)
-    measurements = measure_labels(ct, labels, label_set, modality, fat_water, layout)
+    measurements = measure_labels(ct, labels, label_set, modality, fat_water, layout, settings.measurement)
     if not labels.array.any():
         warnings.append(NOTHING_LABELLED)
         log.warning(NOTHING_LABELLED)

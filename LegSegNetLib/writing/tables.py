@@ -1,5 +1,6 @@
 """The measurement files: one row per input (wide CSV with a JSON twin giving each column's unit and
-description) and per-slice areas (long CSV).
+description; whole scan, then per leg and region), per-slice areas (long CSV) and the landmark sites (long CSV,
+one row per input, site and leg, with a JSON twin).
 
 CSV cells of undefined values (NaN: a ratio or mean with a zero denominator) are empty; JSON has null.
 CSV numbers have 10 significant digits, so binary rounding noise (2233.8160000000003) stays out of
@@ -15,6 +16,8 @@ import math
 from pathlib import Path
 
 from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements
+from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
+from LegSegNetLib.settings import MeasurementSettings
 from LegSegNetLib.writing.outputs import write_text
 
 WARNINGS_COLUMN = ColumnInfo("warnings", "", "doubts about the input or the result (see the README's list), "
@@ -26,7 +29,7 @@ INPUT_COLUMNS = (
     ColumnInfo("model", "", "the model folder or installed model name the legsegnet engine used"),
     WARNINGS_COLUMN,
 )
-RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS
+RECORD_COLUMNS = INPUT_COLUMNS + SUMMARY_COLUMNS + REGION_COLUMNS
 SLICE_RECORD_COLUMNS = INPUT_COLUMNS[:1] + SLICE_COLUMNS
 
 
@@ -38,6 +41,7 @@ def measurement_record(input_name: str, engine_name: str, measurements: Measurem
         "input": input_name, "engine": engine_name, "model": model, "warnings": list(warnings),
         "summary": measurements.summary,
         "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
+        "regions": measurements.regions, "region_notes": measurements.region_notes, "site_rows": measurements.site_rows,
     }
     if measurements.summary_columns:  # a model's own labels: the columns differ from LegSegNet's
         record["columns"] = [column.__dict__ for column in measurements.summary_columns]
@@ -47,11 +51,13 @@ def measurement_record(input_name: str, engine_name: str, measurements: Measurem
 def write_summary_table(records: list, path, overwrite: bool = False) -> None:
     """One row per record (wide CSV) plus a .json twin that adds column units/descriptions and tissue rows."""
     rows = [{"input": record["input"], "engine": record["engine"], "model": record.get("model", ""),
-             "warnings": warnings_cell(record.get("warnings", [])), **record["summary"]} for record in records]
+             "warnings": warnings_cell(record.get("warnings", [])), **record["summary"], **record.get("regions", {})}
+            for record in records]
     columns = _record_columns(records)
     twin = {"columns": [column.__dict__ for column in columns], "rows": rows,
             "tissue_columns": [column.__dict__ for column in TISSUE_COLUMNS],
-            "tissue_rows": {record["input"]: record["tissue_rows"] for record in records}}
+            "tissue_rows": {record["input"]: record["tissue_rows"] for record in records},
+            "region_notes": {record["input"]: record.get("region_notes", {}) for record in records}}
     write_text(path, csv_text(columns, rows), overwrite)
     write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
 
@@ -65,7 +71,8 @@ def _record_columns(records: list) -> tuple:
     when all records measured LegSegNet's four tissues)."""
     columns = {column.name: column for column in INPUT_COLUMNS}
     for record in records:
-        given = [ColumnInfo(**column) for column in record["columns"]] if "columns" in record else SUMMARY_COLUMNS
+        given = ([ColumnInfo(**column) for column in record["columns"]] if "columns" in record
+                 else SUMMARY_COLUMNS + REGION_COLUMNS)
         columns.update({column.name: column for column in given if column.name not in columns})
     return tuple(columns.values())
 
@@ -74,6 +81,24 @@ def write_slice_table(records: list, path, overwrite: bool = False) -> None:
     """The per-slice areas of every record, long format (CSV)."""
     rows = [{"input": record["input"], **row} for record in records for row in record["slice_rows"]]
     write_text(path, csv_text(SLICE_RECORD_COLUMNS, rows), overwrite)
+
+
+def write_site_table(records: list, path, overwrite: bool = False) -> None:
+    """The landmark sites of every record, long format (CSV), plus a .json twin with column units/descriptions."""
+    columns = INPUT_COLUMNS[:1] + site_columns(_muscle_bands(records))
+    rows = [{"input": record["input"], **row} for record in records for row in record.get("site_rows", [])]
+    write_text(path, csv_text(columns, rows), overwrite)
+    twin = {"columns": [column.__dict__ for column in columns], "rows": rows}
+    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
+
+
+def _muscle_bands(records: list) -> tuple:
+    """The bands the records were measured with (one run's records share their settings)."""
+    for record in records:
+        bands = ((record.get("settings") or {}).get("measurement") or {}).get("muscle_bands")
+        if bands:
+            return tuple(tuple(band) for band in bands)
+    return MeasurementSettings().muscle_bands
 
 
 def json_twin_path(csv_path) -> Path:

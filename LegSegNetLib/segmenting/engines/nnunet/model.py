@@ -18,7 +18,7 @@ import torch
 
 from LegSegNetLib.segmenting.engines.nnunet.checkpoint import CheckpointReadError, UnsafeCheckpointError, load_checkpoint
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import IntensityProperties
-from LegSegNetLib.segmenting.engines.nnunet.profiles import LEGSEGNET_PROFILE, NATIVE_PROFILE, choose_preprocessing
+from LegSegNetLib.segmenting.engines.nnunet.profiles import NATIVE_PROFILE, choose_preprocessing
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 IMPORTABLE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.architectures.")
