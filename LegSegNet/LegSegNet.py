@@ -41,7 +41,8 @@ _addLibraryPath()
 from SlicerLegSegNetLib import status_texts  # noqa: E402
 from SlicerLegSegNetLib.model_logic import THRESHOLD_CHOICE, ModelLogic, engine_choices  # noqa: E402
 from SlicerLegSegNetLib.segmentation_logic import (  # noqa: E402
-    DEFAULT_IMAT_FAT_FRACTION, EXPORT_FORMATS, EXPORT_SLICES, Cancelled, InputError, SegmentationLogic, detect_devices,
+    DEFAULT_IMAT_FAT_FRACTION, EXPORT_FORMATS, EXPORT_SLICES, Cancelled, InputError, MeasurementSettings,
+    SegmentationLogic, detect_devices,
 )
 
 TASK_POLL_MS = 100  # how often the widget looks at a running segmentation
@@ -87,6 +88,9 @@ class LegSegNetParameterNode:
     fatVolume: vtkMRMLScalarVolumeNode  # MR Dixon images, for fat fraction per label and IMAT inside muscle
     waterVolume: vtkMRMLScalarVolumeNode
     imatFatFraction: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_IMAT_FAT_FRACTION
+    muscleBands: str = ""  # LOW:HIGH,... HU; empty: the defaults
+    userSites: str = ""  # NAME=S_MM,...
+    heightM: Annotated[float, WithinRange(0.0, 2.6)] = 0.0  # 0: from the DICOM PatientSize
     useAxialRange: bool = False
     # Bounded on purpose: for an unbounded float the wrapper sets its spin box's range to -inf..inf.
     rangeFromMm: Annotated[float, WithinRange(-AXIAL_POSITION_LIMIT_MM, AXIAL_POSITION_LIMIT_MM)] = 0.0
@@ -110,6 +114,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._devicesDetected = False
         self._shownChoiceKey = None  # the engine whose model status the model section shows
         self._task = None  # the running SegmentationTask
+        self._sitePoints = None  # the markup points of the shown sites, observed for moves
         self._taskTimer = None
         self._started = 0.0
         self._downloading = False
@@ -229,7 +234,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = ("Stop after the current batch of slices; nothing is changed." if running
                                        else "Segment every axial slice of the CT into SAT, muscle, IMAT and bone.")
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
-                       self.ui.optionsCollapsibleButton, self.ui.outputsCollapsibleButton,
+                       self.ui.optionsCollapsibleButton, self.ui.measuringCollapsibleButton,
+                       self.ui.outputsCollapsibleButton,
                        self.ui.compareCollapsibleButton, self.ui.trainingCollapsibleButton):
             widget.enabled = not running
         self.ui.updateMeasurementsButton.enabled = hasResult and not running
@@ -469,7 +475,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         rangeMm = (node.rangeFromMm, node.rangeToMm) if node.useAxialRange else None
         return choice.settings(device=node.device, tta=node.tta, folds=node.folds, range_mm=rangeMm,
-                               preprocessing=node.preprocessing or None, imat_fat_fraction=node.imatFatFraction)
+                               preprocessing=node.preprocessing or None, imat_fat_fraction=node.imatFatFraction,
+                               measurement=self._measurementSettings())
+
+    def _measurementSettings(self):
+        node = self._parameterNode
+        return MeasurementSettings.from_text(node.muscleBands, node.userSites, node.heightM or None)
 
     def _start(self, settings):
         try:
@@ -537,7 +548,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = text
 
     def _showResults(self, table):
-        """Show the tissue table and the slice-area plot beside the slice views."""
+        """Show the tissue table and the slice-area plot beside the slice views; follow moves of the site points."""
+        self._observeSitePoints(self.logic.segmentation.sitePoints(table))
         layoutManager = slicer.app.layoutManager()
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
         slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
@@ -549,10 +561,31 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onUpdateMeasurements(self):
         node = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Measuring the segmentation failed.", waitCursor=True):
-            node.outputTable = self.logic.segmentation.computeMeasurements(node.outputSegmentation, node.inputVolume,
-                                                                           node.outputTable)
+            node.outputTable = self.logic.segmentation.computeMeasurements(
+                node.outputSegmentation, node.inputVolume, node.outputTable, self._measurementSettings())
             self._showStatus("Measurements updated from the segments as they are now.")
             self._showResults(node.outputTable)
+
+    # ---- landmark sites -----------------------------------------------------------------------------------------
+
+    def _observeSitePoints(self, points):
+        if self._sitePoints is not None:
+            self.removeObserver(self._sitePoints, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent,
+                                self.onSitePointMoved)
+        self._sitePoints = points
+        if points is not None:
+            self.addObserver(points, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onSitePointMoved)
+
+    @vtk.calldata_type(vtk.VTK_INT)
+    def onSitePointMoved(self, caller, event, pointIndex):
+        """A site point was dragged: measure that site again on the slice nearest to where it was dropped."""
+        try:
+            row = self.logic.segmentation.remeasureSite(caller, pointIndex)
+        except ValueError as error:  # a point renamed or added by the user: not a site
+            self._showStatus(f"Not measured again: {error}")
+            return
+        where = f"at S = {row['slice_S_mm']:.1f} mm" if row["measured"] else f"not measured: {row['reason']}"
+        self._showStatus(f"Site {row['site']} ({row['side']} leg) measured again {where}.")
 
     # ---- training pairs ---------------------------------------------------------------------------------------
 

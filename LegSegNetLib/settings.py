@@ -64,6 +64,24 @@ class MeasurementSettings:
         if self.height_m is not None and not 0.5 <= float(self.height_m) <= 2.6:
             raise SettingsError(f"the height is given in metres (0.5 to 2.6), not {self.height_m}")
 
+    @classmethod
+    def from_text(cls, muscle_bands: str = "", user_sites: str = "", height_m: Optional[float] = None):
+        """From the texts a form or the command line takes: bands "LOW:HIGH,..." (empty: the defaults), sites
+        "NAME=S_MM,..." (empty: none). ValueError that shows the expected form for anything else."""
+        try:
+            bands = tuple(tuple(float(end) for end in _two(part, ":")) for part in muscle_bands.split(",")
+                          ) if muscle_bands.strip() else DEFAULT_MUSCLE_BANDS
+        except ValueError:
+            raise SettingsError(f"muscle bands are LOW:HIGH HU pairs separated by commas, e.g. -29:150,0:100, "
+                                f"not {muscle_bands!r}") from None
+        try:
+            sites = tuple((name.strip(), float(position)) for name, position
+                          in (_two(part, "=") for part in user_sites.split(",") if part.strip()))
+        except ValueError:
+            raise SettingsError(f"sites are NAME=S_MM separated by commas, e.g. knee_line=-420, "
+                                f"not {user_sites!r}") from None
+        return cls(muscle_bands=bands, user_sites=sites, height_m=height_m)
+
     @staticmethod
     def _check_site_names(names: list) -> None:
         from LegSegNetLib.measuring.sites import SITE_NAMES  # here: the sites module reads these settings
@@ -169,3 +187,11 @@ class SegmentationSettings:
                    if self.imat_fat_fraction != DEFAULT_IMAT_FAT_FRACTION else {}),
                 **({"measurement": self.measurement.record()}
                    if self.measurement != MeasurementSettings() else {})}
+
+
+def _two(text: str, separator: str) -> tuple:
+    """'a<separator>b' -> ('a', 'b'); ValueError for any other number of parts."""
+    parts = text.split(separator)
+    if len(parts) != 2:
+        raise ValueError(text)
+    return tuple(parts)

@@ -285,20 +285,18 @@ def parse_mm_range(text: str) -> tuple:
 
 
 def parse_site(text: str) -> tuple:
-    name, _, position = text.partition("=")
     try:
-        return MeasurementSettings(user_sites=((name.strip(), float(position)),)).user_sites[0]
-    except ValueError as error:  # not a number, or a name SettingsError refuses
-        raise argparse.ArgumentTypeError(f"--site takes NAME=S_MM, e.g. knee_line=-420 ({error})") from None
+        (site,) = MeasurementSettings.from_text(user_sites=text).user_sites
+    except ValueError as error:  # not NAME=number, or a name SettingsError refuses
+        raise argparse.ArgumentTypeError(f"--site takes one NAME=S_MM, e.g. knee_line=-420 ({error})") from None
+    return site
 
 
 def parse_bands(text: str) -> tuple:
-    message = "--muscle-bands takes LOW:HIGH HU pairs separated by commas, e.g. -29:150,0:100"
     try:
-        bands = tuple(_split_range(part, float, message) for part in text.split(","))
-        return MeasurementSettings(muscle_bands=bands).muscle_bands
-    except (ValueError, TypeError) as error:
-        raise argparse.ArgumentTypeError(f"{message} ({error})") from None
+        return MeasurementSettings.from_text(muscle_bands=text).muscle_bands
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--muscle-bands takes LOW:HIGH HU pairs, e.g. -29:150,0:100 ({error})") from None
 
 
 def _split_range(text: str, number, message: str) -> tuple:
