@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine, SliceEngine
+from LegSegNetLib.segmenting.heap import freed_memory_kept
 from LegSegNetLib.reading.layout import SliceLayout, slice_layout
 from LegSegNetLib.reading.volume import Volume
 
@@ -101,7 +102,8 @@ def segment_volume(
 
     _report(progress, 0, len(indices))
     done = 0
-    with closing(_labelled_batches(engine, hu, batches, pixel_spacing)) as labelled:  # closed on cancel too
+    with freed_memory_kept(), closing(_labelled_batches(engine, hu, batches, pixel_spacing)) as labelled:
+        # closed on cancel too; batches reuse the memory the previous batch freed
         for batch, batch_labels in zip(batches, labelled):
             labels_view[batch] = batch_labels
             done += len(batch)
