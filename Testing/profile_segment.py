@@ -18,6 +18,7 @@ STARTED = time.perf_counter()
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -111,18 +112,19 @@ def main(argv=None) -> None:
     parser.add_argument("--ct", type=Path, help="CT (default: the Visible Human lower-leg CT)")
     parser.add_argument("--model", type=Path, help="model folder (default: LegSegNet-sized random weights)")
     parser.add_argument("--cprofile", type=Path, help="also write cProfile statistics of the main thread here")
+    parser.add_argument("--json", type=Path, help="also write the phases' seconds as JSON")
     parser.add_argument("segment_options", nargs="*", help="more `legsegnet segment` options, after --")
     args = parser.parse_args(argv)
-    import benchmark
-
-    ct = args.ct or benchmark.default_ct()
-    model = args.model or benchmark.default_model(benchmark._model_cache())
     timer = PhaseTimer()
     with timer.phase("import"):
+        import benchmark
+
         from LegSegNetLib.cli import main as cli_main
         from LegSegNetLib.segmenting.engines.nnunet import engine  # noqa: F401  (imported when chosen)
     instrument(timer)
-    start = (slice_count(ct) - args.slices) // 2
+    ct = args.ct or benchmark.default_ct()
+    model = args.model or benchmark.default_model()
+    start = max((slice_count(ct) - args.slices) // 2, 0)
     with tempfile.TemporaryDirectory(prefix="legsegnet-profile-") as work:
         command = ["segment", str(ct), "--model", str(model), "--labelmap", str(Path(work) / "labels.seg.nrrd"),
                    "--range", f"{start}:{start + args.slices}", *args.segment_options]
@@ -135,6 +137,9 @@ def main(argv=None) -> None:
     if profiler:
         profiler.dump_stats(str(args.cprofile))
     timer.report()
+    if args.json:
+        args.json.write_text(json.dumps({"network_s": timer.totals.get("network forward", (0.0,))[0],
+                                         "phases": timer.totals}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Optional
 
 from LegSegNetLib.cli import UserError
 from LegSegNetLib.segmenting.engines.factory import DEFAULT_MODEL, ENGINES, create_engine
+from LegSegNetLib.segmenting.engines.nnunet.backends import BACKENDS, DEFAULT_BACKEND
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder, read_volume
 from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.writing.outputs import (
@@ -65,9 +66,9 @@ def register(subparsers) -> None:
     engine.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     engine.add_argument("--batch-size", type=_positive_int, metavar="N",
                         help="slices per network batch (default: chosen from the device's free memory)")
-    engine.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                        help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
-                             "labels may differ from nnU-Net's at near-ties")
+    engine.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND,
+                        help="; ".join(f"{name}: {text}" for name, text in BACKENDS.items())
+                        + ". All but torch may change labels at near-ties (see README, Speed and memory)")
     axial = parser.add_mutually_exclusive_group()
     axial.add_argument("--range", type=parse_index_range, metavar="START:END",
                        help="only slices START..END-1 along the slice axis (either end may be left out)")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, NNUNetModel, load_model_folder
-from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError, onnx_networks
+from LegSegNetLib.segmenting.engines.nnunet.backends import DEFAULT_BACKEND, backend_networks
 from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax, resolve_device
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 
@@ -30,14 +30,15 @@ class LegSegNetEngine:
     name = "legsegnet"
 
     def __init__(self, model: NNUNetModel, tta: bool = False, device: str = "auto", batch_size: Optional[int] = None,
-                 backend: str = "torch"):
+                 backend: str = DEFAULT_BACKEND):
         expected = tuple(range(len(TISSUES) + 1))
         if model.label_values != expected:
             raise ModelFolderError(
                 f"{model.folder} predicts labels {model.label_values}; LegSegNet models predict {expected} "
                 "(background, " + ", ".join(tissue.key for tissue in TISSUES) + ")"
             )
-        self.model = _with_backend(model, backend, device)  # the torch weights are let go with onnx
+        # Another backend's networks replace the torch ones, whose weights are then let go.
+        self.model = dataclasses.replace(model, networks=backend_networks(model, backend, resolve_device(device)))
         self.in_plane_orientation = model.extra.get(ORIENTATION_KEY, RADIOLOGICAL)
         self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
 
@@ -50,7 +51,7 @@ class LegSegNetEngine:
         tta: bool = False,
         device: str = "auto",
         batch_size: Optional[int] = None,
-        backend: str = "torch",
+        backend: str = DEFAULT_BACKEND,
     ) -> "LegSegNetEngine":
         return cls(load_model_folder(folder, folds=folds, checkpoint=checkpoint), tta=tta, device=device,
                    batch_size=batch_size, backend=backend)
@@ -87,17 +88,6 @@ class LegSegNetEngine:
     def segment_model_grid(self, hu_slices: np.ndarray) -> np.ndarray:
         """Labels on LegSegNet's 256x256 grid, as its own app returns them (for parity checks)."""
         return np.stack([result.labels() for result in self.predictor.predict(legsegnet_image(hu_slices))])
-
-
-def _with_backend(model: NNUNetModel, backend: str, device: str) -> NNUNetModel:
-    """The model with its networks run by `backend`: "torch" (default, exact) or "onnx" (ONNX Runtime, CPU)."""
-    if backend == "torch":
-        return model
-    if backend != "onnx":
-        raise ValueError(f"unknown backend {backend!r}: choose torch or onnx")
-    if resolve_device(device).type != "cpu":
-        raise BackendUnavailableError("the ONNX backend runs on the CPU: add --device cpu, or use the torch backend")
-    return dataclasses.replace(model, networks=onnx_networks(model))
 
 
 def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.ndarray:

@@ -12,13 +12,13 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from LegSegNetLib.segmenting.engines.nnunet.backends import available_cores
 from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import nonzero_bbox, normalize
 
@@ -320,7 +320,7 @@ def _activation_bytes_per_tile(model: NNUNetModel, patch_size: Sequence[int]) ->
 
 def _cap_threads_to_available_cores() -> None:
     """No more threads than cores this process may run on (torch counts the machine's, not a container's)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
 
