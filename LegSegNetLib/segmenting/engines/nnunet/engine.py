@@ -19,7 +19,9 @@ from LegSegNetLib.reading.layout import RADIOLOGICAL
 from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.segmenting.engines.nnunet.model import ModelFolderError, NNUNetModel, load_model_folder
 from LegSegNetLib.segmenting.engines.nnunet.backends import DEFAULT_BACKEND, backend_networks
-from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax, resolve_device
+from LegSegNetLib.segmenting.engines.nnunet.predictor import (
+    Predictor, SliceLogits, class_argmax, class_probabilities, intra_op_threads, resolve_device,
+)
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 
 model_inputs = legsegnet_image  # HU slices -> the 256x256 uint8 images the network sees (name kept for callers)
@@ -83,7 +85,8 @@ class LegSegNetEngine:
         results = self.predictor.predict(images)
         if native == MODEL_SIZE:
             return np.stack([result.labels() for result in results])
-        return _labels_on_native_grid(results, native)
+        with intra_op_threads(1):  # too small to share out (see intra_op_threads)
+            return _labels_on_native_grid(results, native)
 
     def segment_model_grid(self, hu_slices: np.ndarray) -> np.ndarray:
         """Labels on LegSegNet's 256x256 grid, as its own app returns them (for parity checks)."""
@@ -92,6 +95,6 @@ class LegSegNetEngine:
 
 def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.ndarray:
     """Bilinear resampling of class probabilities (pixel centres aligned as in the bicubic stretch), argmax."""
-    probabilities = torch.stack([result.probabilities() for result in results])
+    probabilities = class_probabilities(results)
     resampled = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
     return class_argmax(resampled, dim=1)
