@@ -98,13 +98,14 @@ def arm_command(arm: str, config: dict, facts: Path) -> tuple:
         return [sys.executable, __file__, "--worker", str(facts), json.dumps(config)], None, [TESTING.parent, TESTING]
     options = ["--device", "cpu"] + (["--tta"] if config["tta"] else [])
     labels = Path(config["work"]) / f"{arm}.seg.nrrd"
+    start = middle_slices(config["slice_count"], config["slices"])[0]
     if arm == "baseline":  # the other checkout's own command line, nothing of this one
         code = "import sys; from LegSegNetLib.cli import main; sys.exit(main(sys.argv[1:]))"
-        start = middle_slices(config["slice_count"], config["slices"])[0]
         command = [sys.executable, "-c", code, "segment", config["ct"], "--model", config["model"], "--labelmap",
                    str(labels), "--overwrite", "--range", f"{start}:{start + config['slices']}", *options]
         return command, config["baseline"], [Path(config["baseline"])]
-    command = [sys.executable, str(TESTING / "profile_segment.py"), "--slices", str(config["slices"]), "--ct",
+    command = [sys.executable, str(TESTING / "profile_segment.py"), "--slices", str(config["slices"]), "--start",
+               str(start), "--ct",
                config["ct"], "--model", config["model"], "--json", str(facts), "--", "--backend", arm, *options]
     return command, None, [TESTING.parent, TESTING]
 
@@ -235,10 +236,10 @@ def print_report(figures: dict, config: dict, stream) -> None:
           f"{len(next(iter(figures['runs'].values())))}", file=stream)
     columns = ("wall_s", "ratio_to_reference", "user_s", "sys_s", "network_s", "outside_network_s", "peak_rss_mb",
                "load_1min")
-    print(f"{'arm':15}" + "".join(f"{name:>22}" for name in columns), file=stream)
+    print(f"{'arm':15}" + "".join(f"{name:>24}" for name in columns), file=stream)
     for arm, summary in figures["summary"].items():
         cells = [_cell(summary.get(name), "{:.0f}" if name == "peak_rss_mb" else "{:.2f}") for name in columns]
-        print(f"{arm:15}" + "".join(f"{cell:>22}" for cell in cells), file=stream)
+        print(f"{arm:15}" + "".join(f"{cell:>24}" for cell in cells), file=stream)
     print("median (min-max) over rounds; ratio: wall time over the reference's in the same round", file=stream)
     for arm, agree in figures["agreement"].items():
         print(f"{arm} labels on the 256 grid equal to the reference's: {agree['equal']:.6%} "

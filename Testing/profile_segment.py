@@ -109,6 +109,8 @@ def slice_count(ct: Path) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, default=100, help="the N middle slices (default 100)")
+    parser.add_argument("--start", type=int, help="the first of the N slices (default: found from the headers, "
+                                                   "so that they are the middle ones)")
     parser.add_argument("--ct", type=Path, help="CT (default: the Visible Human lower-leg CT)")
     parser.add_argument("--model", type=Path, help="model folder (default: LegSegNet-sized random weights)")
     parser.add_argument("--cprofile", type=Path, help="also write cProfile statistics of the main thread here")
@@ -124,7 +126,7 @@ def main(argv=None) -> None:
     instrument(timer)
     ct = args.ct or benchmark.default_ct()
     model = args.model or benchmark.default_model()
-    start = max((slice_count(ct) - args.slices) // 2, 0)
+    start = args.start if args.start is not None else max((slice_count(ct) - args.slices) // 2, 0)
     with tempfile.TemporaryDirectory(prefix="legsegnet-profile-") as work:
         command = ["segment", str(ct), "--model", str(model), "--labelmap", str(Path(work) / "labels.seg.nrrd"),
                    "--range", f"{start}:{start + args.slices}", *args.segment_options]

@@ -2,9 +2,10 @@
 
 Every network pass allocates and frees the same large activation buffers. glibc returns each block above its
 mmap threshold (32 MB at most) to the kernel when it is freed, so the next pass faults the same pages in again:
-4.7 million page faults and 11 s of system time per 100 slices on the 2-core test machine (Testing/BENCHMARK.md). While slices are segmented,
-large blocks come from the heap and freed memory stays there for the next batch; afterwards glibc's default
-thresholds are set back and the heap is trimmed, so a host process (Slicer) gets the memory back.
+4.7 million page faults and 11 s of system time per 100 slices on the 2-core test machine (Testing/BENCHMARK.md).
+While slices are segmented, large blocks come from the heap and freed memory stays there for the next batch;
+afterwards glibc's default thresholds are set back and the heap is trimmed, so a host process (Slicer) gets the
+memory back.
 """
 
 from __future__ import annotations
