@@ -63,6 +63,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def network_threads() -> int:
+    """Threads a network runtime may use: torch's setting (a Dask worker lowers it to its share of the cores),
+    never more than the cores this process may run on (torch counts the machine's, not a container's)."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), available_cores()))
+
+
 @dataclass(frozen=True)
 class DeviceReport:
     choices: tuple[tuple[str, str], ...]  # (device name for the settings, label shown to the user)

@@ -17,11 +17,11 @@ from typing import Optional, Union
 from LegSegNetLib.device import check_device_name
 from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceLayout, SliceRange
+from LegSegNetLib.segmenting.engines.nnunet.backends import BACKENDS, DEFAULT_BACKEND
 
 ENGINES = ("legsegnet", "threshold")
 MODEL_ENGINE, THRESHOLD_ENGINE = ENGINES
 DEFAULT_MODEL = "legsegnet"  # registry name of the published LegSegNet weights
-BACKENDS = ("torch", "onnx")  # torch: exact; the others run the same network faster on the CPU, labels may differ
 PREPROCESSING = ("legsegnet", "native")  # None: the model folder or registry entry says which
 # Fields that choose or run a model: the threshold engine takes none of them.
 MODEL_OPTIONS = ("model", "folds", "checkpoint", "tta", "batch_size", "preprocessing", "backend")
@@ -108,7 +108,7 @@ class SegmentationSettings:
     checkpoint: Optional[str] = None  # file name in each fold folder; None: final, else best
     tta: bool = False
     device: str = "auto"
-    backend: str = "torch"
+    backend: str = DEFAULT_BACKEND
     batch_size: Optional[int] = None  # slices per network pass; None: the engine chooses
     preprocessing: Optional[str] = None
     slice_range: Optional[SliceRange] = None  # display slice indices, half-open

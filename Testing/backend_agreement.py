@@ -1,5 +1,6 @@
-"""How far the inexact speed options move LegSegNet's labels: the ONNX Runtime backend and bf16 autocast on the
-CPU, each against the exact PyTorch path, on real CT slices, with the time per slice of each.
+"""How far the inexact speed options move LegSegNet's labels: the optional backends (ONNX Runtime, OpenVINO
+float32 and bfloat16) and torch bf16 autocast on the CPU, each against the exact PyTorch path, on real CT slices,
+with the time per slice of each.
 
 Use a trained model (random weights put near-ties everywhere and exaggerate the differences):
 
@@ -52,7 +53,7 @@ def compare(name: str, exact: tuple, other: tuple, stream=sys.stdout) -> dict:
     grid_equal = float(np.mean(exact[0] == other[0]))
     native_equal = float(np.mean(exact[1] == other[1]))
     dices = {tissue: _dice(exact[1] == tissue, other[1] == tissue) for tissue in (1, 2, 3, 4)}
-    print(f"{name:8} {other[2]:8.2f} s/slice   equal labels: 256 grid {grid_equal:.5%}, native {native_equal:.5%}; "
+    print(f"{name:14} {other[2]:8.2f} s/slice   equal labels: 256 grid {grid_equal:.5%}, native {native_equal:.5%}; "
           "Dice vs exact " + " ".join(f"{tissue}:{value:.4f}" for tissue, value in dices.items()), file=stream)
     return {"seconds_per_slice": other[2], "grid256_equal": grid_equal, "native_equal": native_equal, "dice": dices}
 
@@ -68,7 +69,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--checkpoint")
     parser.add_argument("--ct", type=Path, help="CT file or DICOM folder (default: the Visible Human lower-leg CT)")
     parser.add_argument("--slices", type=int, default=24)
-    parser.add_argument("--options", default="onnx,bf16", help="comma-separated: onnx, bf16")
+    parser.add_argument("--options", default="onnx,openvino,openvino-bf16,bf16",
+                        help="comma-separated backend names, and bf16 (torch autocast)")
     args = parser.parse_args(argv)
 
     from LegSegNetLib.reading.volume_files import read_volume
@@ -86,12 +88,12 @@ def main(argv=None) -> dict:
     print(f"{len(hu)} slices of {hu.shape[1]}x{hu.shape[2]}; torch (exact) {exact[2]:.2f} s/slice")
     results = {"torch_seconds_per_slice": exact[2]}
     for option in args.options.split(","):
-        if option == "onnx":
-            results[option] = compare("onnx", exact, timed_labels(engine("onnx"), hu))
-        elif option == "bf16":
+        if option == "bf16":
             bf16 = engine()
             bf16_autocast(bf16)
             results[option] = compare("bf16", exact, timed_labels(bf16, hu))
+        else:
+            results[option] = compare(option, exact, timed_labels(engine(option), hu))
     return results
 
 

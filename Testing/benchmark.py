@@ -1,24 +1,25 @@
-"""Times LegSegNet's reference pipeline against ours on one CT, in the same run, and compares their labels.
+"""Whole-process speed and memory of `legsegnet segment` against LegSegNet's reference pipeline, A/B interleaved.
 
-reference: LegSegNet's app as published: per-slice HU window + uint8 cast + cv2 bicubic resize to 256x256, then
-           nnunetv2's nnUNetPredictor one slice at a time (mirroring as --tta), masks kept on the 256 grid and
-           written with an identity affine. It is given the same radiological display slices as ours, so that
-           labels compare (the app itself feeds the array as the file stores it).
-ours:      LegSegNetLib: read_volume, run_segmentation (validation, streaming segment_volume with the LegSegNet
-           engine, labels back on the native grid, measurements) and write_labelmap (.seg.nrrd).
+Every run is a fresh process timed from outside: wall time, and that process's user and system CPU time and peak
+resident memory (from wait4), so Python's start-up, imports, model loading, reading and writing count as a user
+pays them. The arms:
 
-Each pipeline runs in its own subprocess, so peak resident memory (ru_maxrss) is its own. The network's share
-is the time spent inside the networks' forward calls; everything else (reading, preprocessing, resampling back,
-writing, measurements) is "outside the network". Model loading is reported apart from the volume's wall time.
-With --slices N only the N middle slices are segmented; times for the whole volume are then extrapolated
-(fixed costs plus per-slice costs times the slice count) and marked as such.
+reference:  LegSegNet's app as published: per-slice HU window, truncating uint8 cast and cv2 bicubic resize to
+            256x256, then nnunetv2's nnUNetPredictor one slice at a time (weights loaded once), masks kept on the
+            256 grid and written with an identity affine. It gets the same radiological display slices as ours.
+<backend>:  `legsegnet segment --device cpu --backend <backend>` (run through Testing/profile_segment.py, which
+            also records the time inside the network's forward calls; its timers cost microseconds).
+baseline:   with --baseline DIR, `legsegnet segment` (torch) from another checkout, e.g. the code before a change.
 
-    python Testing/benchmark.py                       # Visible Human lower-leg CT, LegSegNet-sized random model
-    python Testing/benchmark.py --slices 40 --threads 2
-    python Testing/benchmark.py --ct scan.nii.gz --model /path/to/LegSegNet
-    python Testing/benchmark.py --phantom-slices 1000 --slices 20   # 512x512x1000 int16 phantom
-    python Testing/benchmark.py --engine threshold --phantom-slices 1000  # memory of the threshold engine
-    python Testing/benchmark.py --native --slices 8 --threads 2    # the native profile (see native_benchmark)
+Each round runs every arm once, the order rotated from round to round, and ratios to the reference are taken
+within a round; figures are the median and range over rounds, each run with the 1-minute load average at its
+start. After the timed runs, one untimed pass of each backend's engine on the same slices gives its labels on
+the 256 grid, compared with the reference's masks.
+
+    python Testing/benchmark.py                                  # 100 Visible Human slices, 3 rounds, torch
+    python Testing/benchmark.py --backends torch,openvino-bf16 --baseline /tmp/before --rounds 3
+    python Testing/benchmark.py --ct scan.nii.gz --model /path/to/LegSegNet --slices 200
+    python Testing/benchmark.py --phantom-slices 1000 --slices 100   # 512x512x1000 int16 phantom
 """
 
 from __future__ import annotations
@@ -27,197 +28,134 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from LegSegNetLib.settings import SegmentationSettings
 
 TESTING = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTING.parent), str(TESTING)]
 
-from LegSegNetLib.settings import SegmentationSettings  # noqa: E402 (this checkout's library, not an installed one)
-
-PIPELINES = ("reference", "ours")
 LEGSEGNET_SPACING = {"spacing": (999, 1, 1)}  # what nnU-Net's 2D PNG reader reports for LegSegNet's slices
+REFERENCE_CHECKPOINT = "checkpoint_final.pth"
 
 
-# ---- timing helpers -------------------------------------------------------------------------------------------
+# ---- the reference pipeline (a worker process) ----------------------------------------------------------------
 
-class Clock:
-    """Accumulates wall time per named phase; `network` is filled by wrapped forward calls."""
-
-    def __init__(self):
-        self.seconds = {}
-        self.peak_mb_after = {}  # peak RSS so far when each phase last ended: shows which phase set the peak
-
-    @contextmanager
-    def phase(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-            if name != "network":
-                self.peak_mb_after[name] = round(peak_rss_mb())
-
-    def wrap(self, name: str, function):
-        def timed(*args, **kwargs):
-            with self.phase(name):
-                return function(*args, **kwargs)
-        return timed
-
-    def time_forward(self, network) -> None:
-        network.forward = self.wrap("network", network.forward)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
-
-
-def set_threads(threads) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
-# ---- the two pipelines (each run in a worker subprocess) ------------------------------------------------------
-
-def run_reference(config: dict, clock: Clock, work: Path) -> dict:
+def run_reference(config: dict, work: Path) -> dict:
+    """The reference app on the middle slices; returns the seconds inside the network's forward calls."""
     import SimpleITK as sitk
     import torch
 
-    from LegSegNetLib.reading.volume_files import read_volume
     from LegSegNetLib.reading.layout import slice_layout
+    from LegSegNetLib.reading.volume_files import read_volume
     from nnunet_reference import ReferencePredictor, reference_uint8
 
-    set_threads(config["threads"])
-    with clock.phase("setup"):
-        reference = ReferencePredictor(config["model"], folds=config["folds"], tta=config["tta"],
-                                       checkpoint_name=config["checkpoint"])
-        if config["device"] != "cpu":
-            reference.predictor.device = torch.device(config["device"])
-            reference.predictor.network.to(reference.predictor.device)
-        clock.time_forward(reference.predictor.network)
-    model_rss = peak_rss_mb()
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+    reference = ReferencePredictor(config["model"], folds=(0,), tta=config["tta"],
+                                   checkpoint_name=REFERENCE_CHECKPOINT)
     predictor = reference.predictor
-    with clock.phase("volume"):
-        with clock.phase("read"):
-            ct = read_volume(config["ct"])
-            hu = slice_layout(ct).display_view(ct.array)
-        indices = selected_indices(len(hu), config["slices"])
-        masks = np.zeros((len(indices), 256, 256), dtype=np.uint8)
-        for row, index in enumerate(indices):
-            with clock.phase("preprocess"):
-                image = reference_uint8(hu[index])
-            masks[row] = predictor.predict_single_npy_array(image.astype(np.float32)[None, None],
-                                                            dict(LEGSEGNET_SPACING))[0]
-        with clock.phase("measure"):
-            np.bincount(masks.ravel(), minlength=5)  # the app's volumes are label counts on the 256 grid
-        with clock.phase("write"):
-            sitk.WriteImage(sitk.GetImageFromArray(masks), str(work / "reference_masks.nii.gz"))
-    np.save(work / "reference_256.npy", masks)
-    return {"slices_total": len(hu), "slices_done": len(indices), "model_rss_mb": model_rss}
+    network_seconds = [0.0]
+    forward = predictor.network.forward
 
-
-def run_ours(config: dict, clock: Clock, work: Path) -> dict:
-    from LegSegNetLib.segmenting import run
-    from LegSegNetLib.segmenting.engines.factory import create_engine
-    from LegSegNetLib.reading.volume_files import read_volume
-    from LegSegNetLib.reading.layout import SliceRange, slice_layout
-    from LegSegNetLib.writing.labelmaps import write_labelmap
-
-    set_threads(config["threads"])
-    with clock.phase("setup"):
-        settings = SegmentationSettings(engine="threshold") if config["engine"] == "threshold" else SegmentationSettings(
-            model=config["model"], folds=config["folds"], tta=config["tta"], device=config["device"],
-            checkpoint=config["checkpoint"], batch_size=config["batch_size"], backend=config["backend"])
-        engine = create_engine(settings)
-        model_grid = _record_model_grid_labels(engine, clock) if config["engine"] == "legsegnet" else None
-    model_rss = peak_rss_mb()
-    run.measure_labels = clock.wrap("measure", run.measure_labels)
-    run.validate_ct = clock.wrap("validate", run.validate_ct)
-    with clock.phase("volume"):
-        with clock.phase("read"):
-            ct = read_volume(config["ct"])
-        layout = slice_layout(ct, engine.in_plane_orientation)
-        indices = selected_indices(ct.array.shape[layout.slice_axis], config["slices"])
-        chosen = SliceRange(indices[0], indices[-1] + 1)
-        with clock.phase("segment"):
-            result = run.run_segmentation(ct, engine, settings.replace(slice_range=chosen))
-        with clock.phase("write"):
-            write_labelmap(result.labels, work / "ours.seg.nrrd", overwrite=True)
-    if config["keep_labels"]:
-        np.save(work / "ours_native.npy", layout.display_view(result.labels.array)[indices])
-        if model_grid is not None:
-            np.save(work / "ours_256.npy", model_grid.stacked(indices, layout.display_view(ct.array)))
-    return {"slices_total": ct.array.shape[layout.slice_axis], "slices_done": len(indices),
-            "slices_segmented": model_grid.count if model_grid else None, "model_rss_mb": model_rss,
-            "engine_batch_size": getattr(getattr(engine, "predictor", None), "batch_size", None)}
-
-
-class _ModelGridLabels:
-    """Keeps the model-grid argmax of every slice the engine predicts (for the agreement on the 256 grid)."""
-
-    def __init__(self):
-        self.labels = []
-
-    @property
-    def count(self) -> int:
-        return len(self.labels)
-
-    def stacked(self, indices, hu) -> np.ndarray:
-        from LegSegNetLib.segmenting.pipeline import has_body
-
-        out = np.zeros((len(indices), 256, 256), dtype=np.uint8)
-        rows = [row for row, index in enumerate(indices) if has_body(hu[index])]
-        out[rows] = np.stack(self.labels)
-        return out
-
-
-def _record_model_grid_labels(engine, clock: Clock) -> _ModelGridLabels:
-    """Wrap the predictor so it hands its per-slice results to a recorder; the argmax is not timed."""
-    record = _ModelGridLabels()
-    predictor = engine.predictor
-    predict = predictor.predict
-
-    def predict_and_record(images):
-        results = predict(images)
+    def timed_forward(*args, **kwargs):
         started = time.perf_counter()
-        record.labels.extend(result.labels() for result in results)
-        clock.seconds["untimed"] = clock.seconds.get("untimed", 0.0) + time.perf_counter() - started
-        return results
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            network_seconds[0] += time.perf_counter() - started
 
-    predictor.predict = predict_and_record
-    for network in predictor.networks:
-        clock.time_forward(network)
-    return record
+    predictor.network.forward = timed_forward
+    ct = read_volume(config["ct"])
+    hu = slice_layout(ct).display_view(ct.array)
+    indices = middle_slices(len(hu), config["slices"])
+    masks = np.zeros((len(indices), 256, 256), dtype=np.uint8)
+    for row, index in enumerate(indices):
+        image = reference_uint8(hu[index]).astype(np.float32)[None, None]
+        masks[row] = predictor.predict_single_npy_array(image, dict(LEGSEGNET_SPACING))[0]
+    np.bincount(masks.ravel(), minlength=5)  # the app's volumes are label counts on the 256 grid
+    sitk.WriteImage(sitk.GetImageFromArray(masks), str(work / "reference_masks.nii.gz"))
+    np.save(work / "reference_256.npy", masks)
+    return {"network_s": network_seconds[0]}
 
 
-def selected_indices(slice_count: int, wanted) -> list:
-    """The `wanted` middle slices (all when None)."""
-    if not wanted or wanted >= slice_count:
-        return list(range(slice_count))
-    start = (slice_count - wanted) // 2
-    return list(range(start, start + wanted))
+def middle_slices(slice_count: int, wanted: int) -> list:
+    """The `wanted` middle slices (all when the volume has no more)."""
+    start = max((slice_count - wanted) // 2, 0)
+    return list(range(start, min(start + wanted, slice_count)))
 
 
-def worker(pipeline_name: str, config_path: str) -> None:
-    config = json.loads(Path(config_path).read_text())
-    work = Path(config["work"])
-    clock = Clock()
-    runner = run_reference if pipeline_name == "reference" else run_ours
-    facts = runner(config, clock, work)
-    untimed = clock.seconds.pop("untimed", 0.0)
-    clock.seconds["volume"] -= untimed
-    if "segment" in clock.seconds:
-        clock.seconds["segment"] -= untimed
-    facts.update(seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), peak_mb_after=clock.peak_mb_after)
-    (work / f"{pipeline_name}.json").write_text(json.dumps(facts))
+# ---- one timed process ----------------------------------------------------------------------------------------
+
+def arm_command(arm: str, config: dict, facts: Path) -> tuple:
+    """(command, working directory, extra PYTHONPATH) of one run of `arm`."""
+    if arm == "reference":
+        return [sys.executable, __file__, "--worker", str(facts), json.dumps(config)], None, [TESTING.parent, TESTING]
+    options = ["--device", "cpu"] + (["--tta"] if config["tta"] else [])
+    labels = Path(config["work"]) / f"{arm}.seg.nrrd"
+    start = middle_slices(config["slice_count"], config["slices"])[0]
+    if arm == "baseline":  # the other checkout's own command line, nothing of this one
+        code = "import sys; from LegSegNetLib.cli import main; sys.exit(main(sys.argv[1:]))"
+        command = [sys.executable, "-c", code, "segment", config["ct"], "--model", config["model"], "--labelmap",
+                   str(labels), "--overwrite", "--range", f"{start}:{start + config['slices']}", *options]
+        return command, config["baseline"], [Path(config["baseline"])]
+    command = [sys.executable, str(TESTING / "profile_segment.py"), "--slices", str(config["slices"]), "--start",
+               str(start), "--ct",
+               config["ct"], "--model", config["model"], "--json", str(facts), "--", "--backend", arm, *options]
+    return command, None, [TESTING.parent, TESTING]
+
+
+def timed_run(arm: str, config: dict, run_number: int) -> dict:
+    """Run one arm in a fresh process; its wall, CPU and peak memory, and what the process itself recorded."""
+    facts = Path(config["work"]) / f"{arm}-{run_number}.json"
+    command, cwd, paths = arm_command(arm, config, facts)
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(str(path) for path in paths))
+    if config["threads"]:
+        environment["OMP_NUM_THREADS"] = str(config["threads"])
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"the {arm} run failed (exit status {process.returncode}): {' '.join(command)}")
+    recorded = json.loads(facts.read_text()) if facts.exists() else {}
+    return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024.0, "load_1min": load, "network_s": recorded.get("network_s")}
+
+
+def worker(facts: str, config_text: str) -> None:
+    config = json.loads(config_text)
+    Path(facts).write_text(json.dumps(run_reference(config, Path(config["work"]))))
+
+
+# ---- labels (untimed) -----------------------------------------------------------------------------------------
+
+def model_grid_agreement(config: dict, backend: str) -> dict:
+    """The engine's 256-grid labels on the benchmark's slices against the reference's masks."""
+    from LegSegNetLib.reading.layout import slice_layout
+    from LegSegNetLib.reading.volume_files import read_volume
+    from LegSegNetLib.segmenting.engines.factory import create_engine
+    from LegSegNetLib.segmenting.pipeline import has_body
+
+    reference = np.load(Path(config["work"]) / "reference_256.npy")
+    engine = create_engine(SegmentationSettings(engine="legsegnet", model=config["model"], device="cpu", backend=backend, tta=config["tta"]))
+    ct = read_volume(config["ct"])
+    hu = slice_layout(ct, engine.in_plane_orientation).display_view(ct.array)
+    indices = middle_slices(len(hu), config["slices"])
+    ours = np.zeros_like(reference)
+    for row, index in enumerate(indices):
+        if has_body(hu[index]):
+            ours[row] = engine.segment_model_grid(np.ascontiguousarray(hu[index:index + 1]))[0]
+    return {"equal": float(np.mean(ours == reference)), "differing_pixels": int(np.count_nonzero(ours != reference)),
+            "pixels": int(reference.size)}
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
@@ -230,132 +168,90 @@ def default_ct() -> Path:
 
 def phantom_ct(slices: int, size: int = 512) -> Path:
     """A size x size x `slices` int16 calf phantom (a 40-slice phantom repeated along the leg), cached as NIfTI."""
+    from LegSegNetLib.reading.volume import Volume
     from LegSegNetLib.reading.volume_files import write_volume
     from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
-    from LegSegNetLib.reading.volume import Volume
 
     import realct
 
     path = realct.cache_dir() / f"phantom_{size}x{size}x{slices}.nii"
     if not path.exists():
         ct, _ = make_leg_phantom(seed=0, shape=(40, size, size), spacing=(1.0, 0.8, 0.8))
-        repeats = -(-slices // 40)
-        tiled = np.tile(ct.array, (repeats, 1, 1))[:slices] if ct.array.shape[0] == 40 else None
-        if tiled is None:
-            raise RuntimeError("the phantom is expected to be stored slice-first")
+        tiled = np.tile(ct.array, (-(-slices // 40), 1, 1))[:slices]
         path.parent.mkdir(parents=True, exist_ok=True)
         write_volume(Volume(np.ascontiguousarray(tiled, dtype=np.int16), ct.ijk_to_ras), path)
     return path
 
 
-def default_model(folder: Path) -> Path:
+def default_model() -> Path:
     """A random-weight model folder with the full LegSegNet plans width (32..512 features, 7 stages)."""
     from model_factory import LEGSEGNET_FEATURES, make_model_folder
 
+    import realct
+
+    folder = realct.cache_dir() / "legsegnet_sized_random_model"
     if not (folder / "plans.json").exists():
         make_model_folder(folder, features_per_stage=LEGSEGNET_FEATURES)
     return folder
 
 
-# ---- comparison and report ------------------------------------------------------------------------------------
+# ---- the interleaved runs and the report ----------------------------------------------------------------------
 
-def agreement(work: Path) -> dict:
-    """Share of equal labels: on the 256 grid, and on the native grid with the reference's 256 masks
-    brought back by nearest neighbour (the app itself never leaves the 256 grid)."""
-    import cv2
-
-    paths = [work / name for name in ("reference_256.npy", "ours_256.npy", "ours_native.npy")]
-    if not all(path.exists() for path in paths):
-        return {}
-    reference, ours_256, ours_native = (np.load(path) for path in paths)
-    rows, cols = ours_native.shape[1:]
-    reference_native = np.stack([cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_NEAREST)
-                                 for mask in reference])
-    return {
-        "grid256_equal": float(np.mean(reference == ours_256)),
-        "grid256_differing_pixels": int(np.count_nonzero(reference != ours_256)),
-        "grid256_pixels": int(reference.size),
-        "native_equal": float(np.mean(reference_native == ours_native)),
-        "native_differing_pixels": int(np.count_nonzero(reference_native != ours_native)),
-        "native_pixels": int(ours_native.size),
-    }
+def benchmark(config: dict, arms: list, rounds: int, stream=None) -> dict:
+    runs = {arm: [] for arm in arms}
+    for number in range(rounds):
+        shift = number % len(arms)
+        for arm in arms[shift:] + arms[:shift]:
+            runs[arm].append(timed_run(arm, config, number))
+            print(f"round {number + 1} {arm}: {runs[arm][-1]['wall_s']:.1f} s (load {runs[arm][-1]['load_1min']:.2f})",
+                  file=stream or sys.stdout, flush=True)
+    agreement = {arm: model_grid_agreement(config, arm) for arm in arms
+                 if "reference" in arms and arm not in ("reference", "baseline")}
+    figures = {"runs": runs, "summary": summarise(runs), "agreement": agreement}
+    print_report(figures, config, stream or sys.stdout)
+    return figures
 
 
-FIXED_PHASES = ("read", "validate", "measure", "write")  # once per volume, whatever the slice count
-
-
-def summarise(facts: dict) -> dict:
-    """Per-volume figures; with a slice subset the whole volume is extrapolated from per-slice costs."""
-    seconds = facts["seconds"]
-    done, total = facts["slices_done"], facts["slices_total"]
-    volume, network = seconds["volume"], seconds.get("network", 0.0)
-    fixed = sum(seconds.get(name, 0.0) for name in FIXED_PHASES)
-    slicewise = volume - fixed
-    summary = {
-        "slices": f"{done}/{total}", "wall_s": volume, "slices_per_s": done / max(slicewise, 1e-9),
-        "network_s": network, "outside_share": 1.0 - network / volume, "setup_s": seconds.get("setup", 0.0),
-        "peak_rss_mb": facts["peak_rss_mb"], "model_rss_mb": facts["model_rss_mb"],
-        "phases": {name: round(value, 3) for name, value in seconds.items()},
-        "peak_mb_after": facts["peak_mb_after"],
-    }
-    if done < total:
-        scale = total / done
-        whole = fixed + slicewise * scale
-        summary.update(extrapolated_wall_s=whole, extrapolated_outside_share=1.0 - network * scale / whole)
+def summarise(runs: dict) -> dict:
+    summary = {}
+    for arm, measured in runs.items():
+        figures = {key: spread([run[key] for run in measured])
+                   for key in ("wall_s", "user_s", "sys_s", "peak_rss_mb", "load_1min")}
+        if all(run["network_s"] is not None for run in measured):
+            figures["network_s"] = spread([run["network_s"] for run in measured])
+            figures["outside_network_s"] = spread([run["wall_s"] - run["network_s"] for run in measured])
+        if "reference" in runs and arm != "reference":
+            figures["ratio_to_reference"] = spread([run["wall_s"] / reference["wall_s"]
+                                                    for run, reference in zip(measured, runs["reference"])])
+        summary[arm] = figures
     return summary
 
 
-def print_report(results: dict, agree: dict, config: dict, stream=None) -> None:
-    stream = stream or sys.stdout
-    print(f"CT: {config['ct']}   model: {config['model']}   engine: {config['engine']} ({config['backend']})   "
-          f"tta: {config['tta']}   "
-          f"device: {config['device']}   threads: {config['threads'] or 'default'}   "
-          f"batch: {config['batch_size'] or 'engine default'}", file=stream)
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on "
-          f"{os.cpu_count()} CPUs", file=stream)
-    header = f"{'':10}{'slices':>10}{'wall s':>9}{'slices/s':>9}{'outside':>9}{'peak MB':>9}{'model MB':>9}" \
-             f"{'whole-vol s*':>13}{'outside*':>9}"
-    print(header, file=stream)
-    for name, summary in results.items():
-        whole = summary.get("extrapolated_wall_s")
-        outside = summary.get("extrapolated_outside_share")
-        print(f"{name:10}{summary['slices']:>10}{summary['wall_s']:9.2f}{summary['slices_per_s']:9.2f}"
-              f"{summary['outside_share']:9.1%}{summary['peak_rss_mb']:9.0f}{summary['model_rss_mb']:9.0f}"
-              f"{'' if whole is None else f'{whole:.1f}':>13}{'' if outside is None else f'{outside:.1%}':>9}",
-              file=stream)
-    for name, summary in results.items():
-        print(f"  {name} phases (s): {summary['phases']}", file=stream)
-        print(f"  {name} peak RSS (MB) when each phase ended: {summary['peak_mb_after']}", file=stream)
-    if "reference" in results and "ours" in results:
-        ratio = results["ours"]["wall_s"] / results["reference"]["wall_s"]
-        line = f"ours/reference wall time: {ratio:.3f}"
-        if "extrapolated_wall_s" in results["ours"]:
-            line += (f"  (whole volume, extrapolated: "
-                     f"{results['ours']['extrapolated_wall_s'] / results['reference']['extrapolated_wall_s']:.3f})")
-        print(line, file=stream)
-    if agree:
-        print(f"label agreement, 256 grid: {agree['grid256_equal']:.6%} "
-              f"({agree['grid256_differing_pixels']} of {agree['grid256_pixels']} pixels differ); native grid: "
-              f"{agree['native_equal']:.4%} ({agree['native_differing_pixels']} of {agree['native_pixels']} differ; "
-              "reference masks brought back by nearest neighbour)", file=stream)
-    print("* extrapolated to every slice of the volume from the measured per-slice cost", file=stream)
+def spread(values: list) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def benchmark(config: dict, pipelines=PIPELINES, stream=None) -> dict:
-    """Run each pipeline in its own subprocess; return {"results": {...}, "agreement": {...}}."""
-    work = Path(config["work"])
-    (work / "config.json").write_text(json.dumps(config))
-    results = {}
-    for name in pipelines:
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTING.parent), str(TESTING)]))
-        if config["threads"]:
-            environment["OMP_NUM_THREADS"] = str(config["threads"])
-        subprocess.run([sys.executable, __file__, "--worker", name, str(work / "config.json")],
-                       check=True, env=environment)
-        results[name] = summarise(json.loads((work / f"{name}.json").read_text()))
-    agree = agreement(work)
-    print_report(results, agree, config, stream)
-    return {"results": results, "agreement": agree}
+def print_report(figures: dict, config: dict, stream) -> None:
+    print(f"CT: {config['ct']}   model: {config['model']}   {config['slices']} middle slices   tta: {config['tta']}   "
+          f"threads: {config['threads'] or 'default'}   {os.cpu_count()} CPUs   rounds: "
+          f"{len(next(iter(figures['runs'].values())))}", file=stream)
+    columns = ("wall_s", "ratio_to_reference", "user_s", "sys_s", "network_s", "outside_network_s", "peak_rss_mb",
+               "load_1min")
+    print(f"{'arm':15}" + "".join(f"{name:>24}" for name in columns), file=stream)
+    for arm, summary in figures["summary"].items():
+        cells = [_cell(summary.get(name), "{:.0f}" if name == "peak_rss_mb" else "{:.2f}") for name in columns]
+        print(f"{arm:15}" + "".join(f"{cell:>24}" for cell in cells), file=stream)
+    print("median (min-max) over rounds; ratio: wall time over the reference's in the same round", file=stream)
+    for arm, agree in figures["agreement"].items():
+        print(f"{arm} labels on the 256 grid equal to the reference's: {agree['equal']:.6%} "
+              f"({agree['differing_pixels']} of {agree['pixels']} pixels differ)", file=stream)
+
+
+def _cell(figure, number_format: str) -> str:
+    if figure is None:
+        return "-"
+    low, middle, high = (number_format.format(figure[key]) for key in ("min", "median", "max"))
+    return f"{middle} ({low}-{high})"
 
 
 def parse_args(argv=None):
@@ -365,128 +261,41 @@ def parse_args(argv=None):
     source.add_argument("--ct", type=Path, help="CT file or DICOM folder (default: the Visible Human lower-leg CT)")
     source.add_argument("--phantom-slices", type=int, metavar="N", help="a 512x512xN int16 phantom instead")
     parser.add_argument("--model", type=Path, help="nnU-Net model folder (default: LegSegNet-sized random weights)")
-    parser.add_argument("--engine", choices=("legsegnet", "threshold"), default="legsegnet",
-                        help="our engine (threshold: no reference run, for memory figures)")
-    parser.add_argument("--folds", default="0", help="folds, e.g. 0,1,2,3,4 (default 0)")
-    parser.add_argument("--checkpoint", default="checkpoint_final.pth")
-    parser.add_argument("--slices", type=int, help="segment only the N middle slices (whole volume extrapolated)")
+    parser.add_argument("--slices", type=int, default=100, help="the N middle slices (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--backends", default="torch", help="our backends to run, comma-separated (default torch)")
+    parser.add_argument("--baseline", type=Path, help="also run `legsegnet segment` from this other checkout")
+    parser.add_argument("--no-reference", action="store_true", help="leave out the reference pipeline")
     parser.add_argument("--tta", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="our network backend")
-    parser.add_argument("--threads", type=int, help="torch threads in both pipelines (default: torch's choice)")
-    parser.add_argument("--only", choices=PIPELINES, help="run one pipeline")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS and torch threads (default: their own choice)")
     parser.add_argument("--work", type=Path, help="folder for outputs (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
-    parser.add_argument("--native", action="store_true",
-                        help="time the native profile on real 512x512 slices against nnUNetPredictor slice by slice")
+    parser.add_argument("--json", type=Path, help="also write every run's figures as JSON")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
+    import profile_segment
+
     args = parse_args(argv)
     if args.worker:
         worker(*args.worker)
         return {}
-    if args.native:
-        return native_benchmark(args)
     with tempfile.TemporaryDirectory(prefix="legsegnet-bench-") as temporary:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
         ct = args.ct or (phantom_ct(args.phantom_slices) if args.phantom_slices else default_ct())
-        model = args.model or (None if args.engine == "threshold" else default_model(_model_cache()))
         config = {
-            "ct": str(ct), "model": str(model) if model else None, "engine": args.engine,
-            "folds": [int(fold) for fold in args.folds.split(",")], "checkpoint": args.checkpoint,
-            "slices": args.slices, "tta": args.tta, "device": args.device, "batch_size": args.batch_size,
-            "threads": args.threads, "backend": args.backend, "work": str(work),
-            "keep_labels": args.engine == "legsegnet",
+            "ct": str(ct), "model": str(args.model or default_model()), "slices": args.slices, "tta": args.tta,
+            "threads": args.threads, "work": str(work), "slice_count": profile_segment.slice_count(ct),
+            "baseline": str(args.baseline.resolve()) if args.baseline else None,
         }
-        pipelines = ("ours",) if args.engine == "threshold" else ((args.only,) if args.only else PIPELINES)
-        figures = benchmark(config, pipelines)
+        arms = ([] if args.no_reference else ["reference"]) + args.backends.split(",") + (
+            ["baseline"] if args.baseline else [])
+        figures = benchmark(config, arms, args.rounds)
         if args.json:
             args.json.write_text(json.dumps({"config": config, **figures}, indent=1))
         return figures
-
-
-# ---- the native profile ---------------------------------------------------------------------------------------
-
-NATIVE_SPACING_MM = (0.8, 0.8)
-NATIVE_PATCH = (320, 320)
-
-
-def native_benchmark(args, stream=None) -> dict:
-    """The native profile (NativeEngine: batches of slices, tiles of all of them sharing network passes) against
-    nnUNetPredictor.predict_single_npy_array one slice at a time, both in this process on the same slices: the
-    middle --slices N (default 4) 512x512 slices of the Visible Human leg CT (or --ct) at their own spacing. The
-    default model is LegSegNet-sized with random weights, CTNormalization, 0.8 mm spacing and a 320 patch."""
-    import torch
-
-    from LegSegNetLib.reading.layout import slice_layout
-    from LegSegNetLib.reading.volume_files import read_volume
-    from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
-    from LegSegNetLib.segmenting.engines.nnunet.native import NativeEngine
-    from nnunet_reference import ReferencePredictor, native_reference_labels
-
-    set_threads(args.threads)
-    volume = read_volume(args.ct or default_ct())
-    layout = slice_layout(volume)
-    display = layout.display_view(volume.array)
-    indices = selected_indices(len(display), args.slices or 4)
-    slices = np.ascontiguousarray(display[indices]).astype(np.float32)
-    spacing = (layout.spacing_row_mm, layout.spacing_column_mm)
-    model = args.model or default_native_model(_model_cache().with_name("legsegnet_sized_native_model"))
-    folds = [int(fold) for fold in args.folds.split(",")]
-
-    started = time.perf_counter()
-    engine = NativeEngine(load_model_folder(model, folds=folds), tta=args.tta, device=args.device,
-                          batch_size=args.batch_size, backend=args.backend)
-    ours_load = time.perf_counter() - started
-    started = time.perf_counter()
-    step = engine.preferred_batch_size
-    ours = np.concatenate([engine.segment_slices(slices[start:start + step], spacing)
-                           for start in range(0, len(slices), step)])
-    ours_s = time.perf_counter() - started
-
-    started = time.perf_counter()
-    reference = ReferencePredictor(model, folds=folds, tta=args.tta)
-    reference_load = time.perf_counter() - started
-    started = time.perf_counter()
-    expected = np.stack([native_reference_labels(reference, image, spacing) for image in slices])
-    reference_s = time.perf_counter() - started
-
-    figures = {"slices": len(slices), "slice_shape": list(slices.shape[1:]), "spacing_mm": list(spacing),
-               "threads": torch.get_num_threads(), "backend": args.backend, "ours_s": ours_s, "reference_s": reference_s,
-               "ours_load_s": ours_load, "reference_load_s": reference_load, "ratio": ours_s / reference_s,
-               "label_agreement": float(np.mean(ours == expected))}
-    stream = stream or sys.stdout
-    print(f"native profile, {len(slices)} slices {slices.shape[1]}x{slices.shape[2]} at {spacing[0]:.3g} mm, "
-          f"{figures['threads']} threads, our backend {args.backend}", file=stream)
-    print(f"  ours      {ours_s:8.2f} s  ({ours_s / len(slices):.2f} s/slice; model load {ours_load:.1f} s)", file=stream)
-    print(f"  reference {reference_s:8.2f} s  ({reference_s / len(slices):.2f} s/slice; model load "
-          f"{reference_load:.1f} s)", file=stream)
-    print(f"  ours/reference wall time {figures['ratio']:.2f}; label agreement {figures['label_agreement']:.6f}",
-          file=stream)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
-    return figures
-
-
-def default_native_model(folder: Path) -> Path:
-    """A LegSegNet-sized random-weight model trained (so to speak) on CT in HU at 0.8 mm with a 320 patch."""
-    from model_factory import LEGSEGNET_FEATURES, make_model_folder
-
-    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
-        make_model_folder(folder, "CTNormalization", features_per_stage=LEGSEGNET_FEATURES, patch_size=NATIVE_PATCH,
-                          native={"spacing": NATIVE_SPACING_MM, "labels": ["SAT", "SM", "IMAT", "Bone"]})
-    return folder
-
-
-def _model_cache() -> Path:
-    import realct
-
-    return realct.cache_dir() / "legsegnet_sized_random_model"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Speed paths of the LegSegNet engine: background preparation and the optional ONNX Runtime backend."""
+"""Speed paths of the LegSegNet engine: background preparation and the optional ONNX Runtime and OpenVINO
+backends (their tests skip where the optional packages are not installed)."""
 
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine
 from LegSegNetLib.segmenting.engines.factory import create_engine
 from LegSegNetLib.segmenting.engines.nnunet.engine import LegSegNetEngine
-from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError
+from LegSegNetLib.segmenting.engines.nnunet.backends import BackendUnavailableError
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.segmenting.pipeline import segment_volume
 from model_factory import make_model_folder
@@ -71,6 +72,22 @@ def test_onnx_backend_without_onnxruntime_says_what_to_install(model_dir, monkey
         create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="onnx"))
 
 
+def test_openvino_backend_without_openvino_says_what_to_install(model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendUnavailableError, match="pip install openvino onnx"):
+        create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))
+
+
+def test_openvino_float32_agrees_and_reads_the_cached_export(model_dir, phantom, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
+    reference = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu"))).array
+    labels = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))).array
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    assert np.mean(labels == reference) > 0.999  # random weights: near-ties everywhere
+
+
 def test_backend_choice_is_checked(model_dir):
     with pytest.raises(SettingsError, match="unknown backend"):
         SegmentationSettings(model=str(model_dir), device="cpu", backend="tensorrt")
@@ -78,15 +95,31 @@ def test_backend_choice_is_checked(model_dir):
         SegmentationSettings(engine="threshold", backend="onnx")
 
 
-def test_onnx_backend_agrees_with_the_exact_path_on_a_trained_model(phantom, tmp_path, monkeypatch):
-    """Random weights tie classes everywhere; the trained bootstrap model shows the agreement users get."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+@pytest.fixture(scope="module")
+def bootstrap_exact(phantom):
     from LegSegNetLib.resources import resources_dir
 
-    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
     bootstrap = str(resources_dir() / "Models" / "legsegnet-bootstrap")
-    reference = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=bootstrap, device="cpu"))).array
-    labels = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=bootstrap, device="cpu", backend="onnx"))).array
-    assert np.count_nonzero(reference) > 0.2 * reference.size  # the model really labels tissue here
-    assert np.mean(labels == reference) > 0.9999
+    labels = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=bootstrap, device="cpu"))).array
+    assert np.count_nonzero(labels) > 0.2 * labels.size  # the model really labels tissue here
+    return bootstrap, labels
+
+
+@pytest.mark.parametrize("backend, packages, least_agreement", [
+    ("onnx", ("onnxruntime", "onnx"), 0.9999),
+    ("openvino", ("openvino", "onnx"), 0.9999),
+    ("openvino-bf16", ("openvino", "onnx"), 0.999),  # 8-bit mantissa: more near-ties flip
+])
+def test_backends_agree_with_the_exact_path_on_a_trained_model(backend, packages, least_agreement, phantom,
+                                                               bootstrap_exact, tmp_path, monkeypatch):
+    """Random weights tie classes everywhere; the trained bootstrap model shows the agreement users get."""
+    for package in packages:
+        pytest.importorskip(package)
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
+    bootstrap, reference = bootstrap_exact
+    try:
+        engine = create_engine(SegmentationSettings(engine="legsegnet", model=bootstrap, device="cpu", backend=backend))
+    except BackendUnavailableError as error:
+        assert backend == "openvino-bf16" and "no bfloat16" in str(error)
+        pytest.skip(str(error))
+    assert np.mean(segment_volume(phantom, engine).array == reference) > least_agreement

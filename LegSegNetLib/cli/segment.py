@@ -30,12 +30,13 @@ from LegSegNetLib.batch import RECORD_SUFFIX, Job, RecordError, TableOutput, ref
 from LegSegNetLib.cli import UserError, positive_int
 from LegSegNetLib.cohort import Cluster, run_cohort
 from LegSegNetLib.device import DEVICE_HELP
+from LegSegNetLib.segmenting.engines.nnunet.backends import BACKENDS, DEFAULT_BACKEND
 from LegSegNetLib.models.folds import parse_folds
 from LegSegNetLib.reading.layout import SliceRange
 from LegSegNetLib.reading.volume_files import is_dicom_series_folder
 from LegSegNetLib.segmenting.engines.factory import create_engine, resolve_model_folder
 from LegSegNetLib.settings import (
-    BACKENDS, DEFAULT_IMAT_FAT_FRACTION, DEFAULT_MUSCLE_BANDS, ENGINES, PREPROCESSING, MeasurementSettings,
+    DEFAULT_IMAT_FAT_FRACTION, DEFAULT_MUSCLE_BANDS, ENGINES, PREPROCESSING, MeasurementSettings,
     SegmentationSettings,
 )
 from LegSegNetLib.writing.labelmaps import LABELMAP_EXTENSIONS
@@ -66,9 +67,9 @@ def register(subparsers) -> None:
     engine.add_argument("--device", default="auto", help=DEVICE_HELP)
     engine.add_argument("--batch-size", type=positive_int, metavar="N",
                         help="slices per network batch (default: chosen from the device's free memory)")
-    engine.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="onnx: ONNX Runtime on the CPU, faster there (needs onnxruntime and onnx); "
-                             "labels may differ from nnU-Net's at near-ties")
+    engine.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND,
+                        help="; ".join(f"{name}: {text}" for name, text in BACKENDS.items())
+                        + ". All but torch may change labels at near-ties (see README, Speed and memory)")
     engine.add_argument("--preprocessing", choices=PREPROCESSING,
                         help="legsegnet: LegSegNet's 8-bit window and 256x256 stretch; native: nnU-Net's own 2D path "
                              "on real intensities and spacing (default: what the model declares)")

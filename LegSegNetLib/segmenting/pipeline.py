@@ -16,6 +16,7 @@ import numpy as np
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine, SliceEngine
 from LegSegNetLib.progress import ProgressCallback, report
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
+from LegSegNetLib.segmenting.heap import freed_memory_kept
 from LegSegNetLib.reading.volume import Volume
 
 # A slice whose brightest voxel is below this holds only air (and maybe noise): no body to segment.
@@ -52,7 +53,8 @@ def segment_volume(
 
     report(progress, 0, len(indices))
     done = 0
-    with closing(_labelled_batches(engine, hu, batches, pixel_spacing)) as labelled:  # closed on cancel too
+    with freed_memory_kept(), closing(_labelled_batches(engine, hu, batches, pixel_spacing)) as labelled:
+        # closed on cancel too; batches reuse the memory the previous batch freed
         for batch, batch_labels in zip(batches, labelled):
             labels_view[batch] = batch_labels
             done += len(batch)

@@ -20,9 +20,11 @@ from LegSegNetLib.settings import SegmentationSettings
 from LegSegNetLib.tissues import label_set_from_names
 from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel, load_model_folder
 from LegSegNetLib.segmenting.engines.nnunet.profiles import LEGSEGNET_PROFILE
-from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import BackendUnavailableError, onnx_networks
+from LegSegNetLib.segmenting.engines.nnunet.backends import DEFAULT_BACKEND, backend_networks
 from LegSegNetLib.device import resolve_device
-from LegSegNetLib.segmenting.engines.nnunet.predictor import Predictor, SliceLogits, class_argmax
+from LegSegNetLib.segmenting.engines.nnunet.predictor import (
+    Predictor, SliceLogits, class_argmax, class_probabilities, intra_op_threads,
+)
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import MODEL_SIZE, legsegnet_image
 
 ORIENTATION_KEY = "in_plane_orientation"  # in legsegnet.json beside plans.json; LegSegNet trained radiological
@@ -34,10 +36,10 @@ class LegSegNetEngine:
     preprocessing = LEGSEGNET_PROFILE
 
     def __init__(self, model: NNUNetModel, tta: bool = False, device: str = "auto", batch_size: Optional[int] = None,
-                 backend: str = "torch"):
+                 backend: str = DEFAULT_BACKEND):
         model.check_profile(LEGSEGNET_PROFILE)
         self.label_set = label_set_from_names(model.dataset_json["labels"])
-        self.model = with_backend(model, backend, device)  # the torch weights are let go with onnx
+        self.model = with_backend(model, backend, device)
         self.in_plane_orientation = model.extra.get(ORIENTATION_KEY, RADIOLOGICAL)
         self.predictor = Predictor(self.model, device=device, tta=tta, batch_size=batch_size)
 
@@ -76,7 +78,8 @@ class LegSegNetEngine:
         results = self.predictor.predict(images)
         if native == MODEL_SIZE:
             return np.stack([result.labels() for result in results])
-        return _labels_on_native_grid(results, native)
+        with intra_op_threads(1):  # too small to share out (see intra_op_threads)
+            return _labels_on_native_grid(results, native)
 
     def segment_model_grid(self, hu_slices: np.ndarray) -> np.ndarray:
         """Labels on LegSegNet's 256x256 grid, as its own app returns them (for parity checks)."""
@@ -84,18 +87,13 @@ class LegSegNetEngine:
 
 
 def with_backend(model: NNUNetModel, backend: str, device: str) -> NNUNetModel:
-    """The model with its networks run by `backend`: "torch" (default, exact) or "onnx" (ONNX Runtime, CPU)."""
-    if backend == "torch":
-        return model
-    if backend != "onnx":
-        raise ValueError(f"unknown backend {backend!r}: choose torch or onnx")
-    if resolve_device(device).type != "cpu":
-        raise BackendUnavailableError("the ONNX backend runs on the CPU: add --device cpu, or use the torch backend")
-    return dataclasses.replace(model, networks=onnx_networks(model))
+    """The model with its networks run by `backend` (backends.BACKENDS): another backend's networks replace the
+    torch ones, whose weights are then let go."""
+    return dataclasses.replace(model, networks=backend_networks(model, backend, resolve_device(device)))
 
 
 def _labels_on_native_grid(results: Sequence[SliceLogits], native: tuple) -> np.ndarray:
     """Bilinear resampling of class probabilities (pixel centres aligned as in the bicubic stretch), argmax."""
-    probabilities = torch.stack([result.probabilities() for result in results])
+    probabilities = class_probabilities(results)
     resampled = F.interpolate(probabilities, size=native, mode="bilinear", align_corners=False)
     return class_argmax(resampled, dim=1)

@@ -1,10 +1,10 @@
-"""Optional ONNX Runtime backend for CPU inference (`backend="onnx"`).
+"""Optional ONNX Runtime backend for CPU inference (`backend="onnx"`), and the ONNX export the OpenVINO backend
+reads too.
 
 Each fold's network is exported to ONNX from the weights already loaded (never from an untrusted pickle) and
 cached under the LegSegNet home folder, keyed by a hash of the architecture and the weights, so later runs load
-it directly. On this project's 2-core test machine ONNX Runtime ran the full-width LegSegNet network about
-1.7-2x faster than PyTorch (see Testing/BENCHMARK.md). Its float arithmetic differs from PyTorch's in the last
-bits, so labels can differ at near-ties: the default backend stays PyTorch, whose labels equal nnU-Net's.
+it directly. Its float arithmetic differs from PyTorch's in the last bits, so labels can differ at near-ties:
+the default backend stays PyTorch, whose labels equal nnU-Net's (speeds and agreement: Testing/BENCHMARK.md).
 Needs the optional packages `onnxruntime` (and `onnx` to export).
 """
 
@@ -22,52 +22,66 @@ import numpy as np
 import torch
 
 from LegSegNetLib.models.paths import legsegnet_home
+from LegSegNetLib.device import network_threads
+from LegSegNetLib.segmenting.engines.nnunet.backends import BackendUnavailableError
 from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
 
-BACKENDS = ("torch", "onnx")
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
-class BackendUnavailableError(RuntimeError):
-    """The chosen backend cannot run here; the message says what to install or change."""
+class CpuRuntimeNetwork:
+    """Stands in for a fold's torch network inside the Predictor: same call, same output, on the CPU only.
+    Subclasses run a float32 numpy batch through their runtime."""
 
+    def __init__(self, path: Path):
+        self.path = path  # the ONNX file it was built from
 
-class OnnxNetwork:
-    """Stands in for a fold's torch network inside the Predictor: same call, same output, on the CPU only."""
-
-    def __init__(self, session, path: Path):
-        self.session = session
-        self.path = path
+    def run(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        image = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: image})[0])
+        return torch.from_numpy(self.run(np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.forward(batch)
 
-    def to(self, device) -> "OnnxNetwork":
+    def to(self, device) -> "CpuRuntimeNetwork":
         if torch.device(device).type != "cpu":
-            raise BackendUnavailableError("the ONNX backend runs on the CPU only; use the torch backend for a GPU")
+            raise BackendUnavailableError("this backend runs on the CPU only; use the torch backend for a GPU")
         return self
 
-    def eval(self) -> "OnnxNetwork":
+    def eval(self) -> "CpuRuntimeNetwork":
         return self
+
+
+class OnnxNetwork(CpuRuntimeNetwork):
+    def __init__(self, session, path: Path):
+        super().__init__(path)
+        self.session = session
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: image})[0]
 
 
 def onnx_networks(model: NNUNetModel, cache_dir: Optional[Path] = None) -> list:
     """One ONNX Runtime network per fold of `model`, exporting (once) what the cache lacks."""
     runtime = _import_onnxruntime()
+    return [OnnxNetwork(runtime.InferenceSession(str(path), _session_options(runtime),
+                                                 providers=["CPUExecutionProvider"]), path)
+            for path in exported_onnx(model, cache_dir)]
+
+
+def exported_onnx(model: NNUNetModel, cache_dir: Optional[Path] = None) -> list:
+    """The ONNX file of each fold's network, exported into the cache (default LEGSEGNET_HOME/onnx) when missing."""
     folder = Path(cache_dir) if cache_dir is not None else legsegnet_home() / "onnx"
-    networks = []
+    paths = []
     for network in model.networks:
         path = folder / f"{network_key(model, network)}.onnx"
         if not path.exists():
             export(network, model.patch_size, path)
-        networks.append(OnnxNetwork(runtime.InferenceSession(str(path), _session_options(runtime),
-                                                             providers=["CPUExecutionProvider"]), path))
-    return networks
+        paths.append(path)
+    return paths
 
 
 def network_key(model: NNUNetModel, network: torch.nn.Module) -> str:
@@ -105,16 +119,12 @@ def export(network: torch.nn.Module, patch_size, path: Path) -> None:
 
 def _session_options(runtime):
     options = runtime.SessionOptions()
-    options.intra_op_num_threads = _available_cores()
+    options.intra_op_num_threads = network_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle threads must not spin: the resampling and the next batch's preparation need the cores between runs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
-
-
-def _available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _import_onnxruntime():

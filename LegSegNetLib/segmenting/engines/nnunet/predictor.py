@@ -12,14 +12,13 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from LegSegNetLib.device import resolve_device
+from LegSegNetLib.device import network_threads, resolve_device
 from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
 from LegSegNetLib.segmenting.engines.nnunet.preprocessing import nonzero_bbox, normalize
 
@@ -45,12 +44,16 @@ class SliceLogits:
         labels[self.bbox] = class_argmax(self.logits, dim=0)
         return labels
 
-    def probabilities(self) -> torch.Tensor:
-        """Softmax [classes, rows, cols] float32 over the whole slice; certain background outside the crop."""
-        probabilities = torch.zeros((self.logits.shape[0], *self.shape), dtype=torch.float32, device=self.logits.device)
-        probabilities[0] = 1.0
-        probabilities[(slice(None), *self.bbox)] = torch.softmax(self.logits.float(), dim=0)
-        return probabilities
+
+def class_probabilities(results: Sequence[SliceLogits]) -> torch.Tensor:
+    """Softmax [slices, classes, rows, cols] float32 of the slices' logits; certain background outside each crop."""
+    first = results[0]
+    probabilities = torch.zeros((len(results), first.logits.shape[0], *first.shape), dtype=torch.float32,
+                                device=first.logits.device)
+    probabilities[:, 0] = 1.0
+    for item, result in zip(probabilities, results):
+        item[(slice(None), *result.bbox)] = torch.softmax(result.logits, dim=0, dtype=torch.float32)
+    return probabilities
 
 
 def class_argmax(scores: torch.Tensor, dim: int) -> np.ndarray:
@@ -141,8 +144,9 @@ class Predictor:
         self.patch_size = model.patch_size
         self.mirror_axes = _mirror_combinations(model.inference_allowed_mirroring_axes) if tta else []
         self.batch_size = batch_size or self._default_batch_size()
-        if self.device.type == "cpu":
-            _cap_threads_to_available_cores()
+        # The network's threads (device.network_threads); the small operations around it take one
+        # (see intra_op_threads).
+        self.network_threads = network_threads()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as nnU-Net: fastest kernels for the fixed patch size
         self._move_to(self.device)
@@ -166,7 +170,8 @@ class Predictor:
     def _logits(self, slices: List[_Slice]) -> List[torch.Tensor]:
         while True:
             try:
-                return self._average_folds(slices)
+                with intra_op_threads(1):
+                    return self._average_folds(slices)
             except _MovedToCpu:
                 continue  # the GPU ran out of memory even one slice at a time: start over on the CPU
 
@@ -205,10 +210,13 @@ class Predictor:
     # ---- the network --------------------------------------------------------------------------------------
 
     def _sliding_window(self, fold: int, slices: List[_Slice]) -> List[torch.Tensor]:
-        classes = len(self.model.label_values)
-        logits = [torch.zeros((classes, *item.padded.shape[1:]), dtype=torch.float16, device=self.device)
-                  for item in slices]
-        weights = [torch.zeros(item.padded.shape[1:], dtype=torch.float16, device=self.device) for item in slices]
+        """Each slice's Gaussian-weighted fp16 average of its tiles' logits, nnU-Net's roundings kept.
+
+        A slice with a single tile (LegSegNet's usual case: the padded slice is the patch) skips the fp16 zeros
+        its sums would start from: 0 + x rounded to fp16 is x rounded to fp16, and its weight sum is the Gaussian.
+        """
+        logits: List[Optional[torch.Tensor]] = [None] * len(slices)
+        weights: List[torch.Tensor] = [self._gaussian] * len(slices)
         work = [(item, tile) for item in slices for tile in item.tiles]
         start = 0
         while start < len(work):
@@ -221,6 +229,13 @@ class Predictor:
                 self._shrink_after_out_of_memory()
                 continue
             for (item, tile), prediction in zip(chunk, predictions):
+                if len(item.tiles) == 1:
+                    logits[item.index] = prediction.to(torch.float16)
+                    continue
+                if logits[item.index] is None:
+                    logits[item.index] = torch.zeros((len(prediction), *item.padded.shape[1:]), dtype=torch.float16,
+                                                     device=self.device)
+                    weights[item.index] = torch.zeros(item.padded.shape[1:], dtype=torch.float16, device=self.device)
                 logits[item.index][(slice(None), *tile)] += prediction
                 weights[item.index][tile] += self._gaussian
             start += len(chunk)
@@ -232,7 +247,8 @@ class Predictor:
         """Gaussian-weighted network output [n, classes, rows, cols], mirrorings averaged like nnU-Net."""
         network = self.networks[fold]
         batch = torch.stack(tiles).to(self.device, non_blocking=True)
-        with torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext():
+        with torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext(), \
+                intra_op_threads(self.network_threads):
             prediction = network(batch)
             for axes in self.mirror_axes:
                 prediction += torch.flip(network(torch.flip(batch, axes)), axes)
@@ -264,7 +280,6 @@ class Predictor:
         log.warning("GPU out of memory even one slice at a time: continuing on the CPU (slower)")
         self.device = torch.device("cpu")
         self.batch_size = DEFAULT_CPU_BATCH
-        _cap_threads_to_available_cores()
         self._move_to(self.device)
         raise _MovedToCpu()
 
@@ -296,11 +311,20 @@ def _activation_bytes_per_tile(model: NNUNetModel, patch_size: Sequence[int]) ->
     return total * 2 * 8  # 2 bytes, x8 for decoder, skips, norm temporaries and cuDNN workspaces
 
 
-def _cap_threads_to_available_cores() -> None:
-    """No more threads than cores this process may run on (torch counts the machine's, not a container's)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if torch.get_num_threads() > cores:
-        torch.set_num_threads(cores)
+@contextlib.contextmanager
+def intra_op_threads(count: int):
+    """torch's intra-op threads set to `count` for a while (for operations started from this thread).
+
+    The tensor operations around the network (Gaussian weighting, fp16 sums, softmax, resampling) are too small
+    to share out: on a busy 2-core machine their two threads waited for each other so long that they cost 3-20
+    times the CPU time of one thread (Testing/BENCHMARK.md). They run on one thread, the network on all.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _is_out_of_memory(error: RuntimeError) -> bool:
