@@ -142,13 +142,10 @@ def write_tables(tables: list, records: list) -> None:
 
 def refuse_results_of_other_settings(jobs: list, settings: SegmentationSettings) -> None:
     """RecordError when a done job was made with other settings: its results would pass for these."""
-    wanted = settings.record()
     for job in jobs:
         if not job.done:
             continue
-        made_with = read_record(job.record).get("settings") or {}
-        differences = [f"{key} {made_with.get(key)} there, {value} now"
-                       for key, value in wanted.items() if made_with.get(key) != value]
+        differences = settings.record_differences(read_record(job.record).get("settings") or {})
         if differences:
             raise RecordError(f"{job.record} was made with other settings ({', '.join(differences)}); add "
                               "--overwrite to redo those inputs with these settings, or choose another --output-dir")

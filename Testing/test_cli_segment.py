@@ -191,6 +191,19 @@ def test_done_inputs_made_with_other_settings_are_not_reused(tmp_path, capsys):
                  "--output-dir", str(out)]) == 0  # same settings: skipped as done
 
 
+@pytest.mark.parametrize("changed", [["--muscle-bands=-29:150"], ["--height-m", "1.7"], ["--site=knee=-20"]])
+def test_done_inputs_measured_with_other_options_are_not_reused_by_a_run_with_the_defaults(tmp_path, capsys, changed):
+    """Measuring options are kept in a record only when changed: a later run with the defaults must still see
+    that the record was made otherwise (its sites table would carry the old bands, sites or indexes)."""
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    argv = ["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--output-dir", str(tmp_path / "out")]
+    assert main([*argv, *changed]) == 0
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "other settings" in error and "measurement" in error
+    assert main([*argv, *changed]) == 0  # the same options again: skipped as done
+
+
 def test_csv_numbers_carry_no_binary_rounding_noise():
     columns = [ColumnInfo(name, "", "") for name in ("volume", "ratio", "count", "missing")]
     text = csv_text(columns, [{"volume": 2233816 * 0.001, "ratio": 1 / 3, "count": 350, "missing": math.nan}])
