@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import traceback
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -55,6 +56,10 @@ LOGGERS_TO_RELAY = ("legsegnet", "LegSegNetLib")  # the core's messages, shown b
 
 class ClusterError(ValueError):
     """The cluster cannot be used as asked; the message says what to do."""
+
+
+class InputFailed(Exception):
+    """An input's error on a worker, brought back to the client as its message."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +106,16 @@ def job_for_worker(job: Job) -> Job:
 
 
 def segment_on_worker(job: Job, settings: SegmentationSettings, engine_factory) -> tuple:
-    """The task: one input segmented, measured and written by a worker; returns its record and the log messages
-    (level, text) the client shows."""
-    engine = _engine_of_this_process(settings, engine_factory)
+    """The task: one input segmented, measured and written by a worker; returns its record, the log messages
+    (level, text) the client shows and, when the input failed, its error as (message, traceback) in place of the
+    record: an error raised out of the task would be logged by the worker with its traceback, besides the
+    client's one line."""
     with _captured_messages() as messages:
-        record = process_job(job, engine, settings)
-    return record, messages
+        try:
+            engine = _engine_of_this_process(settings, engine_factory)
+            return process_job(job, engine, settings), messages, None
+        except Exception as error:
+            return None, messages, (str(error), traceback.format_exc())
 
 
 def _run_tasks(client, pending: dict, settings, engine_factory, records: dict, failed: dict, stream) -> None:
@@ -147,9 +156,13 @@ def _record_outcome(index: int, job: Job, records: dict, failed: dict, outcome: 
 
 
 def _relayed(result: tuple) -> dict:
-    record, messages = result
+    record, messages, error = result
     for level, text in messages:
         log.log(level, text)
+    if error is not None:
+        message, details = error
+        log.debug("details, on the worker:\n%s", details)
+        raise InputFailed(message)
     return record
 
 
