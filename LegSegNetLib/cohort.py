@@ -96,13 +96,14 @@ def run_cohort(jobs: list, settings: SegmentationSettings, cluster: Cluster,
 
 
 def job_for_worker(job: Job) -> Job:
-    """The job as a worker needs it: absolute paths (the worker's working folder may differ), and leave to replace
-    the outputs of an earlier try of this run whose worker was lost (files that did not exist before the run)."""
+    """The job as a worker needs it: absolute paths (the worker's working folder may differ; the records keep the
+    input as named), and leave to replace the outputs of an earlier try of this run whose worker was lost (files
+    that did not exist before the run)."""
     outputs = (job.labelmap, job.record, job.overlay)
     untouched = not any(path is not None and path.exists() for path in outputs)
     paths = {name: getattr(job, name) for name in ("input", "labelmap", "record", "overlay")}
     return dataclasses.replace(job, **{name: path.absolute() for name, path in paths.items() if path is not None},
-                               overwrite=job.overwrite or untouched)
+                               overwrite=job.overwrite or untouched, given_as=job.input_name_given)
 
 
 def segment_on_worker(job: Job, settings: SegmentationSettings, engine_factory) -> tuple:

@@ -87,8 +87,10 @@ def assert_same_files(expected: Path, actual: Path):
         assert (actual / name).read_bytes() == (expected / name).read_bytes(), name
 
 
-def test_local_cluster_gives_the_serial_results_and_a_rerun_rebuilds_lost_tables(tmp_path, capsys, caplog):
-    inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c", "d"])
+def test_local_cluster_gives_the_serial_results_and_a_rerun_rebuilds_lost_tables(tmp_path, capsys, caplog,
+                                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inputs = write_phantoms(Path("cts"), ["a", "b", "c", "d"])  # relative: the tables name inputs as given
     serial = serial_results(tmp_path, inputs)
     out = tmp_path / "cohort"
     argv = ["segment", str(inputs), "--engine", "threshold", "--output-dir", str(out), "--workers", "2"]
