@@ -405,7 +405,8 @@ class SegmentationLogic:
         """Compare the LegSegNet segments as they are now with a reference, per tissue (Dice, HD95, ASSD, volumes
         and their difference, mean HU: mrml_comparison.COMPARISON_COLUMNS); returns the table node (reused when
         given). reference: a segmentation node (its tissue segments, by tag, ID or name), a labelmap volume node
-        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
+        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values (placed, like the CT's own file, by the
+        volume's parent transforms), or None: the labels LegSegNet first wrote
         into this segmentation, which measures the corrections made since. Surface distances need MONAI
         (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
         _require_four_tissues(segmentationNode, ValueError, "comparisons cover LegSegNet's four tissues",
@@ -428,9 +429,10 @@ class SegmentationLogic:
                 raise ValueError(f"'{segmentation_node.GetName()}' does not hold the labels LegSegNet first wrote "
                                  "(it was not made by Segment leg): pick a reference segmentation instead")
             return original, "original labels", ()
-        if isinstance(reference, (str, Path)):
+        if isinstance(reference, (str, Path)):  # made on the CT's file: placed by the volume's parent transforms
             read = read_label_map(reference)
-            return read.labels, Path(reference).name, read.notes
+            placed = Volume(read.labels.array, node_to_world(volume_node) @ read.labels.ijk_to_ras)
+            return placed, Path(reference).name, read.notes
         if reference.IsA("vtkMRMLSegmentationNode"):
             ids = mrml_comparison.reference_segment_ids(reference)
             labels = mrml_segmentation.labels_from_segmentation(reference, volume_node, ids)
