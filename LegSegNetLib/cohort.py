@@ -192,7 +192,7 @@ def _resources(client, settings: SegmentationSettings) -> Optional[dict]:
 @contextmanager
 def _client(cluster: Cluster) -> Iterator:
     try:
-        import distributed  # noqa: F401 (checked here, used below)
+        import distributed  # noqa: F401 (only whether it is installed: _connected imports what it uses)
     except ImportError as error:
         raise ClusterError(f"running on a Dask cluster needs Dask distributed: {INSTALL_HINT}") from error
     with _dask_messages_above_info(), _connected(cluster) as client:
