@@ -113,7 +113,8 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
     sites = {(row["site"], row["side"]): row for row in read_csv(out / "sites.csv")}
     assert len(sites) == 6 * 2
     assert sites[("mid_thigh", "right")]["measured"] == "False"
-    assert sites[("mid_thigh", "right")]["reason"] == "no femur found in this leg"
+    assert sites[("mid_thigh", "right")]["reason"] == ("no femur found in this leg: the scan covers 18 mm of the leg, "
+                                                       "too little to tell its long bones (at least 80 mm)")
     level = sites[("level", "left")]
     assert level["measured"] == "True" and float(level["slice_S_mm"]) == pytest.approx(-194.0)
     assert float(level["SM_area_cm2"]) == pytest.approx(PER_LEG_SLICE["SM"] * 0.9 * 0.8 / 100)
