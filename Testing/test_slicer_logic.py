@@ -522,6 +522,9 @@ def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
     assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
     assert logic.checkInput(no_air) == logic.lastWarnings
     assert table_rows(logic.summaryTable(table_node))[0]["warnings"] == logic.lastWarnings[0]  # kept with the numbers
+    warnings = logic.lastWarnings
+    logic.computeMeasurements(segmentation_node, no_air, table_node)  # after edits: still the same input
+    assert logic.lastWarnings == warnings and table_rows(logic.summaryTable(table_node))[0]["warnings"] == warnings[0]
 
     logic.process(add_volume_node(ct), segmentation_node, table_node, engine=AnteriorRightEngine())
     assert logic.lastWarnings == ()

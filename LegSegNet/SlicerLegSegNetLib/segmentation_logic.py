@@ -25,7 +25,7 @@ import slicer
 import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
-from LegSegNetLib.measuring.label_measurements import FatWater, measure_labels
+from LegSegNetLib.measuring.label_measurements import CT, FatWater, measure_labels
 from LegSegNetLib.measuring.sites import remeasure_site
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
@@ -346,7 +346,8 @@ class SegmentationLogic:
 
     def computeMeasurements(self, segmentationNode, volumeNode, outputTable=None, measurement=None):
         """Measure the LegSegNet segments as they are now (after any Segment Editor edits); returns the tissue
-        table node (reused when given, with its summary, slice-area and sites tables, chart and site points).
+        table node (reused when given, with its summary, slice-area and sites tables, chart and site points). The
+        input's warnings stay in the summary table and in `lastWarnings`.
         measurement: a MeasurementSettings (muscle bands, user sites, height); default: the defaults."""
         measurement = measurement or MeasurementSettings()
         check_output_nodes(outputTable=outputTable)
@@ -355,11 +356,13 @@ class SegmentationLogic:
         labels = volume.with_array(
             mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode, label_set=label_set))
         measurements = measure_labels(volume, labels, label_set, modality, measurement=measurement)
+        warnings = tuple(validate_ct(volume, hounsfield=modality == CT))  # still true of the input: kept in the table
         with self._transaction() as transaction:
-            table_node = self._write_tables(transaction, measurements, outputTable, volumeNode, label_set=label_set)
+            table_node = self._write_tables(transaction, measurements, outputTable, volumeNode, warnings, label_set)
             self._write_sites(transaction, measurements, table_node, volumeNode, segmentationNode, measurement,
                               label_set)
         self._show_site_points(table_node)
+        self.lastWarnings = warnings
         return table_node
 
     def _show_site_points(self, table_node) -> None:
