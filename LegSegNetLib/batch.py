@@ -44,6 +44,12 @@ class Job:
     overlay: Optional[Path] = None  # quick-look picture
     overwrite: bool = False
     fat_water: Optional[tuple] = None  # Dixon MRI: the (fat, water) image files of the input
+    given_as: Optional[str] = None  # the input as the command named it, when `input` is a worker's absolute path
+
+    @property
+    def input_name_given(self) -> str:
+        """The input as the command named it: the tables' `input` column, the same on a cluster."""
+        return self.given_as or str(self.input)
 
     @property
     def done(self) -> bool:
@@ -100,7 +106,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
         fat, water = (read_volume(path) for path in job.fat_water)
         fat_water = FatWater(fat, water, settings.imat_fat_fraction)
     result = run_segmentation(ct, engine, settings, progress, fat_water)
-    record = {**measurement_record(str(job.input), engine.name, result.measurements, settings.model_used(),
+    record = {**measurement_record(job.input_name_given, engine.name, result.measurements, settings.model_used(),
                                    result.warnings),
               "settings": settings.record()}
     if job.labelmap is not None:
@@ -109,7 +115,7 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
         write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set, result.measurements.site_rows)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), job.overwrite)
-    log.info("%s: %d slices labelled in %.1f s", job.input, result.measurements.summary["slice_count"],
+    log.info("%s: %d slices labelled in %.1f s", job.input_name_given, result.measurements.summary["slice_count"],
              time.monotonic() - started)
     return record
 
@@ -142,13 +148,10 @@ def write_tables(tables: list, records: list) -> None:
 
 def refuse_results_of_other_settings(jobs: list, settings: SegmentationSettings) -> None:
     """RecordError when a done job was made with other settings: its results would pass for these."""
-    wanted = settings.record()
     for job in jobs:
         if not job.done:
             continue
-        made_with = read_record(job.record).get("settings") or {}
-        differences = [f"{key} {made_with.get(key)} there, {value} now"
-                       for key, value in wanted.items() if made_with.get(key) != value]
+        differences = settings.record_differences(read_record(job.record).get("settings") or {})
         if differences:
             raise RecordError(f"{job.record} was made with other settings ({', '.join(differences)}); add "
                               "--overwrite to redo those inputs with these settings, or choose another --output-dir")

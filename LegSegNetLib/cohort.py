@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import traceback
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -57,6 +58,10 @@ class ClusterError(ValueError):
     """The cluster cannot be used as asked; the message says what to do."""
 
 
+class InputFailed(Exception):
+    """An input's error on a worker, brought back to the client as its message."""
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Where the tasks run: a running scheduler's address, or a local cluster of this many worker processes."""
@@ -91,22 +96,27 @@ def run_cohort(jobs: list, settings: SegmentationSettings, cluster: Cluster,
 
 
 def job_for_worker(job: Job) -> Job:
-    """The job as a worker needs it: absolute paths (the worker's working folder may differ), and leave to replace
-    the outputs of an earlier try of this run whose worker was lost (files that did not exist before the run)."""
+    """The job as a worker needs it: absolute paths (the worker's working folder may differ; the records keep the
+    input as named), and leave to replace the outputs of an earlier try of this run whose worker was lost (files
+    that did not exist before the run)."""
     outputs = (job.labelmap, job.record, job.overlay)
     untouched = not any(path is not None and path.exists() for path in outputs)
     paths = {name: getattr(job, name) for name in ("input", "labelmap", "record", "overlay")}
     return dataclasses.replace(job, **{name: path.absolute() for name, path in paths.items() if path is not None},
-                               overwrite=job.overwrite or untouched)
+                               overwrite=job.overwrite or untouched, given_as=job.input_name_given)
 
 
 def segment_on_worker(job: Job, settings: SegmentationSettings, engine_factory) -> tuple:
-    """The task: one input segmented, measured and written by a worker; returns its record and the log messages
-    (level, text) the client shows."""
-    engine = _engine_of_this_process(settings, engine_factory)
+    """The task: one input segmented, measured and written by a worker; returns its record, the log messages
+    (level, text) the client shows and, when the input failed, its error as (message, traceback) in place of the
+    record: an error raised out of the task would be logged by the worker with its traceback, besides the
+    client's one line."""
     with _captured_messages() as messages:
-        record = process_job(job, engine, settings)
-    return record, messages
+        try:
+            engine = _engine_of_this_process(settings, engine_factory)
+            return process_job(job, engine, settings), messages, None
+        except Exception as error:
+            return None, messages, (str(error), traceback.format_exc())
 
 
 def _run_tasks(client, pending: dict, settings, engine_factory, records: dict, failed: dict, stream) -> None:
@@ -147,9 +157,13 @@ def _record_outcome(index: int, job: Job, records: dict, failed: dict, outcome: 
 
 
 def _relayed(result: tuple) -> dict:
-    record, messages = result
+    record, messages, error = result
     for level, text in messages:
         log.log(level, text)
+    if error is not None:
+        message, details = error
+        log.debug("details, on the worker:\n%s", details)
+        raise InputFailed(message)
     return record
 
 
@@ -178,7 +192,7 @@ def _resources(client, settings: SegmentationSettings) -> Optional[dict]:
 @contextmanager
 def _client(cluster: Cluster) -> Iterator:
     try:
-        import distributed  # noqa: F401 (checked here, used below)
+        import distributed  # noqa: F401 (only whether it is installed: _connected imports what it uses)
     except ImportError as error:
         raise ClusterError(f"running on a Dask cluster needs Dask distributed: {INSTALL_HINT}") from error
     with _dask_messages_above_info(), _connected(cluster) as client:

@@ -182,11 +182,21 @@ class SegmentationSettings:
                 "preprocessing": self.preprocessing,
                 "range": [self.slice_range.start, self.slice_range.stop] if self.slice_range else None,
                 "range_mm": list(self.range_mm) if self.range_mm else None,
-                # only when changed, so that records written before these options existed still match
-                **({"imat_fat_fraction": self.imat_fat_fraction}
-                   if self.imat_fat_fraction != DEFAULT_IMAT_FAT_FRACTION else {}),
-                **({"measurement": self.measurement.record()}
-                   if self.measurement != MeasurementSettings() else {})}
+                # only when changed (_RECORD_DEFAULTS)
+                **{key: value for key, value in self._optional_record().items() if value != _RECORD_DEFAULTS[key]}}
+
+    def _optional_record(self) -> dict:
+        return {"imat_fat_fraction": self.imat_fat_fraction, "measurement": self.measurement.record()}
+
+    def record_differences(self, made_with: dict) -> list:
+        """How the settings of an earlier record (`made_with`, from record()) differ from these, one
+        'KEY THEN there, NOW now' text per setting; a setting the record leaves out had its default."""
+        now, then = {**_RECORD_DEFAULTS, **self.record()}, {**_RECORD_DEFAULTS, **made_with}
+        return [f"{key} {then.get(key)} there, {value} now" for key, value in now.items() if then.get(key) != value]
+
+
+# Settings a record holds only when changed, so that records written before these options existed still match.
+_RECORD_DEFAULTS = SegmentationSettings()._optional_record()
 
 
 def _two(text: str, separator: str) -> tuple:

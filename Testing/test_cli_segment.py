@@ -113,7 +113,8 @@ def test_single_input_writes_all_outputs_in_the_input_geometry(tmp_path):
     sites = {(row["site"], row["side"]): row for row in read_csv(out / "sites.csv")}
     assert len(sites) == 6 * 2
     assert sites[("mid_thigh", "right")]["measured"] == "False"
-    assert sites[("mid_thigh", "right")]["reason"] == "no femur found in this leg"
+    assert sites[("mid_thigh", "right")]["reason"] == ("no femur found in this leg: the scan covers 18 mm of the leg, "
+                                                       "too little to tell its long bones (at least 80 mm)")
     level = sites[("level", "left")]
     assert level["measured"] == "True" and float(level["slice_S_mm"]) == pytest.approx(-194.0)
     assert float(level["SM_area_cm2"]) == pytest.approx(PER_LEG_SLICE["SM"] * 0.9 * 0.8 / 100)
@@ -189,6 +190,19 @@ def test_done_inputs_made_with_other_settings_are_not_reused(tmp_path, capsys):
     assert read_csv(out / "measurements.csv")[0]["slice_count"] == "2"
     assert main(["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--range", "1:3",
                  "--output-dir", str(out)]) == 0  # same settings: skipped as done
+
+
+@pytest.mark.parametrize("changed", [["--muscle-bands=-29:150"], ["--height-m", "1.7"], ["--site=knee=-20"]])
+def test_done_inputs_measured_with_other_options_are_not_reused_by_a_run_with_the_defaults(tmp_path, capsys, changed):
+    """Measuring options are kept in a record only when changed: a later run with the defaults must still see
+    that the record was made otherwise (its sites table would carry the old bands, sites or indexes)."""
+    write_volume(phantom_ct(), tmp_path / "leg.nrrd")
+    argv = ["segment", str(tmp_path / "leg.nrrd"), "--engine", "threshold", "--output-dir", str(tmp_path / "out")]
+    assert main([*argv, *changed]) == 0
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "other settings" in error and "measurement" in error
+    assert main([*argv, *changed]) == 0  # the same options again: skipped as done
 
 
 def test_csv_numbers_carry_no_binary_rounding_noise():

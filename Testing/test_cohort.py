@@ -87,8 +87,10 @@ def assert_same_files(expected: Path, actual: Path):
         assert (actual / name).read_bytes() == (expected / name).read_bytes(), name
 
 
-def test_local_cluster_gives_the_serial_results_and_a_rerun_rebuilds_lost_tables(tmp_path, capsys, caplog):
-    inputs = write_phantoms(tmp_path / "cts", ["a", "b", "c", "d"])
+def test_local_cluster_gives_the_serial_results_and_a_rerun_rebuilds_lost_tables(tmp_path, capsys, caplog,
+                                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inputs = write_phantoms(Path("cts"), ["a", "b", "c", "d"])  # relative: the tables name inputs as given
     serial = serial_results(tmp_path, inputs)
     out = tmp_path / "cohort"
     argv = ["segment", str(inputs), "--engine", "threshold", "--output-dir", str(out), "--workers", "2"]
@@ -138,6 +140,16 @@ def test_a_lost_worker_costs_only_its_task_and_a_poison_input_fails_alone(tmp_pa
     assert "poison.nrrd: failed: its worker process died on every try" in caplog.text
     assert "broken.nrrd: failed" in caplog.text
     assert_same_files(serial, out)
+
+
+def test_an_input_error_is_one_line_without_a_traceback_from_the_worker(tmp_path, caplog, capfd):
+    inputs = write_phantoms(tmp_path / "cts", ["a"])
+    (inputs / "broken.nrrd").write_bytes(b"NRRD0004\nnonsense")
+    with caplog.at_level(logging.INFO):
+        assert main(["segment", str(inputs), "--engine", "threshold", "--output-dir", str(tmp_path / "out"),
+                     "--workers", "1"]) == 1
+    assert "broken.nrrd: failed" in caplog.text and "a.nrrd: 3 slices labelled" in caplog.text
+    assert "Traceback" not in capfd.readouterr().err  # the worker process writes to the same stderr
 
 
 def test_a_retried_task_may_replace_only_what_this_run_wrote(tmp_path, monkeypatch):

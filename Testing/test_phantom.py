@@ -89,11 +89,11 @@ def test_bad_arguments_are_explained():
         make_leg_phantom(spacing=(1, 0, 1), **SMALL)
 
 
-def test_cli_writes_ct_and_truth_and_refuses_to_overwrite(tmp_path, capsys):
+def test_cli_writes_ct_and_truth_into_new_folders_and_refuses_to_overwrite(tmp_path, capsys):
     from LegSegNetLib.cli import main
     from LegSegNetLib.reading.volume_files import read_volume
 
-    ct_path, truth_path = tmp_path / "ct.nii.gz", tmp_path / "truth.nii.gz"
+    ct_path, truth_path = tmp_path / "cts" / "ct.nii.gz", tmp_path / "truth" / "truth.nii.gz"  # folders made
     args = [str(ct_path), "--truth", str(truth_path), "--slices", "6", "--matrix", "128", "--orientation", "RAS"]
     assert main(["phantom", *args]) == 0
     ct, truth = read_volume(ct_path), read_volume(truth_path)

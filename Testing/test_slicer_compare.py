@@ -110,6 +110,24 @@ def test_a_reference_file_with_a_tissue_missing_gives_no_dice_for_it(leg, tmp_pa
     assert "absent from the reference" in rows["IMAT"]["note"]
 
 
+def test_a_reference_file_follows_the_volumes_parent_transform(leg, mrml_scene, tmp_path):
+    """A reference file was made on the CT's file, so it lies where the volume lies before its parent transform."""
+    logic, volume_node, segmentation_node, labels, truth = leg
+    write_volume(truth, tmp_path / "truth.nii.gz")
+    reference = tmp_path / "truth.nii.gz"
+    untransformed = rows_by_tissue(logic.compareWithReference(segmentation_node, volume_node, reference))
+    shift = np.eye(4)
+    shift[0, 3] = 15.0  # mm to the patient's left: the phantom's legs no longer line up with the file's
+    transform = mrml_scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(shift))
+    for node in (volume_node, segmentation_node):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    moved = rows_by_tissue(logic.compareWithReference(segmentation_node, volume_node, reference))
+    for tissue in TISSUES:
+        assert untransformed[tissue.key]["dice"] > 0.8, tissue.key
+        assert moved[tissue.key]["dice"] == pytest.approx(untransformed[tissue.key]["dice"]), tissue.key
+
+
 def test_references_that_cannot_be_used_are_refused(leg, mrml_scene):
     logic, volume_node, segmentation_node, _, _ = leg
     unnamed = mrml_scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "unnamed")

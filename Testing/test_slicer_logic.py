@@ -522,6 +522,9 @@ def test_a_suspicious_volume_is_segmented_with_its_warning(scene):
     assert len(logic.lastWarnings) == 1 and "no voxel is below -500" in logic.lastWarnings[0]
     assert logic.checkInput(no_air) == logic.lastWarnings
     assert table_rows(logic.summaryTable(table_node))[0]["warnings"] == logic.lastWarnings[0]  # kept with the numbers
+    warnings = logic.lastWarnings
+    logic.computeMeasurements(segmentation_node, no_air, table_node)  # after edits: still the same input
+    assert logic.lastWarnings == warnings and table_rows(logic.summaryTable(table_node))[0]["warnings"] == warnings[0]
 
     logic.process(add_volume_node(ct), segmentation_node, table_node, engine=AnteriorRightEngine())
     assert logic.lastWarnings == ()
@@ -925,5 +928,9 @@ def test_sites_become_named_points_and_a_table_and_a_moved_point_is_measured_aga
     assert row["measured"] and by_key[("mid_thigh", "right")]["slice_S_mm"] == pytest.approx(tibia_66["slice_S_mm"])
     assert by_key[("mid_thigh", "right")]["SM_area_cm2"] == pytest.approx(tibia_66["SM_area_cm2"])
     assert by_key[("mid_thigh", "left")]["SM_area_cm2"] == rows[1]["SM_area_cm2"]  # the other leg untouched
+    right, left = by_key[("mid_thigh", "right")]["SM_area_cm2"], by_key[("mid_thigh", "left")]["SM_area_cm2"]
+    for side in ("right", "left"):  # the site's asymmetry follows the moved leg
+        assert by_key[("mid_thigh", side)]["SM_area_asymmetry_pct"] == pytest.approx(
+            100 * (right - left) / ((right + left) / 2))
     with pytest.raises(ValueError, match="not a LegSegNet site point"):
         mrml_sites.site_of_label("my point")

@@ -13,6 +13,7 @@ import math
 
 import vtk
 
+from LegSegNetLib.measuring.sites import add_site_asymmetry
 from LegSegNetLib.settings import MeasurementSettings
 
 VOLUME_ROLE = "LegSegNetVolume"
@@ -92,6 +93,11 @@ def table_rows(table_node) -> list:
 
 
 def replace_row(rows: list, new_row: dict) -> list:
-    """`rows` with the row of the same site and side replaced by `new_row` (NaN for its empty cells)."""
+    """`rows` with the row of the same site and side replaced by `new_row` (NaN for its empty cells), and that
+    site's asymmetry between the legs worked out again."""
     new_row = {key: math.nan if value is None else value for key, value in new_row.items()}
-    return [new_row if (row["site"], row["side"]) == (new_row["site"], new_row["side"]) else row for row in rows]
+    rows = [new_row if (row["site"], row["side"]) == (new_row["site"], new_row["side"]) else row for row in rows]
+    pair = {row["side"]: row for row in rows if row["site"] == new_row["site"]}
+    if len(pair) == 2:
+        add_site_asymmetry(pair["right"], pair["left"])
+    return rows

@@ -25,7 +25,7 @@ import slicer
 import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
-from LegSegNetLib.measuring.label_measurements import FatWater, measure_labels
+from LegSegNetLib.measuring.label_measurements import CT, FatWater, measure_labels
 from LegSegNetLib.measuring.sites import remeasure_site
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
@@ -346,7 +346,8 @@ class SegmentationLogic:
 
     def computeMeasurements(self, segmentationNode, volumeNode, outputTable=None, measurement=None):
         """Measure the LegSegNet segments as they are now (after any Segment Editor edits); returns the tissue
-        table node (reused when given, with its summary, slice-area and sites tables, chart and site points).
+        table node (reused when given, with its summary, slice-area and sites tables, chart and site points). The
+        input's warnings stay in the summary table and in `lastWarnings`.
         measurement: a MeasurementSettings (muscle bands, user sites, height); default: the defaults."""
         measurement = measurement or MeasurementSettings()
         check_output_nodes(outputTable=outputTable)
@@ -355,11 +356,13 @@ class SegmentationLogic:
         labels = volume.with_array(
             mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode, label_set=label_set))
         measurements = measure_labels(volume, labels, label_set, modality, measurement=measurement)
+        warnings = tuple(validate_ct(volume, hounsfield=modality == CT))  # still true of the input: kept in the table
         with self._transaction() as transaction:
-            table_node = self._write_tables(transaction, measurements, outputTable, volumeNode, label_set=label_set)
+            table_node = self._write_tables(transaction, measurements, outputTable, volumeNode, warnings, label_set)
             self._write_sites(transaction, measurements, table_node, volumeNode, segmentationNode, measurement,
                               label_set)
         self._show_site_points(table_node)
+        self.lastWarnings = warnings
         return table_node
 
     def _show_site_points(self, table_node) -> None:
@@ -405,7 +408,8 @@ class SegmentationLogic:
         """Compare the LegSegNet segments as they are now with a reference, per tissue (Dice, HD95, ASSD, volumes
         and their difference, mean HU: mrml_comparison.COMPARISON_COLUMNS); returns the table node (reused when
         given). reference: a segmentation node (its tissue segments, by tag, ID or name), a labelmap volume node
-        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values, or None: the labels LegSegNet first wrote
+        or label-map file (.seg.nrrd .nii.gz ...) holding tissue values (placed, like the CT's own file, by the
+        volume's parent transforms), or None: the labels LegSegNet first wrote
         into this segmentation, which measures the corrections made since. Surface distances need MONAI
         (comparison.MissingPackageError otherwise); ValueError says what to pick instead for a bad reference."""
         _require_four_tissues(segmentationNode, ValueError, "comparisons cover LegSegNet's four tissues",
@@ -428,9 +432,10 @@ class SegmentationLogic:
                 raise ValueError(f"'{segmentation_node.GetName()}' does not hold the labels LegSegNet first wrote "
                                  "(it was not made by Segment leg): pick a reference segmentation instead")
             return original, "original labels", ()
-        if isinstance(reference, (str, Path)):
+        if isinstance(reference, (str, Path)):  # made on the CT's file: placed by the volume's parent transforms
             read = read_label_map(reference)
-            return read.labels, Path(reference).name, read.notes
+            placed = Volume(read.labels.array, node_to_world(volume_node) @ read.labels.ijk_to_ras)
+            return placed, Path(reference).name, read.notes
         if reference.IsA("vtkMRMLSegmentationNode"):
             ids = mrml_comparison.reference_segment_ids(reference)
             labels = mrml_segmentation.labels_from_segmentation(reference, volume_node, ids)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from LegSegNetLib.batch import write_overlay
 from LegSegNetLib.segmenting.engines.factory import create_engine
 from LegSegNetLib.reading.volume_files import write_volume
 from LegSegNetLib.writing.outputs import OutputExistsError, refuse_existing
-from LegSegNetLib.writing.overlay import write_overlay_png
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
 from LegSegNetLib.segmenting.run import run_segmentation
 from LegSegNetLib.writing.tables import (
@@ -67,7 +67,7 @@ def run(args) -> int:
     write_summary_table([record], paths["measurements"], args.overwrite)
     write_slice_table([record], paths["slice_areas"], args.overwrite)
     write_site_table([record], paths["sites"], args.overwrite)
-    write_overlay_png(ct, result.labels, paths["picture"], sites=result.measurements.site_rows)
+    write_overlay(ct, result.labels, paths["picture"], args.overwrite, sites=result.measurements.site_rows)
     _print_summary(source, result.measurements.summary, paths)
     return 0
 

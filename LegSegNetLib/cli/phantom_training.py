@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-import argparse
 from LegSegNetLib.settings import SegmentationSettings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from LegSegNetLib.reading.volume_files import write_volume
-from LegSegNetLib.writing.outputs import extension_of
+from LegSegNetLib.writing.outputs import atomic_output, extension_of
 from LegSegNetLib.synthetic.leg_phantom import ORIENTATIONS_HELP, REGIONS, make_leg_phantom
 from LegSegNetLib.cli import UserError
 
@@ -40,7 +40,8 @@ def run(args) -> int:
             raise UserError(f"{path} already exists; choose another name or pass --overwrite")
     ct, truth = make_leg_phantom(seed=args.seed, region=args.region, shape=(args.slices, args.matrix, args.matrix),
                                  spacing=args.spacing, orientation=args.orientation, noise=args.noise, blur=args.blur)
-    write_volume(ct, args.output)
-    write_volume(truth, args.truth)
+    for volume, path in ((ct, args.output), (truth, args.truth)):
+        with atomic_output(path, args.overwrite) as temporary:  # its folder made if missing
+            write_volume(volume, temporary)
     print(f"wrote {args.output} and {args.truth} ({args.region}, seed {args.seed}, shape {ct.array.shape})")
     return 0

@@ -430,7 +430,10 @@ class _EndContext:
     def end(self, bone: Optional[Bone], name: str, which: str) -> Landmark:
         """The lower ('low') or upper ('high') end of a bone as a Landmark."""
         if bone is None:
-            return Landmark(UNKNOWN, reason=f"no {name} found in this leg")
+            covered = float(np.ptp(self.positions[self.leg.slices])) + self.slice_mm
+            short = (f": the scan covers {covered:.0f} mm of the leg, too little to tell its long bones (at least "
+                     f"{LONG_BONE_MM:g} mm)") if covered < LONG_BONE_MM else ""
+            return Landmark(UNKNOWN, reason=f"no {name} found in this leg{short}")
         index = int(bone.slices[0] if which == "low" else bone.slices[-1])
         beyond = index - self.step if which == "low" else index + self.step
         where = "inferior" if which == "low" else "superior"

@@ -152,7 +152,7 @@ def measure_sites(anatomy: Anatomy, labels: Volume, labels_display, hu_display, 
     for name, definition in sites:
         pair = [_site_row(name, definition, anatomy.legs[side], anatomy, labels, labels_display, hu_display, layout,
                           settings, height) for side in LEGS]
-        _add_asymmetry(pair, ("SM_area_cm2", "SM_area_asymmetry_pct"), ("SM_mean_HU", "SM_mean_HU_asymmetry_pct"))
+        add_site_asymmetry(*pair)
         rows += pair
     return rows
 
@@ -279,6 +279,11 @@ def asymmetry_pct(right: float, left: float) -> float:
     """(right - left) / mean of the two, in %; NaN when either is missing or the mean is 0."""
     mean = (right + left) / 2
     return 100.0 * (right - left) / mean if math.isfinite(mean) and mean != 0 else math.nan
+
+
+def add_site_asymmetry(right: dict, left: dict) -> None:
+    """Set the asymmetry columns of one site's right and left rows from their muscle area and mean HU."""
+    _add_asymmetry([right, left], ("SM_area_cm2", "SM_area_asymmetry_pct"), ("SM_mean_HU", "SM_mean_HU_asymmetry_pct"))
 
 
 def _add_asymmetry(pair: list, *keys) -> None:
