@@ -106,6 +106,8 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
         fat, water = (read_volume(path) for path in job.fat_water)
         fat_water = FatWater(fat, water, settings.imat_fat_fraction)
     result = run_segmentation(ct, engine, settings, progress, fat_water)
+    for warning in result.warnings:
+        log.warning("%s: %s", job.input, warning)
     record = {**measurement_record(job.input_name_given, engine.name, result.measurements, settings.model_used(),
                                    result.warnings),
               "settings": settings.record()}

@@ -508,3 +508,16 @@ def test_an_operating_system_error_is_one_line_not_a_traceback(tmp_path, capsys,
     assert main(["phantom", str(tmp_path / "ct.nii.gz"), "--truth", str(tmp_path / "truth.nii.gz")]) == 2
     error = capsys.readouterr().err
     assert "No space left on device" in error and "Traceback" not in error
+
+
+def test_warnings_about_an_input_name_it(tmp_path, caplog):
+    """In a batch each WARNING line must say which input it concerns."""
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    write_volume(phantom_ct(), inputs / "fine.nrrd")
+    no_air = phantom_ct()
+    write_volume(no_air.with_array(np.maximum(no_air.array, -400).astype(np.int16)), inputs / "no_air.nrrd")
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(inputs, "--output-dir", tmp_path / "out") == 0
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings and all(message.startswith(str(inputs / "no_air.nrrd") + ": ") for message in warnings)

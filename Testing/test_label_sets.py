@@ -157,3 +157,27 @@ def test_the_overlay_colours_every_label_of_the_set(tmp_path):
         picture = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) / 255.0
         found.append(bool((np.abs(picture - sat).max(axis=-1) < 0.01).any()))
     assert found == [True, False]
+
+
+class OwnLabelsEngine:
+    """Labels every voxel of a slice above -300 HU as 'psoas' (label 1): a model with labels of its own."""
+
+    name = "own labels"
+    in_plane_orientation = "PL"
+    label_set = label_set_from_names({"background": 0, "psoas": 1})
+
+    def segment_slices(self, hu_slices, pixel_spacing_mm):
+        return (hu_slices > -300).astype(np.uint8)
+
+
+def test_site_options_with_a_models_own_labels_are_not_silently_dropped():
+    from LegSegNetLib.segmenting.run import SITES_NEED_LEGSEGNET_TISSUES, run_segmentation
+    from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings
+    from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
+
+    ct, _ = make_leg_phantom(seed=1, shape=(3, 64, 64))
+    plain = run_segmentation(ct, OwnLabelsEngine())
+    assert SITES_NEED_LEGSEGNET_TISSUES not in plain.warnings and not plain.measurements.site_rows
+    asked = run_segmentation(ct, OwnLabelsEngine(), SegmentationSettings(
+        measurement=MeasurementSettings(height_m=1.7)))
+    assert SITES_NEED_LEGSEGNET_TISSUES in asked.warnings

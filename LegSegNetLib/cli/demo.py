@@ -61,6 +61,8 @@ def run(args) -> int:
     engine = create_engine(SegmentationSettings(engine="threshold"))
     log.info("segmenting %s (%d x %d x %d voxels) with the %s engine", source, *ct.array.shape, engine.name)
     result = run_segmentation(ct, engine, progress=TerminalProgress("demo"))
+    for warning in result.warnings:
+        log.warning("%s: %s", source, warning)
     record = measurement_record(str(input_path), engine.name, result.measurements, warnings=result.warnings)
     write_labelmap(result.labels, paths["segmentation"], args.overwrite)
     write_labelmap(result.labels, paths["labelmap"], args.overwrite)

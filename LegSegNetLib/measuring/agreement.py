@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from LegSegNetLib.measuring.measurements import ColumnInfo
+from LegSegNetLib.measuring.measurements import ColumnInfo, ratio
 
 LIMITS_Z = 1.96  # 95% limits of agreement, normal differences
 
@@ -106,13 +106,9 @@ def icc_two_way(ratings) -> tuple:
     residual = ((ratings - grand) ** 2).sum() - between_targets - between_raters
     ms_targets, ms_raters = between_targets / (n - 1), between_raters / (k - 1)
     ms_error = residual / ((n - 1) * (k - 1))
-    absolute = _ratio(ms_targets - ms_error, ms_targets + (k - 1) * ms_error + k * (ms_raters - ms_error) / n)
-    consistency = _ratio(ms_targets - ms_error, ms_targets + (k - 1) * ms_error)
+    absolute = ratio(ms_targets - ms_error, ms_targets + (k - 1) * ms_error + k * (ms_raters - ms_error) / n)
+    consistency = ratio(ms_targets - ms_error, ms_targets + (k - 1) * ms_error)
     return absolute, consistency
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return float(numerator / denominator) if denominator else math.nan
 
 
 @dataclass(frozen=True)

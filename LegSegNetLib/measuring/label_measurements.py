@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 from LegSegNetLib.measuring.measurements import (
-    ColumnInfo, Measurements, _check_same_grid, _mean_sd, _ratio)
+    ColumnInfo, Measurements, check_same_grid, mean_sd, ratio)
 from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.measuring.sites import measure_with_anatomy
@@ -72,7 +72,7 @@ def compute_label_measurements(image: Volume, labels: Volume, label_set: LabelSe
                                fat_water: Optional[FatWater] = None,
                                layout: Optional[SliceLayout] = None) -> Measurements:
     """Measure every label of `label_set` that `labels` marks on `image` (same grid)."""
-    _check_same_grid(image, labels)
+    check_same_grid(image, labels)
     if fat_water is not None:
         if modality == CT:
             raise ValueError("fat and water images are Dixon MRI: they cannot go with a CT model's labels")
@@ -174,16 +174,16 @@ def _summary_and_rows(label_set, totals, voxel_cm3, modality, fat_water) -> tupl
     summary, rows = {}, []
     for label in label_set.labels:
         stats = totals[label.value]
-        mean, sd = _mean_sd(stats)
+        mean, sd = mean_sd(stats)
         volume = float(stats[_COUNT] * voxel_cm3)
         rows.append({"side": "both", "tissue": label.key, "name": label.name, "label_value": label.value,
                      "voxel_count": int(stats[_COUNT]), "volume_cm3": volume, mean_key: mean, sd_key: sd})
         summary.update({f"{label.key}_volume_cm3": volume, f"{label.key}_{mean_key}": mean,
                         f"{label.key}_{sd_key}": sd})
         if fat_water is not None:
-            summary[f"{label.key}_fat_fraction"] = _ratio(stats[_FF_SUM], stats[_FF_COUNT])
+            summary[f"{label.key}_fat_fraction"] = ratio(stats[_FF_SUM], stats[_FF_COUNT])
         if label.kind == MUSCLE and (modality == CT or fat_water is not None):
             summary[f"{label.key}_IMAT_volume_cm3"] = float(stats[_IMAT] * voxel_cm3)
-            summary[f"{label.key}_IMAT_fraction"] = _ratio(stats[_IMAT], stats[_COUNT])
+            summary[f"{label.key}_IMAT_fraction"] = ratio(stats[_IMAT], stats[_COUNT])
     return summary, rows
 

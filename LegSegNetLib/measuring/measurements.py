@@ -161,7 +161,7 @@ SLICE_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + (
 def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayout] = None) -> Measurements:
     """Measure the tissues `labels` marks on `ct` (same grid; HU as stored in `ct`). `layout`: the volume's
     radiological slice layout when the caller has it already."""
-    _check_same_grid(ct, labels)
+    check_same_grid(ct, labels)
     layout = layout or slice_layout(labels, RADIOLOGICAL)
     hu_view = layout.display_view(ct.array)
     label_view = layout.display_view(_checked_labels(labels.array))
@@ -214,7 +214,7 @@ def _mark_sides_unmeasured(summary: dict, tissue_rows: list) -> None:
             row["volume_cm3"] = math.nan
 
 
-def _check_same_grid(ct: Volume, labels: Volume) -> None:
+def check_same_grid(ct: Volume, labels: Volume) -> None:
     if not ct.same_grid(labels):
         raise ValueError("the label map and the CT must share the same voxel grid (shape, spacing, origin, directions)")
 
@@ -260,14 +260,14 @@ def label_stats(labels_2d: np.ndarray, hu_2d: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(values, weights, minlength=_LABEL_COUNT) for weights in weights], axis=1)
 
 
-def _ratio(numerator: float, denominator: float) -> float:
+def ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else math.nan
 
 
-def _mean_sd(stats_row: np.ndarray) -> tuple[float, float]:
+def mean_sd(stats_row: np.ndarray) -> tuple[float, float]:
     count = stats_row[_COUNT]
-    mean = _ratio(stats_row[_SUM], count)
-    variance = _ratio(stats_row[_SQUARES], count) - mean * mean
+    mean = ratio(stats_row[_SUM], count)
+    variance = ratio(stats_row[_SQUARES], count) - mean * mean
     return mean, math.sqrt(max(variance, 0.0)) if count else math.nan
 
 
@@ -281,18 +281,18 @@ def summary_values(prefix: str, stats: np.ndarray, voxel_cm3: float) -> dict:
     sat, sm, imat = (stats[TISSUE_BY_KEY[key].value] for key in ("SAT", "SM", "IMAT"))
     fat = sat + imat
     summary[f"{prefix}Fat_volume_cm3"] = float(fat[_COUNT] * voxel_cm3)
-    summary[f"{prefix}Fat_mean_HU"] = _ratio(fat[_SUM], fat[_COUNT])
-    summary[f"{prefix}IMAT_SAT_ratio"] = _ratio(imat[_COUNT], sat[_COUNT])
-    summary[f"{prefix}SM_Fat_ratio"] = _ratio(sm[_COUNT], fat[_COUNT])
+    summary[f"{prefix}Fat_mean_HU"] = ratio(fat[_SUM], fat[_COUNT])
+    summary[f"{prefix}IMAT_SAT_ratio"] = ratio(imat[_COUNT], sat[_COUNT])
+    summary[f"{prefix}SM_Fat_ratio"] = ratio(sm[_COUNT], fat[_COUNT])
     summary[f"{prefix}SM_low_attenuation_volume_cm3"] = float(sm[_LOW] * voxel_cm3)
-    summary[f"{prefix}SM_low_attenuation_fraction"] = _ratio(sm[_LOW], sm[_COUNT])
+    summary[f"{prefix}SM_low_attenuation_fraction"] = ratio(sm[_LOW], sm[_COUNT])
     summary[f"{prefix}SM_normal_attenuation_volume_cm3"] = float(sm[_NORMAL] * voxel_cm3)
-    summary[f"{prefix}SM_normal_attenuation_fraction"] = _ratio(sm[_NORMAL], sm[_COUNT])
+    summary[f"{prefix}SM_normal_attenuation_fraction"] = ratio(sm[_NORMAL], sm[_COUNT])
     return summary
 
 
 def _tissue_row(side: str, tissue, stats_row: np.ndarray, voxel_cm3: float) -> dict:
-    mean, sd = _mean_sd(stats_row)
+    mean, sd = mean_sd(stats_row)
     return {"side": side, "tissue": tissue.key, "name": tissue.name, "label_value": tissue.value,
             "voxel_count": int(stats_row[_COUNT]), "volume_cm3": float(stats_row[_COUNT] * voxel_cm3),
             "mean_HU": mean, "sd_HU": sd}

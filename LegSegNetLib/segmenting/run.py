@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -14,11 +13,11 @@ from LegSegNetLib.reading.validation import check_voxel_array, validate_ct
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.pipeline import segment_volume
-from LegSegNetLib.settings import SegmentationSettings
+from LegSegNetLib.settings import MeasurementSettings, SegmentationSettings
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 
-log = logging.getLogger(__name__)
-
+SITES_NEED_LEGSEGNET_TISSUES = ("the sites, muscle bands and height options were not used: landmark sites are "
+                                "found from LegSegNet's four tissues, and this model labels others")
 NOTHING_LABELLED = ("no voxel was labelled in any slice: the image shows no leg tissue the engine recognises "
                     "(noise, an empty field of view, or not a leg CT); every measurement is zero")
 
@@ -40,19 +39,19 @@ def run_segmentation(
     fat_water: Optional[FatWater] = None,
 ) -> SegmentationResult:
     """Validate `ct`, label the axial slices `settings` select with `engine` (built from the same settings)
-    and measure the result. Raises validation.InputError for a volume that cannot be segmented,
+    and measure the result; the warnings about a doubtful input or result are in the result (the caller shows
+    them, naming the input). Raises validation.InputError for a volume that cannot be segmented,
     layout.EmptyRangeError for a range with no slice, progress.Cancelled. `fat_water`: Dixon images of an MR
     input, for fat fractions and IMAT (see measuring.label_measurements)."""
     check_voxel_array(ct)
     layout = slice_layout(ct)
     modality = getattr(engine, "modality", CT)
     warnings = validate_ct(ct, layout, hounsfield=modality == CT)
-    for warning in warnings:
-        log.warning(warning)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
     label_set = getattr(engine, "label_set", LEGSEGNET_LABELS)
     measurements = measure_labels(ct, labels, label_set, modality, fat_water, layout, settings.measurement)
     if not labels.array.any():
         warnings.append(NOTHING_LABELLED)
-        log.warning(NOTHING_LABELLED)
+    if settings.measurement != MeasurementSettings() and not label_set.is_legsegnet_tissues:
+        warnings.append(SITES_NEED_LEGSEGNET_TISSUES)
     return SegmentationResult(labels, measurements, tuple(warnings), label_set, modality)

@@ -93,7 +93,7 @@ def select_slices(label_view: np.ndarray, slice_range: Optional[SliceRange] = No
 
 
 def _check_same_grid(ct: Volume, labels: Volume, what: str) -> None:
-    if labels.array.shape != ct.array.shape or not np.allclose(labels.ijk_to_ras, ct.ijk_to_ras, atol=1e-3):
+    if not ct.same_grid(labels):
         raise ExportError(
             f"the {what} (shape {labels.array.shape}) is not on the CT's voxel grid (shape {ct.array.shape}); "
             "export it from a segmentation made on this CT, or resample it to the CT first"

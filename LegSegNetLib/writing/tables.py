@@ -87,9 +87,7 @@ def write_site_table(records: list, path, overwrite: bool = False) -> None:
     """The landmark sites of every record, long format (CSV), plus a .json twin with column units/descriptions."""
     columns = INPUT_COLUMNS[:1] + site_columns(_muscle_bands(records))
     rows = [{"input": record["input"], **row} for record in records for row in record.get("site_rows", [])]
-    write_text(path, csv_text(columns, rows), overwrite)
-    twin = {"columns": [column.__dict__ for column in columns], "rows": rows}
-    write_text(json_twin_path(path), json.dumps(_json_safe(twin), indent=1), overwrite)
+    write_table_with_twin(columns, rows, path, overwrite)
 
 
 def _muscle_bands(records: list) -> tuple:
