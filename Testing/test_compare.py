@@ -274,3 +274,28 @@ def test_missing_validation_packages_are_named(cohort, tmp_path, capsys, monkeyp
                         lambda name, *rest: None if name == "matplotlib" else real_find_spec(name, *rest))
     assert compare_cli(cohort["threshold"], cohort["truth"], "--out", tmp_path / "out") == 2
     assert "[validate]" in capsys.readouterr().err
+
+
+def test_site_and_region_measurements_are_compared_over_the_cohort():
+    """Hip-to-ankle phantoms: the threshold engine's labels against the truth, at the landmark sites and per leg
+    and region, as the agreement table lists them."""
+    from LegSegNetLib.reading.label_files import DEFAULT_LABEL_SET
+    from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
+
+    cases = []
+    for seed in (1, 2):
+        ct, truth, _ = make_whole_leg_phantom(seed=seed)
+        cases.append(compare_case(f"leg{seed}", segment_volume(ct, ThresholdEngine()), truth, ct=ct))
+    columns = {column.name: column for column in comparison.agreement_columns(DEFAULT_LABEL_SET, with_ct=True)}
+    for metric in ("mid_thigh_right_SM_area_cm2", "tibia_66_left_SM_mean_HU", "right_thigh_SM_volume_cm3",
+                   "left_calf_SM_mean_HU"):
+        assert metric in columns
+        pred = [case.pred_summary[metric] for case in cases]
+        ref = [case.ref_summary[metric] for case in cases]
+        assert all(math.isfinite(value) for value in pred + ref)
+        result = comparison.cohort_agreement(cases, [columns[metric]])[0]
+        assert result.n == 2 and result.bias == pytest.approx(np.mean(pred) - np.mean(ref))
+    area = cases[0].pred_summary["mid_thigh_right_SM_area_cm2"], cases[0].ref_summary["mid_thigh_right_SM_area_cm2"]
+    assert area[0] == pytest.approx(area[1], rel=0.03)  # the threshold engine finds the mid-thigh muscle
+    no_ct = {column.name for column in comparison.agreement_columns(DEFAULT_LABEL_SET, with_ct=False)}
+    assert "mid_thigh_right_SM_area_cm2" in no_ct and "mid_thigh_right_SM_mean_HU" not in no_ct

@@ -9,7 +9,10 @@ A reference on another voxel grid is resampled (nearest neighbour) onto the pred
 grids' physical extents overlap: otherwise they cannot be of the same scan and GridMismatchError says so.
 
 Over the cohort every measurement of measurements.compute_measurements that the label set and the inputs define
-(both legs together; mean HU only with a CT) is compared pred against ref with measuring.agreement.
+(both legs together; mean HU only with a CT) is compared pred against ref with measuring.agreement; with
+LegSegNet's four tissues also each leg's region volumes and the areas (and with a CT the attenuation) at each
+landmark site (measuring.sites), named `<site>_<side>_<measure>`, e.g. `mid_thigh_right_SM_area_cm2`, over the
+cases where both sides measured the site.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import SimpleITK as sitk
 
 from LegSegNetLib.measuring.agreement import agreement
 from LegSegNetLib.measuring.measurements import SIDE_PREFIX, SUMMARY_COLUMNS, ColumnInfo, compute_measurements, dice
+from LegSegNetLib.measuring.anatomy import LEGS, REGIONS
+from LegSegNetLib.measuring.sites import REGION_COLUMNS, SITE_NAMES, measure_with_anatomy, site_columns
 from LegSegNetLib.reading.label_files import DEFAULT_LABEL_SET, LabelSet
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.reading.volume_files import sitk_from_volume, volume_from_sitk
@@ -157,7 +162,8 @@ def compare_case(case: str, prediction: Volume, reference: Volume, label_set: La
         raise GridMismatchError("the CT and the prediction are not on the same voxel grid: give the CT the "
                                 "prediction was made from")
     hu = ct if ct is not None else prediction.with_array(np.zeros(prediction.array.shape, np.int16))
-    measured = [compute_measurements(hu, labels) for labels in (prediction, reference)]
+    measure = measure_with_anatomy if _full_tissue_set(label_set) else compute_measurements
+    measured = [measure(hu, labels) for labels in (prediction, reference)]
     tissue_rows = [{row["tissue"]: row for row in m.tissue_rows if row["side"] == "both"} for m in measured]
     rows = []
     for key in label_set.keys:
@@ -173,20 +179,52 @@ def compare_case(case: str, prediction: Volume, reference: Volume, label_set: La
             "mean_HU_ref": ref_row["mean_HU"] if ct is not None else math.nan,
             "note": "; ".join(filter(None, [result.note, *notes])),
         })
-    return CaseComparison(case, rows, measured[0].summary, measured[1].summary, notes)
+    return CaseComparison(case, rows, *(_flat_summary(measurement) for measurement in measured), notes)
+
+
+# Site measures compared over the cohort: areas always, attenuation only with a CT.
+SITE_MEASURES = ("SM_area_cm2", "IMAT_area_cm2", "SM_mean_HU")
+# Region measures compared over the cohort, per leg: the muscle's volume and (with a CT) attenuation.
+REGION_MEASURES = ("SM_volume_cm3", "SM_mean_HU")
+
+
+def _flat_summary(measurements) -> dict:
+    """The summary, the region values and each measured site's values as one flat dict (`<site>_<side>_<measure>`;
+    NaN where a side did not measure the site)."""
+    sites = {f"{row['site']}_{row['side']}_{name}": row.get(name, math.nan) if row["measured"] else math.nan
+             for row in measurements.site_rows for name in SITE_MEASURES}
+    return {**measurements.summary, **measurements.regions, **sites}
+
+
+def _full_tissue_set(label_set: LabelSet) -> bool:
+    return set(label_set.keys) == set(TISSUE_BY_KEY)
 
 
 def agreement_columns(label_set: LabelSet, with_ct: bool) -> tuple:
     """The measurements compared over the cohort: both legs' summary values the label set defines (all of them
     for the full tissue set; each tissue's own for a subset), attenuation ones only with a CT."""
-    full_set = set(label_set.keys) == set(TISSUE_BY_KEY)
+    full_set = _full_tissue_set(label_set)
     own = {f"{key}_{measure}" for key in label_set.keys for measure in ("volume_cm3", "mean_HU", "sd_HU")}
     sided = tuple(prefix for prefix in SIDE_PREFIX.values() if prefix)
-    return tuple(
+    summary = tuple(
         column for column in SUMMARY_COLUMNS
         if column.unit in ("cm3", "HU", "1") and not column.name.startswith(sided) and "slice_count" not in
         column.name and (full_set or column.name in own) and (with_ct or _independent_of_hu(column))
     )
+    if not full_set:
+        return summary
+    per_leg = tuple(f"{side}_{region}_{name}" for side in LEGS for region in REGIONS for name in REGION_MEASURES)
+    regions = tuple(column for column in REGION_COLUMNS
+                    if column.name in per_leg and (with_ct or _independent_of_hu(column)))
+    return summary + regions + _site_agreement_columns(with_ct)
+
+
+def _site_agreement_columns(with_ct: bool) -> tuple:
+    described = {column.name: column for column in site_columns()}
+    return tuple(ColumnInfo(f"{site}_{side}_{name}", described[name].unit, f"{site}, {side} leg: "
+                            f"{described[name].description}")
+                 for site in SITE_NAMES for side in LEGS for name in SITE_MEASURES
+                 if with_ct or _independent_of_hu(described[name]))
 
 
 def _independent_of_hu(column: ColumnInfo) -> bool:
