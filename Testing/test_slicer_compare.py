@@ -144,13 +144,9 @@ def test_references_that_cannot_be_used_are_refused(leg, mrml_scene):
 def test_under_a_parent_transform_the_original_labels_and_edits_still_line_up(mrml_scene):
     """The segment and its original labels live on the node's grid while the CT is measured in world
     coordinates: both must be placed by the same transform, or nothing would overlap."""
-    from test_slicer_logic import TILT_ABOUT_R
+    from test_slicer_logic import tilted_volume_node
 
-    ct, _ = phantom(shape=(20, 20, 24))
-    volume_node = add_volume_node(ct)
-    transform = mrml_scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
-    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(TILT_ABOUT_R))
-    volume_node.SetAndObserveTransformNodeID(transform.GetID())
+    _, volume_node, _ = tilted_volume_node(mrml_scene)
     logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     rows = rows_by_tissue(logic.compareWithReference(segmentation_node, volume_node))

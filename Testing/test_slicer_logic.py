@@ -194,14 +194,20 @@ def test_outputs_go_under_the_input_study_in_the_subject_hierarchy(scene):
 TILT_ABOUT_R = np.array([[1, 0, 0, 5], [0, 0, -1, 0], [0, 1, 0, -3], [0, 0, 0, 1]], float)  # 90 degrees: S -> A
 
 
-def test_a_linear_parent_transform_is_applied_and_the_segmentation_follows_it(scene):
-    """The slices the engine sees are axial in the world (after the transform), the segmentation is under the same
-    transform with the labels on the node's own grid, and a reused segmentation is moved under it too."""
+def tilted_volume_node(scene):
+    """(phantom CT, its volume node under a linear transform TILT_ABOUT_R, the transform node)."""
     ct, _ = phantom(shape=(20, 20, 24))
     volume_node = add_volume_node(ct)
     transform = scene.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(TILT_ABOUT_R))
     volume_node.SetAndObserveTransformNodeID(transform.GetID())
+    return ct, volume_node, transform
+
+
+def test_a_linear_parent_transform_is_applied_and_the_segmentation_follows_it(scene):
+    """The slices the engine sees are axial in the world (after the transform), the segmentation is under the same
+    transform with the labels on the node's own grid, and a reused segmentation is moved under it too."""
+    ct, volume_node, transform = tilted_volume_node(scene)
     logic = SegmentationLogic()
     segmentation_node, _ = logic.process(volume_node, engine=AnteriorRightEngine())
     assert segmentation_node.GetTransformNodeID() == transform.GetID()
