@@ -469,7 +469,7 @@ class SegmentationLogic:
         volume = volume_from_node(volumeNode)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode))
         reference = self._original_for_export(segmentationNode) if slices == "edited" else None
-        selection = settings_from_keywords(engine="threshold", slice_range=slice_range, range_mm=range_mm)
+        selection = settings_from_keywords(slice_range=slice_range, range_mm=range_mm)  # checks the two ranges once
         return export_training_pairs(volume, labels, outputFolder, format=format,
                                      slice_range=selection.slices_to_segment(slice_layout(volume)), reference=reference,
                                      name=case_source_name(name or volumeNode.GetName()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from LegSegNetLib.device import DEVICE_HELP
 from LegSegNetLib.settings import SegmentationSettings
 
 
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     dice.add_argument("--seeds", type=parse_seed_range, default="1000:1008", metavar="A:B",
                       help="phantom seeds A (included) to B (excluded) (default 1000:1008)")
     dice.add_argument("--slices", type=int, default=12, help="slices per phantom (default 12)")
-    dice.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    dice.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     dice.set_defaults(handler=run_dice)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from LegSegNetLib.cli import UserError, positive_int
+from LegSegNetLib.device import DEVICE_HELP
 from LegSegNetLib.training.options import TrainingOptions
 
 
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--width", type=float,
                         help="scale LegSegNet's feature counts (for example 0.125 for a small model; default 1)")
     parser.add_argument("--fold", default="0", help="cross-validation fold 0-4, or 'all' (default 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     parser.add_argument("--threads", type=int, help="CPU threads torch may use")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default {defaults.seed})")
     parser.add_argument("--no-deep-supervision", action="store_true", help="train on the full-resolution output only")
