@@ -47,7 +47,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
-from LegSegNetLib.measuring.measurements import leg_split_column
+from LegSegNetLib.measuring.measurements import leg_split_columns
 from LegSegNetLib.reading.layout import SliceLayout
 from LegSegNetLib.tissues import TISSUE_BY_KEY
 
@@ -127,19 +127,24 @@ class Anatomy:
     slice_mm: float
 
 
-def find_anatomy(labels_display: np.ndarray, hu_display: np.ndarray, layout: SliceLayout) -> Anatomy:
-    """Legs, bones, landmarks and regions of a labelled volume in display orientation ([slice, row, column])."""
+def find_anatomy(labels_display: np.ndarray, hu_display: np.ndarray, layout: SliceLayout,
+                 split_columns: Optional[dict] = None) -> Anatomy:
+    """Legs, bones, landmarks and regions of a labelled volume in display orientation ([slice, row, column]).
+    `split_columns`: the labelled slices' measurements.leg_split_columns when the caller has them already."""
     positions = np.asarray(layout.positions_mm, dtype=float)
     labelled = np.flatnonzero(labels_display.reshape(len(labels_display), -1).any(axis=1))
     labelled = labelled[np.argsort(positions[labelled], kind="stable")]  # in S order
-    splits = leg_splits(labels_display, labelled, layout)
+    if split_columns is None:
+        split_columns = leg_split_columns(labels_display, labelled)
+    splits = leg_splits(labels_display, labelled, layout, split_columns)
     legs = {side: _leg(side, labels_display, hu_display, layout, splits, labelled, positions) for side in LEGS}
     return Anatomy(legs, positions, layout.spacing_slice_mm)
 
 
-def leg_splits(labels_display: np.ndarray, in_s_order, layout: SliceLayout) -> dict:
-    """Display slice index -> {'right': columns, 'left': columns} for the slices whose legs are told apart."""
-    split = {int(index): leg_split_column(labels_display[index] > 0) for index in in_s_order}
+def leg_splits(labels_display: np.ndarray, in_s_order, layout: SliceLayout, split_columns: dict) -> dict:
+    """Display slice index -> {'right': columns, 'left': columns} for the slices whose legs are told apart;
+    `split_columns`: where the legs are separable (measurements.leg_split_columns of `in_s_order`)."""
+    split = {int(index): split_columns[int(index)] for index in in_s_order}
     for index, column in split.items():
         if column is None:
             split[index] = _split_between_bones(labels_display[index], layout)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import SimpleITK as sitk
+from scipy import ndimage
 
 from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES
@@ -158,9 +158,11 @@ SLICE_COLUMNS: tuple[ColumnInfo, ...] = SLICE_POSITION_COLUMNS + (
 )
 
 
-def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayout] = None) -> Measurements:
+def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayout] = None,
+                         split_columns: Optional[dict] = None) -> Measurements:
     """Measure the tissues `labels` marks on `ct` (same grid; HU as stored in `ct`). `layout`: the volume's
-    radiological slice layout when the caller has it already."""
+    radiological slice layout, and `split_columns` the leg_split_columns of its labelled slices, when the caller
+    has them already."""
     check_same_grid(ct, labels)
     layout = layout or slice_layout(labels, RADIOLOGICAL)
     hu_view = layout.display_view(ct.array)
@@ -170,10 +172,12 @@ def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayou
 
     totals = {side: np.zeros((_LABEL_COUNT, 5)) for side in SIDES}
     slice_rows = []
-    labelled = [index for index in range(len(label_view)) if label_view[index].any()]
+    labelled = labelled_slices(label_view)
+    if split_columns is None:
+        split_columns = leg_split_columns(label_view, labelled)
     separable = 0
     for index in labelled:
-        regions = _slice_regions(label_view[index])
+        regions = _slice_regions(split_columns[index])
         separable += len(regions) > 1
         for side, columns in regions.items():
             stats = label_stats(label_view[index][:, columns], hu_view[index][:, columns])
@@ -197,6 +201,12 @@ def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayou
     if not separable:
         _mark_sides_unmeasured(summary, tissue_rows)
     return Measurements(summary, tissue_rows, slice_rows)
+
+
+def labelled_slices(labels_display: np.ndarray) -> list:
+    """Indices of the slices holding any label (slice by slice: a display view may be a transposed one, which a
+    reshape would copy whole)."""
+    return [index for index in range(len(labels_display)) if labels_display[index].any()]
 
 
 def dice(mask: np.ndarray, reference: np.ndarray) -> float:
@@ -226,9 +236,8 @@ def _checked_labels(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _slice_regions(labels_2d: np.ndarray) -> dict:
-    """Column selections of each side present in a display-orientation slice ("both" always)."""
-    split = leg_split_column(labels_2d > 0)
+def _slice_regions(split: Optional[int]) -> dict:
+    """Column selections of each side present in a display-orientation slice split at `split` ("both" always)."""
     if split is None:
         return {"both": slice(None)}
     return {"both": slice(None), "right": slice(None, split), "left": slice(split, None)}
@@ -237,16 +246,23 @@ def _slice_regions(labels_2d: np.ndarray) -> dict:
 def leg_split_column(mask: np.ndarray) -> Optional[int]:
     """Column of a radiological-display slice mask that separates two legs (right leg: columns before it),
     or None when the slice does not show two separable legs (see the module notes)."""
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, False)))
-    sizes = np.bincount(components.ravel())
-    if len(sizes) < 3 or sizes[2] < MIN_SECOND_LEG_SHARE * sizes[1]:
+    components, count = ndimage.label(mask)  # 4-connected, numbered in raster order
+    if count < 2:
         return None
-    first, second = (np.flatnonzero((components == label).any(axis=0)) for label in (1, 2))
-    image_left, image_right = sorted((first, second), key=lambda columns: columns[0])
-    if image_left[-1] >= image_right[0]:
+    sizes = np.bincount(components.ravel())[1:]
+    largest, second = np.argsort(-sizes, kind="stable")[:2]  # equal sizes: the first in raster order first
+    if sizes[second] < MIN_SECOND_LEG_SHARE * sizes[largest]:
+        return None
+    boxes = ndimage.find_objects(components)
+    image_left, image_right = sorted(boxes[label][1] for label in (largest, second))  # column spans
+    if image_left.stop > image_right.start:
         return None  # one above the other in the picture, not side by side
-    return int((image_left[-1] + 1 + image_right[0]) // 2)
+    return int((image_left.stop + image_right.start) // 2)
+
+
+def leg_split_columns(labels_display: np.ndarray, indices) -> dict:
+    """leg_split_column of each display slice of `indices` (slice index -> column or None)."""
+    return {int(index): leg_split_column(labels_display[index] > 0) for index in indices}
 
 
 def label_stats(labels_2d: np.ndarray, hu_2d: np.ndarray) -> np.ndarray:

@@ -38,7 +38,8 @@ import numpy as np
 
 from LegSegNetLib.measuring.anatomy import LEGS, REGIONS, Anatomy, LegAnatomy, find_anatomy
 from LegSegNetLib.measuring.measurements import (
-    SIDE_PREFIX, SIDES, ColumnInfo, Measurements, compute_measurements, label_stats, summary_columns, summary_values,
+    SIDE_PREFIX, SIDES, ColumnInfo, Measurements, compute_measurements, label_stats, labelled_slices, leg_split_columns,
+    summary_columns, summary_values,
 )
 from LegSegNetLib.reading.layout import RADIOLOGICAL, SliceLayout, slice_layout
 from LegSegNetLib.reading.volume import Volume
@@ -134,9 +135,10 @@ def measure_with_anatomy(ct: Volume, labels: Volume, layout: Optional[SliceLayou
     if height_m is None and ct.patient_height_m is not None:
         height_m, height_source = ct.patient_height_m, "DICOM PatientSize"
     layout = layout or slice_layout(labels, RADIOLOGICAL)
-    measurements = compute_measurements(ct, labels, layout)
     labels_display, hu_display = layout.display_view(labels.array), layout.display_view(ct.array)
-    anatomy = find_anatomy(labels_display, hu_display, layout)
+    split_columns = leg_split_columns(labels_display, labelled_slices(labels_display))
+    measurements = compute_measurements(ct, labels, layout, split_columns)
+    anatomy = find_anatomy(labels_display, hu_display, layout, split_columns)
     regions, notes = _region_summary(anatomy, labels_display, hu_display, layout, measurements.summary)
     height = (height_m, height_source) if height_m else (math.nan, "")
     rows = measure_sites(anatomy, labels, labels_display, hu_display, layout, settings, height)
