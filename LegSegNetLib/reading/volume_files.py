@@ -9,6 +9,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -149,12 +150,21 @@ def is_dicom_series_folder(path) -> bool:
 
 
 def _dicom_series_ids(folder) -> tuple:
+    """The series IDs GDCM finds in `folder`. Finding inputs and then reading them asks twice about the same
+    folder, and each answer parses every file's header (0.1 s for 350 files): the answer is kept while the
+    folder's listing and modification time stay the same."""
+    folder = Path(folder).resolve()
+    return _scanned_series_ids(str(folder), tuple(sorted(os.listdir(folder))), folder.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _scanned_series_ids(folder: str, file_names: tuple, modified_ns: int) -> tuple:
     """GDCM warns on stderr ("No Series were found") about every folder without DICOM files, which is an
     ordinary answer when a folder of NIfTI files is searched: its warnings are silenced for the search."""
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        return sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 

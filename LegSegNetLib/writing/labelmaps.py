@@ -91,7 +91,8 @@ def label_extents(image: sitk.Image) -> dict[int, str]:
     ITK's label statistics would need several hundred MB for a 512x512x1000 label map."""
     array = sitk.GetArrayViewFromImage(image)  # [k, j, i]; valid while `image` lives
     low, high = {}, {}
-    for k, plane in enumerate(array):
+    for k in np.flatnonzero(array.reshape(len(array), -1).any(axis=1)):  # the labelled slices (a contiguous view)
+        plane = array[k]
         present = np.flatnonzero(np.bincount(plane.ravel()))
         for value in present[present > 0]:  # a slice without background holds labels only
             mask = plane == value
