@@ -1,5 +1,3 @@
-import sys
+from LegSegNetLib.cli import command
 
-from LegSegNetLib.cli import main
-
-sys.exit(main())
+command()

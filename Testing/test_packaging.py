@@ -136,3 +136,17 @@ def test_the_widget_reaches_the_core_only_through_its_logic_classes():
     widget_code = [node for node in tree.body if not (isinstance(node, ast.ClassDef) and node.name.endswith("Test"))]
     used = set().union(*(imported_top_level_names(node) for node in widget_code))
     assert "LegSegNetLib" not in used and "SlicerLegSegNetLib" in used
+
+
+def test_the_script_passes_on_main_s_status_and_freezes_objects_out_of_the_last_collection():
+    import subprocess
+    import sys
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["legsegnet"] == "LegSegNetLib.cli:command"
+    code = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+            "from LegSegNetLib.cli import command; sys.argv = ['legsegnet', 'segment', 'missing.nii.gz']; command()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "input not found" in result.stderr  # main's one-line error and status
+    assert "frozen True" in result.stdout

@@ -4,6 +4,7 @@ which adds its parser and sets `handler(args) -> int` as the parser default."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import signal
@@ -66,3 +67,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("legsegnet: interrupted", file=sys.stderr)
         return 130
+
+
+def command() -> None:
+    """The installed `legsegnet` script and `python -m LegSegNetLib`: main(), then the process ends."""
+    status = main()
+    prepare_exit()
+    sys.exit(status)
+
+
+def prepare_exit() -> None:
+    """Hides every object alive from the garbage collector: the process is about to end, and Python's last
+    collection at exit would otherwise walk every object torch created (0.4 s of each run on the test machine)."""
+    gc.freeze()
