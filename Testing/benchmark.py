@@ -185,12 +185,12 @@ def phantom_ct(slices: int, size: int = 512) -> Path:
 
 def default_model() -> Path:
     """A random-weight model folder with the full LegSegNet plans width (32..512 features, 7 stages)."""
-    from model_factory import LEGSEGNET_FEATURES, make_model_folder
-
     import realct
 
     folder = realct.cache_dir() / "legsegnet_sized_random_model"
     if not (folder / "plans.json").exists():
+        from model_factory import LEGSEGNET_FEATURES, make_model_folder  # imports torch: only to build it
+
         make_model_folder(folder, features_per_stage=LEGSEGNET_FEATURES)
     return folder
 

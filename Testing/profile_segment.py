@@ -1,7 +1,7 @@
 """Where the time of one whole `legsegnet segment` run goes, by phase, with user and system CPU time apart.
 
-Runs the command line in this process with timers around its phases: import, model load, read, the
-preparation of each batch (8-bit window and bicubic stretch, in the background thread: its own thread's CPU
+Runs the command line in this process with timers around its phases: import, the engine's import and model load,
+the read of the input (in a background thread meanwhile: process-wide CPU time), the preparation of each batch (8-bit window and bicubic stretch, in the background thread: its own thread's CPU
 time), the network's forward calls, the rest of the predictor (tiling, Gaussian weighting, fp16 arithmetic),
 resampling back to the native grid, measurements and writing. Python's own start-up is what the process's
 total (printed last, from getrusage) has beyond the phases.
@@ -70,16 +70,30 @@ class PhaseTimer:
 
 
 def instrument(timer: PhaseTimer) -> None:
-    """Timers around the command line's phases (patched where segment.py and the engine look them up)."""
+    """Timers around the command line's phases (patched where segment.py and the engine look them up). The
+    engine's modules (torch) are imported while the model loads, as in the command itself, so the first input's
+    read overlaps them there too."""
     from LegSegNetLib import batch
     from LegSegNetLib.cli import segment
     from LegSegNetLib.segmenting import run
-    from LegSegNetLib.segmenting.engines.nnunet import engine, predictor
 
-    timer.wrap(segment, "create_engine", "model load")
-    timer.wrap(batch, "read_volume", "read")
+    create_engine = segment.create_engine
+
+    def timed_create_engine(settings):
+        with timer.phase("engine import and model load"):
+            engine = create_engine(settings)
+        instrument_engine(timer)
+        return engine
+
+    segment.create_engine = timed_create_engine
+    timer.wrap(batch, "read_volume", "read (overlaps the model load)")
     timer.wrap(batch, "write_labelmap", "write")
     timer.wrap(run, "measure_labels", "measurements")
+
+
+def instrument_engine(timer: PhaseTimer) -> None:
+    from LegSegNetLib.segmenting.engines.nnunet import engine, predictor
+
     timer.wrap(engine.LegSegNetEngine, "prepare_slices", "preparing thread (own CPU time)", resource.RUSAGE_THREAD)
     timer.wrap(predictor.Predictor, "predict", "predictor (network included)")
     timer.wrap(engine, "_labels_on_native_grid", "resampling back to 512x512")
@@ -123,7 +137,7 @@ def main(argv=None) -> None:
         import benchmark
 
         from LegSegNetLib.cli import main as cli_main
-        from LegSegNetLib.segmenting.engines.nnunet import engine  # noqa: F401  (imported when chosen)
+        from LegSegNetLib.cli import prepare_exit
     instrument(timer)
     ct = args.ct or benchmark.default_ct()
     model = args.model or benchmark.default_model()
@@ -143,6 +157,7 @@ def main(argv=None) -> None:
     if args.json:
         args.json.write_text(json.dumps({"network_s": timer.totals.get("network forward", (0.0,))[0],
                                          "phases": timer.totals}))
+    prepare_exit()  # as the `legsegnet` script ends
 
 
 if __name__ == "__main__":

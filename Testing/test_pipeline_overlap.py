@@ -93,3 +93,65 @@ def test_legsegnet_engine_cancel_waits_for_one_network_pass_at_most(tmp_path):
     with pytest.raises(Cancelled):
         segment_volume(volume, engine, progress=cancel_after_first_pass)
     assert reports == [0, engine.preferred_batch_size]
+
+
+def _jobs(folder, count):
+    """`count` phantom inputs in `folder`, each a job writing its labels and record beside it."""
+    from test_cli_segment import phantom_ct
+
+    from LegSegNetLib.batch import Job
+    from LegSegNetLib.reading.volume_files import write_volume
+
+    jobs = []
+    for number in range(count):
+        path = folder / f"leg{number}.nii.gz"
+        write_volume(phantom_ct(), path)
+        jobs.append(Job(path, path.name, folder / f"leg{number}.seg.nrrd", folder / f"leg{number}.json"))
+    return jobs
+
+
+def test_the_first_input_to_do_is_read_while_the_engine_loads(tmp_path, monkeypatch):
+    from hu_band_engine import HUBandEngine
+
+    from LegSegNetLib import batch
+
+    jobs = _jobs(tmp_path, 3)
+    settings = SegmentationSettings(engine="threshold")
+    batch.process_job(jobs[0], HUBandEngine(), settings)  # done: its record and labels exist
+    reads, read_started, real_read = [], threading.Event(), batch.read_volume
+
+    def read_volume(path):
+        reads.append((path, threading.current_thread() is threading.main_thread()))
+        read_started.set()
+        return real_read(path)
+
+    def load_engine():
+        assert read_started.wait(WAIT_S), "the input was not read while the engine loaded"
+        return HUBandEngine()
+
+    monkeypatch.setattr(batch, "read_volume", read_volume)
+    engine, read_already = batch.load_engine_reading_first_input(jobs, settings, load_engine)
+    assert list(read_already) == [jobs[1]] and reads == [(jobs[1].input, False)]
+
+    result = batch.run_batch(jobs, engine, settings, read_already=read_already)
+
+    assert [path for path, _ in reads] == [jobs[1].input, jobs[2].input]  # each read once, the rest in turn
+    assert reads[1][1] and not result.failed
+    (tmp_path / "serial").mkdir()
+    serial = batch.process_job(_jobs(tmp_path / "serial", 2)[1], HUBandEngine(), settings)
+    assert {**result.records[1], "input": ""} == {**serial, "input": ""}
+
+
+def test_a_first_input_that_cannot_be_read_fails_alone(tmp_path):
+    from hu_band_engine import HUBandEngine
+
+    from LegSegNetLib import batch
+
+    jobs = _jobs(tmp_path, 2)
+    jobs[0].input.write_bytes(b"not an image")
+    settings = SegmentationSettings(engine="threshold")
+
+    engine, read_already = batch.load_engine_reading_first_input(jobs, settings, HUBandEngine)
+    result = batch.run_batch(jobs, engine, settings, read_already=read_already)
+
+    assert result.failed == [jobs[0].input] and len(result.records) == 1 and jobs[1].record.exists()

@@ -26,7 +26,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
-from LegSegNetLib.batch import RECORD_SUFFIX, Job, RecordError, TableOutput, refuse_results_of_other_settings, run_batch, write_tables
+from LegSegNetLib.batch import (
+    RECORD_SUFFIX, Job, RecordError, TableOutput, load_engine_reading_first_input, refuse_results_of_other_settings,
+    run_batch, write_tables,
+)
 from LegSegNetLib.cli import UserError, positive_int
 from LegSegNetLib.cohort import Cluster, run_cohort
 from LegSegNetLib.device import DEVICE_HELP
@@ -133,9 +136,11 @@ def segment_command(args, engine=None) -> int:
             if args.workers or args.scheduler:
                 result = _run_on_cluster(jobs, settings, Cluster(args.scheduler, args.workers), engine)
             else:
-                engine = engine or _engine(settings)
+                engine, read_already = load_engine_reading_first_input(
+                    jobs, settings, lambda: engine or _engine(settings))
                 result = run_batch(jobs, engine, settings,
-                                   lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))))
+                                   lambda job, number: TerminalProgress(_job_label(job, number, len(jobs))),
+                                   read_already)
             if result.records:
                 write_tables(_tables(args), result.records)
     except OSError as error:  # another run holds the folder, full disk, no access, a file that appeared meanwhile
