@@ -882,6 +882,19 @@ def test_a_models_own_labels_become_named_segments_and_tables(scene):
         logic.compareWithReference(segmentation_node, volume_node)
 
 
+def test_a_model_with_its_own_labels_empties_the_sites_an_earlier_run_wrote_into_the_same_outputs(scene):
+    from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
+
+    ct, _, _ = make_whole_leg_phantom(seed=1)
+    volume_node = add_volume_node(ct)
+    logic = SegmentationLogic(scene.scene)
+    segmentation_node, table_node = logic.process(volume_node, engine="threshold")
+    assert table_rows(logic.sitesTable(table_node)) and logic.sitePoints(table_node).GetNumberOfControlPoints()
+    logic.process(volume_node, segmentation_node, table_node, engine=ThighGroupEngine())
+    assert table_rows(logic.sitesTable(table_node)) == []  # no stale sites beside the new tissue table
+    assert logic.sitePoints(table_node).GetNumberOfControlPoints() == 0
+
+
 class DixonThighEngine(ThighGroupEngine):
     modality = "MR"
 

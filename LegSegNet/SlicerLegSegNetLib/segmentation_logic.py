@@ -543,6 +543,7 @@ class SegmentationLogic:
         """The sites table beside the tissue tables, and a markup point per measured site and leg (LegSegNet's
         tissues only: a model's own labels have no sites)."""
         if not label_set.is_legsegnet_tissues:
+            self._empty_sites(transaction, table_node, settings)
             return
         base_name = f"{volume_node.GetName()} LegSegNet"
         sites_table = self._referenced_table(transaction, table_node, mrml_sites.SITES_TABLE_ROLE, f"{base_name} sites")
@@ -558,6 +559,16 @@ class SegmentationLogic:
             transaction.apply(_NodeReference(points, role, node.GetID()))
         mrml_sites.store_settings(points, settings)
         transaction.apply(mrml_sites.SitePoints(points, measurements.site_rows))
+
+    def _empty_sites(self, transaction: _Transaction, table_node, settings: MeasurementSettings) -> None:
+        """Empty the sites table and points an earlier run wrote for this output, so that its numbers do not pass
+        for this run's."""
+        sites_table, points = self.sitesTable(table_node), self.sitePoints(table_node)
+        if sites_table is not None:
+            transaction.apply(mrml_tables.TableReplacement(
+                sites_table, mrml_tables.site_table_content([], settings.muscle_bands)))
+        if points is not None:
+            transaction.apply(mrml_sites.SitePoints(points, []))
 
     def _new_table(self, transaction: _Transaction, name: str, volume_node):
         node = transaction.add_node("vtkMRMLTableNode", name)
