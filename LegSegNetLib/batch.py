@@ -97,12 +97,18 @@ def run_batch(jobs: list, engine: SliceEngine, settings: SegmentationSettings,
                             "continues from there", job.input, job.record.parent)
             raise
         except Exception as error:  # one bad input must not stop a batch
-            if isinstance(error, EmptyRangeError) and len(jobs) == 1:
-                raise  # the range given selects nothing of the one input: a usage problem (exit status 2)
+            if ends_the_run(error, len(jobs)):
+                raise
             log.debug("details", exc_info=True)
             log.error("%s: failed: %s", job.input, error)
             result.failed.append(job.input)
     return result
+
+
+def ends_the_run(error: Exception, job_count: int) -> bool:
+    """Whether an input's error is the run's usage problem (exit status 2) rather than one failed input among
+    others: the range given selects nothing of the one input."""
+    return isinstance(error, EmptyRangeError) and job_count == 1
 
 
 def load_engine_reading_first_input(jobs: list, settings: SegmentationSettings,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import pickle
 import signal
 import sys
 import traceback
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from LegSegNetLib.batch import BatchResult, Job, label_set_of, process_job, reuse_done_job
+from LegSegNetLib.batch import BatchResult, Job, ends_the_run, label_set_of, process_job, reuse_done_job
 from LegSegNetLib.device import available_cores
 from LegSegNetLib.segmenting.engines.base import SliceEngine
 from LegSegNetLib.segmenting.engines.factory import create_engine
@@ -59,7 +60,7 @@ class ClusterError(ValueError):
 
 
 class InputFailed(Exception):
-    """An input's error on a worker, brought back to the client as its message."""
+    """An input's error on a worker that cannot travel to the client, brought back as its message."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,11 @@ def run_cohort(jobs: list, settings: SegmentationSettings, cluster: Cluster,
     records, failed = {}, {}
     for index, job in enumerate(jobs):
         if job.done:
-            _record_outcome(index, job, records, failed, lambda: reuse_done_job(job, label_set_of(settings)))
+            _record_outcome(index, jobs, records, failed, lambda: reuse_done_job(job, label_set_of(settings)))
     pending = {index: job_for_worker(job) for index, job in enumerate(jobs) if not job.done}
     if pending:
         with _client(cluster) as client:
-            _run_tasks(client, pending, settings, engine_factory, records, failed, stream or sys.stderr)
+            _run_tasks(client, jobs, pending, settings, engine_factory, records, failed, stream or sys.stderr)
     return BatchResult([records[index] for index in sorted(records)], [jobs[index].input for index in sorted(failed)])
 
 
@@ -108,7 +109,7 @@ def job_for_worker(job: Job) -> Job:
 
 def segment_on_worker(job: Job, settings: SegmentationSettings, engine_factory) -> tuple:
     """The task: one input segmented, measured and written by a worker; returns its record, the log messages
-    (level, text) the client shows and, when the input failed, its error as (message, traceback) in place of the
+    (level, text) the client shows and, when the input failed, its error as (error, traceback) in place of the
     record: an error raised out of the task would be logged by the worker with its traceback, besides the
     client's one line."""
     with _captured_messages() as messages:
@@ -116,10 +117,11 @@ def segment_on_worker(job: Job, settings: SegmentationSettings, engine_factory) 
             engine = _engine_of_this_process(settings, engine_factory)
             return process_job(job, engine, settings), messages, None
         except Exception as error:
-            return None, messages, (str(error), traceback.format_exc())
+            return None, messages, (_relayable(error), traceback.format_exc())
 
 
-def _run_tasks(client, pending: dict, settings, engine_factory, records: dict, failed: dict, stream) -> None:
+def _run_tasks(client, jobs: list, pending: dict, settings, engine_factory, records: dict, failed: dict,
+               stream) -> None:
     from distributed import as_completed
 
     resources = _resources(client, settings)
@@ -130,7 +132,7 @@ def _run_tasks(client, pending: dict, settings, engine_factory, records: dict, f
         try:
             for future in as_completed(futures):
                 index = futures[future]
-                _record_outcome(index, pending[index], records, failed, lambda: _relayed(future.result()))
+                _record_outcome(index, jobs, records, failed, lambda: _relayed(future.result()))
                 bar.set_postfix(failed=len(failed), refresh=False)
                 bar.update()
         except KeyboardInterrupt:
@@ -147,12 +149,14 @@ def _say_what_is_kept(jobs) -> None:
                     "continues with the others", len(recorded), len(jobs), recorded[0].parent)
 
 
-def _record_outcome(index: int, job: Job, records: dict, failed: dict, outcome: Callable[[], dict]) -> None:
+def _record_outcome(index: int, jobs: list, records: dict, failed: dict, outcome: Callable[[], dict]) -> None:
     try:
         records[index] = outcome()
     except Exception as error:  # one bad input must not stop a cohort
+        if ends_the_run(error, len(jobs)):  # the serial batch's rule, for the same exit status
+            raise
         log.debug("details", exc_info=True)
-        log.error("%s: failed: %s", job.input, _failure_text(error))
+        log.error("%s: failed: %s", jobs[index].input, _failure_text(error))
         failed[index] = error
 
 
@@ -161,10 +165,19 @@ def _relayed(result: tuple) -> dict:
     for level, text in messages:
         log.log(level, text)
     if error is not None:
-        message, details = error
+        error, details = error
         log.debug("details, on the worker:\n%s", details)
-        raise InputFailed(message)
+        raise error
     return record
+
+
+def _relayable(error: Exception) -> Exception:
+    """The error itself when it can travel to the client (whose rules go by its type), else its message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return InputFailed(str(error))
 
 
 def _failure_text(error: Exception) -> str:

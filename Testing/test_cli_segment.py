@@ -173,6 +173,26 @@ def test_batch_over_a_folder_continues_past_a_bad_input_and_resumes(tmp_path, ca
     assert len(read_csv(out / "measurements.csv")) == 2
 
 
+@pytest.mark.parametrize("option, name", [("--sites", "sites.csv"), ("--measurements", "measurements.csv"),
+                                          ("--slice-areas", "slice_areas.csv")])
+def test_a_table_named_as_its_default_in_the_output_folder_resumes_like_the_default(tmp_path, caplog, monkeypatch,
+                                                                                   option, name):
+    inputs = tmp_path / "cts"
+    inputs.mkdir()
+    for stem in ("a", "b"):
+        write_volume(phantom_ct(), inputs / f"{stem}.nrrd")
+    out = tmp_path / "out"
+    argv = ["segment", str(inputs), "--engine", "threshold", "--output-dir", str(out)]
+    assert main(argv) == 0
+    (out / name).unlink()  # lost with the client, say: rebuilt from the records
+    with caplog.at_level(logging.INFO):
+        assert main([*argv, option, str(out / name)]) == 0
+    assert caplog.text.count("already done, skipped") == 2
+    assert {os.path.basename(row["input"]) for row in read_csv(out / name)} == {"a.nrrd", "b.nrrd"}
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, option, f"out/{name}"]) == 0  # also when spelt otherwise
+
+
 def test_done_inputs_made_with_other_settings_are_not_reused(tmp_path, capsys):
     """Re-running into an output folder with another engine, model or range must not pass off the old labels
     and measurements as the new ones."""

@@ -152,6 +152,16 @@ def test_an_input_error_is_one_line_without_a_traceback_from_the_worker(tmp_path
     assert "Traceback" not in capfd.readouterr().err  # the worker process writes to the same stderr
 
 
+def test_an_empty_range_of_the_one_input_is_a_usage_error_as_in_a_serial_run(tmp_path, capsys):
+    inputs = write_phantoms(tmp_path / "cts", ["a"])
+    argv = ["segment", str(inputs / "a.nrrd"), "--engine", "threshold", "--range", "10:20",
+            "--labelmap", str(tmp_path / "a.seg.nrrd")]
+    assert main(argv) == 2
+    serial_error = capsys.readouterr().err
+    assert main([*argv, "--workers", "1"]) == 2
+    assert capsys.readouterr().err == serial_error and "selects no slice" in serial_error
+
+
 def test_a_retried_task_may_replace_only_what_this_run_wrote(tmp_path, monkeypatch):
     """A worker lost between writing the labels and the record leaves labels its input's retry must replace;
     labels that were there before the run stay protected, as in a serial run."""

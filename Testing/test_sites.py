@@ -191,14 +191,20 @@ def test_measurement_settings_refuse_what_cannot_work(fields):
         MeasurementSettings(**fields)
 
 
-def test_height_comes_from_the_dicom_patient_size(tmp_path):
+def test_height_comes_from_the_dicom_patient_size(tmp_path, caplog):
     from LegSegNetLib.reading.volume_files import read_volume
     from test_hostile_inputs import write_dicom_series
 
-    write_dicom_series(tmp_path / "tall", np.zeros((3, 8, 8), np.int16), tags=(("0010|1020", "1.83"),))
-    write_dicom_series(tmp_path / "unknown", np.zeros((3, 8, 8), np.int16))
-    assert read_volume(tmp_path / "tall").patient_height_m == pytest.approx(1.83)
-    assert read_volume(tmp_path / "unknown").patient_height_m is None
+    sizes = {"tall": "1.83", "unknown": None, "zero": "0", "centimetres": "183"}
+    for name, size in sizes.items():
+        tags = () if size is None else (("0010|1020", size),)
+        write_dicom_series(tmp_path / name, np.zeros((3, 8, 8), np.int16), tags=tags)
+    heights = {name: read_volume(tmp_path / name).patient_height_m for name in sizes}
+    assert heights == {"tall": pytest.approx(1.83), "unknown": None, "zero": None, "centimetres": None}
+    # 0 means unknown; an implausible height is not used silently
+    assert [record.message for record in caplog.records if "PatientSize" in record.message] == [
+        f"{tmp_path / 'centimetres'}: the DICOM PatientSize '183' is not a height in metres (0.5 to 2.6), so the "
+        "height-normalised indexes are left empty; give the patient's height to have them"]
 
 
 def test_each_measured_site_has_a_point_at_its_leg_in_its_slice():

@@ -882,6 +882,19 @@ def test_a_models_own_labels_become_named_segments_and_tables(scene):
         logic.compareWithReference(segmentation_node, volume_node)
 
 
+def test_a_model_with_its_own_labels_empties_the_sites_an_earlier_run_wrote_into_the_same_outputs(scene):
+    from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
+
+    ct, _, _ = make_whole_leg_phantom(seed=1)
+    volume_node = add_volume_node(ct)
+    logic = SegmentationLogic(scene.scene)
+    segmentation_node, table_node = logic.process(volume_node, engine="threshold")
+    assert table_rows(logic.sitesTable(table_node)) and logic.sitePoints(table_node).GetNumberOfControlPoints()
+    logic.process(volume_node, segmentation_node, table_node, engine=ThighGroupEngine())
+    assert table_rows(logic.sitesTable(table_node)) == []  # no stale sites beside the new tissue table
+    assert logic.sitePoints(table_node).GetNumberOfControlPoints() == 0
+
+
 class DixonThighEngine(ThighGroupEngine):
     modality = "MR"
 
@@ -899,6 +912,34 @@ def test_dixon_images_give_fat_fractions_per_label(scene):
     assert summary["quadriceps_IMAT_fraction"] == 1.0 and "quadriceps_mean_HU" not in summary
     with pytest.raises(InputError, match="both the fat and the water"):
         logic.process(volume_node, engine=DixonThighEngine(), fatVolume=fat)
+
+
+def test_a_dicom_volumes_patient_size_reaches_the_sites_unless_the_settings_give_a_height(scene, caplog):
+    from LegSegNetLib.synthetic.whole_leg_phantom import make_whole_leg_phantom
+    from LegSegNetLib.settings import MeasurementSettings
+
+    ct, _, _ = make_whole_leg_phantom(seed=1)
+    volume_node = add_volume_node(ct)
+    volume_node.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")  # as Slicer's DICOM plugin leaves it
+    database = {("1.2.3.1", "0010,1020"): "1.83"}  # stands in for slicer.dicomDatabase, absent from slicer-core
+    logic = SegmentationLogic(scene.scene, lambda uid, tag: database.get((uid, tag), ""))
+
+    def heights(table_node):
+        return {(round(row["height_m"], 6), row["height_source"]) for row in table_rows(logic.sitesTable(table_node))}
+
+    segmentation_node, table_node = logic.process(volume_node, engine="threshold")
+    assert heights(table_node) == {(1.83, "DICOM PatientSize")}
+    measured = next(row for row in table_rows(logic.sitesTable(table_node)) if row["measured"])
+    assert measured["SM_index_cm2_m2"] == pytest.approx(measured["SM_area_cm2"] / 1.83 ** 2)
+    assert logic.remeasureSite(logic.sitePoints(table_node), 0)["height_source"] == "DICOM PatientSize"
+    logic.computeMeasurements(segmentation_node, volume_node, table_node, MeasurementSettings(height_m=1.6))
+    assert heights(table_node) == {(1.6, "given")}  # the settings' height wins
+
+    database[("1.2.3.1", "0010,1020")] = "183"  # centimetres: not used, and said
+    logic.computeMeasurements(segmentation_node, volume_node, table_node)
+    assert {source for _, source in heights(table_node)} == {""}
+    assert "'CT': the DICOM PatientSize '183' is not a height in metres" in caplog.text
+    assert SegmentationLogic(scene.scene).patientHeight(volume_node) is None  # no DICOM database here
 
 
 def test_sites_become_named_points_and_a_table_and_a_moved_point_is_measured_again(scene):

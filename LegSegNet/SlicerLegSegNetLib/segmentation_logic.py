@@ -26,12 +26,13 @@ import vtk
 
 from LegSegNetLib.device import detect_devices  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.measuring.label_measurements import CT, FatWater, measure_labels
-from LegSegNetLib.measuring.sites import remeasure_site
+from LegSegNetLib.measuring.sites import height_for_indexes, remeasure_site
 from LegSegNetLib.progress import Cancelled  # noqa: F401 (re-exported for the widget)
 from LegSegNetLib.reading.label_files import read_label_map
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.reading.validation import InputError, validate_ct
 from LegSegNetLib.reading.volume import Volume
+from LegSegNetLib.reading.volume_files import patient_height_from_dicom
 from LegSegNetLib.segmenting.run import SegmentationResult, run_segmentation
 from LegSegNetLib.settings import (  # noqa: F401 (re-exported for the widget)
     DEFAULT_IMAT_FAT_FRACTION, MeasurementSettings, SegmentationSettings, SettingsError,
@@ -48,6 +49,8 @@ SITE_POINTS_ROLE = "LegSegNetSitePoints"
 # A hidden labelmap node referenced from the segmentation: the labels as LegSegNet made them, before any edit.
 ORIGINAL_LABELS_ROLE = "LegSegNetOriginalLabels"
 EXPORT_SLICES = ("all", "range", "edited")
+DICOM_INSTANCES_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins: the SOP instance UIDs, space-separated
+PATIENT_SIZE_TAG = "0010,1020"  # DICOM Patient's Size (metres), as Slicer's DICOM database names tags
 
 
 class InputVolumeError(InputError):
@@ -224,12 +227,37 @@ class _Transaction:
                 self.scene.RemoveNode(node)
 
 
-class SegmentationLogic:
-    """Segment a CT volume node into the four LegSegNet tissues and measure them."""
+def _application_dicom_value():
+    """dicom_value through the application's DICOM database, or None where there is none (slicer-core)."""
+    database = getattr(slicer, "dicomDatabase", None)
+    if database is None:
+        return None
+    return lambda instance_uid, tag: database.fileValue(database.fileForInstance(instance_uid), tag)
 
-    def __init__(self, scene=None):
+
+class SegmentationLogic:
+    """Segment a CT volume node into the four LegSegNet tissues and measure them.
+
+    dicom_value(instance_uid, tag) -> str: a tag's value ("0010,1020") of a DICOM instance, "" when unknown, to read
+    the patient's height of a volume loaded from DICOM; default: Slicer's DICOM database, when there is one."""
+
+    def __init__(self, scene=None, dicom_value=None):
         self.scene = scene if scene is not None else slicer.mrmlScene
+        self.dicom_value = dicom_value
         self.lastWarnings = ()  # messages about a suspicious input from the last process() (validation.validate_ct)
+
+    def patientHeight(self, volumeNode) -> Optional[float]:
+        """The DICOM PatientSize (metres) of a volume loaded from DICOM, from its first instance; None when unknown
+        (a volume from a file, no DICOM database, no or an implausible value: warned)."""
+        instances = (volumeNode.GetAttribute(DICOM_INSTANCES_ATTRIBUTE) or "").split()
+        dicom_value = self.dicom_value or _application_dicom_value()
+        if not instances or dicom_value is None:
+            return None
+        return patient_height_from_dicom(dicom_value(instances[0], PATIENT_SIZE_TAG), f"'{volumeNode.GetName()}'")
+
+    def _with_patient_height(self, volume: Volume, volume_node) -> Volume:
+        volume.patient_height_m = self.patientHeight(volume_node)
+        return volume
 
     # ---- segmentation -----------------------------------------------------------------------------------------
 
@@ -264,7 +292,8 @@ class SegmentationLogic:
         if fatVolume is not None:
             fat_water = FatWater(_copy_of(fatVolume), _copy_of(waterVolume), settings.imat_fat_fraction)
         ready_engine = engine if engine is not None and not isinstance(engine, str) else None
-        return SegmentationTask(_copy_of(inputVolume), settings, ready_engine, inputVolume,
+        volume = self._with_patient_height(_copy_of(inputVolume), inputVolume)
+        return SegmentationTask(volume, settings, ready_engine, inputVolume,
                                 np.linalg.inv(node_to_world(inputVolume)), fat_water)
 
     def finishSegmentation(self, task: "SegmentationTask", outputSegmentation=None, outputTable=None):
@@ -351,7 +380,7 @@ class SegmentationLogic:
         measurement: a MeasurementSettings (muscle bands, user sites, height); default: the defaults."""
         measurement = measurement or MeasurementSettings()
         check_output_nodes(outputTable=outputTable)
-        volume = volume_from_node(volumeNode)
+        volume = self._with_patient_height(volume_from_node(volumeNode), volumeNode)
         label_set, modality = mrml_segmentation.label_set_of(segmentationNode)
         labels = volume.with_array(
             mrml_segmentation.labels_from_segmentation(segmentationNode, volumeNode, label_set=label_set))
@@ -389,10 +418,9 @@ class SegmentationLogic:
         settings = mrml_sites.stored_settings(pointsNode)
         position = [0.0, 0.0, 0.0]
         pointsNode.GetNthControlPointPosition(pointIndex, position)
-        volume = volume_from_node(volume_node)
+        volume = self._with_patient_height(volume_from_node(volume_node), volume_node)
         labels = volume.with_array(mrml_segmentation.labels_from_segmentation(segmentation_node, volume_node))
-        height = (settings.height_m, "given") if settings.height_m else (float("nan"), "")
-        row = remeasure_site(volume, labels, site, side, position[2], settings, height)
+        row = remeasure_site(volume, labels, site, side, position[2], settings, height_for_indexes(settings, volume))
         rows = mrml_sites.replace_row(mrml_sites.table_rows(table_node), row)
         with self._transaction() as transaction:
             transaction.apply(mrml_tables.TableReplacement(
@@ -515,6 +543,7 @@ class SegmentationLogic:
         """The sites table beside the tissue tables, and a markup point per measured site and leg (LegSegNet's
         tissues only: a model's own labels have no sites)."""
         if not label_set.is_legsegnet_tissues:
+            self._empty_sites(transaction, table_node, settings)
             return
         base_name = f"{volume_node.GetName()} LegSegNet"
         sites_table = self._referenced_table(transaction, table_node, mrml_sites.SITES_TABLE_ROLE, f"{base_name} sites")
@@ -530,6 +559,16 @@ class SegmentationLogic:
             transaction.apply(_NodeReference(points, role, node.GetID()))
         mrml_sites.store_settings(points, settings)
         transaction.apply(mrml_sites.SitePoints(points, measurements.site_rows))
+
+    def _empty_sites(self, transaction: _Transaction, table_node, settings: MeasurementSettings) -> None:
+        """Empty the sites table and points an earlier run wrote for this output, so that its numbers do not pass
+        for this run's."""
+        sites_table, points = self.sitesTable(table_node), self.sitePoints(table_node)
+        if sites_table is not None:
+            transaction.apply(mrml_tables.TableReplacement(
+                sites_table, mrml_tables.site_table_content([], settings.muscle_bands)))
+        if points is not None:
+            transaction.apply(mrml_sites.SitePoints(points, []))
 
     def _new_table(self, transaction: _Transaction, name: str, volume_node):
         node = transaction.add_node("vtkMRMLTableNode", name)

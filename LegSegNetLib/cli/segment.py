@@ -50,6 +50,11 @@ from LegSegNetLib.writing.tables import json_twin_path, write_site_table, write_
 log = logging.getLogger("legsegnet")
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# The run's tables: the option naming one, its writer, and its file in --output-dir when the option is not given.
+TABLE_OPTIONS = (("measurements", write_summary_table, "measurements.csv"),
+                 ("slice_areas", write_slice_table, "slice_areas.csv"),
+                 ("sites", write_site_table, "sites.csv"))
+WRITERS_WITH_JSON_TWIN = (write_summary_table, write_site_table)
 
 
 def register(subparsers) -> None:
@@ -201,10 +206,11 @@ def plan_jobs(args, settings: SegmentationSettings) -> list:
         if path is not None and extension_of(path) != ".csv":
             raise UserError(f"{option} names a CSV file (ending .csv), not {path.name!r}")
     _refuse_same_files(jobs, _tables(args))
-    explicit = [args.labelmap if args.output_dir is None else None, args.measurements, args.slice_areas, args.sites]
+    given = [(write, _given_table(args, option, name)) for option, write, name in TABLE_OPTIONS]
+    explicit = [args.labelmap if args.output_dir is None else None, *(path for _, path in given)]
     if args.output_dir is None:
         explicit.append(jobs[0].overlay)
-    explicit += [json_twin_path(path) for path in (args.measurements, args.sites) if path is not None]
+    explicit += [json_twin_path(path) for write, path in given if path is not None and write in WRITERS_WITH_JSON_TWIN]
     folders = {path.parent for path in filter(None, explicit)} | ({args.output_dir} if args.output_dir else set())
     try:
         for path in filter(None, explicit):
@@ -337,14 +343,23 @@ def _run_on_cluster(jobs: list, settings: SegmentationSettings, cluster: Cluster
 def _tables(args) -> list:
     """The run's tables; the defaults in --output-dir are rebuilt every run."""
     tables = []
-    for write, given, default_name in ((write_summary_table, args.measurements, "measurements.csv"),
-                                       (write_slice_table, args.slice_areas, "slice_areas.csv"),
-                                       (write_site_table, args.sites, "sites.csv")):
+    for option, write, default_name in TABLE_OPTIONS:
+        given = _given_table(args, option, default_name)
         if given is not None:
             tables.append(TableOutput(write, given, args.overwrite))
         elif args.output_dir is not None:
             tables.append(TableOutput(write, args.output_dir / default_name, True))
     return tables
+
+
+def _given_table(args, option: str, default_name: str) -> Optional[Path]:
+    """The file a table option names, or None where it names the table's own file in --output-dir: that one is
+    rebuilt every run (so a run resumes) as when the option is not given."""
+    given = getattr(args, option)
+    if given is not None and args.output_dir is not None and \
+            _file_identity(given) == _file_identity(args.output_dir / default_name):
+        return None
+    return given
 
 
 def _fat_water(args) -> Optional[tuple]:
@@ -373,7 +388,7 @@ def _refuse_same_files(jobs: list, tables: list) -> None:
                   (("label map", job.labelmap), ("record", job.record), ("overlay", job.overlay)) if path is not None]
     for table in tables:
         named.append((f"the table {table.path}", table.path))
-        if table.write in (write_summary_table, write_site_table):
+        if table.write in WRITERS_WITH_JSON_TWIN:
             named.append((f"the JSON twin of {table.path}", json_twin_path(table.path)))
     seen = {}
     for what, path in named:

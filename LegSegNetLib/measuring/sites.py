@@ -129,20 +129,27 @@ REGION_COLUMNS: tuple = _region_columns()
 
 def measure_with_anatomy(ct: Volume, labels: Volume, layout: Optional[SliceLayout] = None,
                          settings: MeasurementSettings = MeasurementSettings()) -> Measurements:
-    """compute_measurements plus the regions and sites of each leg (see the module notes). The height in the
-    settings wins over the DICOM PatientSize the CT carries."""
-    height_m, height_source = settings.height_m, "given"
-    if height_m is None and ct.patient_height_m is not None:
-        height_m, height_source = ct.patient_height_m, "DICOM PatientSize"
+    """compute_measurements plus the regions and sites of each leg (see the module notes), with the height of
+    height_for_indexes."""
     layout = layout or slice_layout(labels, RADIOLOGICAL)
     labels_display, hu_display = layout.display_view(labels.array), layout.display_view(ct.array)
     split_columns = leg_split_columns(labels_display, labelled_slices(labels_display))
     measurements = compute_measurements(ct, labels, layout, split_columns)
     anatomy = find_anatomy(labels_display, hu_display, layout, split_columns)
     regions, notes = _region_summary(anatomy, labels_display, hu_display, layout, measurements.summary)
-    height = (height_m, height_source) if height_m else (math.nan, "")
+    height = height_for_indexes(settings, ct)
     rows = measure_sites(anatomy, labels, labels_display, hu_display, layout, settings, height)
     return replace(measurements, regions=regions, region_notes=notes, site_rows=rows)
+
+
+def height_for_indexes(settings: MeasurementSettings, ct: Volume) -> tuple:
+    """(height in metres, its source) for the height-normalised indexes: the settings' height wins over the DICOM
+    PatientSize the CT carries; (nan, "") without either."""
+    if settings.height_m:
+        return settings.height_m, "given"
+    if ct.patient_height_m:
+        return ct.patient_height_m, "DICOM PatientSize"
+    return math.nan, ""
 
 
 def measure_sites(anatomy: Anatomy, labels: Volume, labels_display, hu_display, layout: SliceLayout,

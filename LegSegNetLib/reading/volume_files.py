@@ -55,22 +55,36 @@ def read_volume(path) -> Volume:
     if path.is_file() and image.GetDepth() == 1:
         _warn_if_one_file_of_a_series(path)
     volume = volume_from_sitk(image)
-    volume.patient_height_m = _patient_height_m(image)
+    volume.patient_height_m = _patient_height_m(image, path)
     return volume
 
 
 PATIENT_SIZE_TAG = "0010|1020"  # DICOM Patient's Size: height in metres
 
 
-def _patient_height_m(image: sitk.Image) -> Optional[float]:
-    """The DICOM PatientSize of a series or file, when present and plausible (0.5 to 2.6 m); else None."""
+def _patient_height_m(image: sitk.Image, path: Path) -> Optional[float]:
+    """The DICOM PatientSize of a series or file (patient_height_from_dicom)."""
     if not image.HasMetaDataKey(PATIENT_SIZE_TAG):
         return None
+    return patient_height_from_dicom(image.GetMetaData(PATIENT_SIZE_TAG), str(path))
+
+
+def patient_height_from_dicom(patient_size: Optional[str], source: str) -> Optional[float]:
+    """The height in metres a DICOM PatientSize value (a decimal string, metres) gives, or None: absent, empty or
+    0 mean unknown; a value that is no number or no plausible height (0.5 to 2.6 m; say, centimetres) is not
+    used, with a warning naming `source`, as it would scale the height-normalised indexes wrongly."""
+    text = (patient_size or "").strip()
     try:
-        height = float(image.GetMetaData(PATIENT_SIZE_TAG).strip())
+        height = float(text or 0)
     except ValueError:
+        height = math.nan
+    if height == 0:
         return None
-    return height if 0.5 <= height <= 2.6 else None
+    if not 0.5 <= height <= 2.6:
+        log.warning("%s: the DICOM PatientSize %r is not a height in metres (0.5 to 2.6), so the height-normalised "
+                    "indexes are left empty; give the patient's height to have them", source, text)
+        return None
+    return height
 
 
 def _header_of(file_name: str) -> sitk.ImageFileReader:
