@@ -21,6 +21,7 @@ from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.reading.volume_files import read_volume
 from LegSegNetLib.segmenting.engines.base import SliceEngine
+from LegSegNetLib.segmenting.heap import release_freed_memory
 from LegSegNetLib.segmenting.run import run_segmentation
 from LegSegNetLib.settings import SegmentationSettings
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet, label_set_from_names
@@ -121,8 +122,15 @@ def load_engine_reading_first_input(jobs: list, settings: SegmentationSettings,
     if first is None:
         return load_engine(), {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legsegnet-read") as pool:
-        reading: Future = pool.submit(read_inputs, first, settings)
+        reading: Future = pool.submit(_read_in_background, first, settings)
         return load_engine(), {first: reading}  # a failed load waits for the read, then raises
+
+
+def _read_in_background(job: Job, settings: SegmentationSettings) -> JobInputs:
+    try:
+        return read_inputs(job, settings)
+    finally:
+        release_freed_memory()  # else the reader's buffers stay in its thread's arena: 70 MB more peak memory
 
 
 def read_inputs(job: Job, settings: SegmentationSettings) -> JobInputs:

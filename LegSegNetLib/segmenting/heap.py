@@ -38,6 +38,14 @@ def freed_memory_kept() -> Iterator[None]:
         libc.malloc_trim(0)
 
 
+def release_freed_memory() -> None:
+    """Hands the memory freed in every malloc arena back to the kernel. Memory a worker thread freed stays in that
+    thread's own arena, where other threads never reuse it."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 @lru_cache(maxsize=1)
 def _glibc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
