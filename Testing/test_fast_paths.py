@@ -86,6 +86,11 @@ def test_openvino_float32_agrees_and_reads_the_cached_export(model_dir, phantom,
     labels = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))).array
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
     assert np.mean(labels == reference) > 0.999  # random weights: near-ties everywhere
+    compiled = sorted((tmp_path / "onnx" / "openvino").iterdir())
+    assert compiled  # kept for later runs, which load it and label the same
+    again = create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))
+    assert sorted((tmp_path / "onnx" / "openvino").iterdir()) == compiled
+    np.testing.assert_array_equal(segment_volume(phantom, again).array, labels)
 
 
 def test_backend_choice_is_checked(model_dir):
