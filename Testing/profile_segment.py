@@ -1,10 +1,11 @@
 """Where the time of one whole `legsegnet segment` run goes, by phase, with user and system CPU time apart.
 
 Runs the command line in this process with timers around its phases: import, the engine's import and model load,
-the read of the input (in a background thread meanwhile: process-wide CPU time), the preparation of each batch (8-bit window and bicubic stretch, in the background thread: its own thread's CPU
-time), the network's forward calls, the rest of the predictor (tiling, Gaussian weighting, fp16 arithmetic),
-resampling back to the native grid, measurements and writing. Python's own start-up is what the process's
-total (printed last, from getrusage) has beyond the phases.
+the read of the input (in a background thread meanwhile: process-wide CPU time), the preparation of each batch
+(8-bit window and bicubic stretch, in another background thread: its own thread's CPU time), the network's
+forward calls, the rest of the predictor (tiling, Gaussian weighting, fp16 arithmetic), resampling back to the
+native grid, measurements and the label map's writing (in a background thread meanwhile). Python's own start-up
+is what the process's total (printed last, from getrusage) has beyond the phases.
 
     python Testing/profile_segment.py --slices 100 -- --device cpu            # LegSegNet-sized random model
     python Testing/profile_segment.py --slices 100 --cprofile out.prof -- --backend openvino
@@ -87,7 +88,7 @@ def instrument(timer: PhaseTimer) -> None:
 
     segment.create_engine = timed_create_engine
     timer.wrap(batch, "read_volume", "read (overlaps the model load)")
-    timer.wrap(batch, "write_labelmap", "write")
+    timer.wrap(batch, "write_labelmap_into", "write (overlaps the measurements)")
     timer.wrap(run, "measure_labels", "measurements")
 
 

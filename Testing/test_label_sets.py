@@ -13,7 +13,7 @@ from LegSegNetLib.measuring.label_measurements import CT, MR, FatWater, compute_
 from LegSegNetLib.measuring.measurements import compute_measurements
 from LegSegNetLib.reading.volume import Volume
 from LegSegNetLib.tissues import FAT, LEGSEGNET_LABELS, MUSCLE, label_set_from_names
-from LegSegNetLib.writing.labelmaps import write_seg_nrrd
+from LegSegNetLib.writing.labelmaps import write_labelmap
 from LegSegNetLib.writing.tables import measurement_record, write_summary_table
 
 L3_LABELS = {"background": 0, "psoas": 1, "erector_spinae": 2, "abdominal_wall": 3, "VAT": 4, "SAT": 5}
@@ -43,13 +43,13 @@ def test_seg_nrrd_names_segments_from_the_label_set(tmp_path):
     label_set = label_set_from_names(L3_LABELS)
     array = np.zeros((2, 6, 6), np.uint8)
     array[0, 1:3, 1:3], array[1, 3:5, 2:4], array[1, 0, 0] = 1, 4, 5
-    write_seg_nrrd(Volume.from_spacing(array, (0.8, 0.8, 3.0)), tmp_path / "l3.seg.nrrd", label_set=label_set)
+    write_labelmap(Volume.from_spacing(array, (0.8, 0.8, 3.0)), tmp_path / "l3.seg.nrrd", label_set=label_set)
     segments = {segment["labelValue"]: segment for segment in slicerio.read_segmentation(str(tmp_path / "l3.seg.nrrd"))["segments"]}
     assert sorted(segments) == [1, 2, 3, 4, 5]
     assert segments[1]["id"] == "psoas" and segments[1]["name"] == "Psoas major muscle"
     assert segments[1]["terminology"]["type"] == ["SCT", "64038003", "Psoas major muscle"]
     with pytest.raises(ValueError, match=r"label values \[7\] are not among the model's labels"):
-        write_seg_nrrd(Volume.from_spacing(np.full((1, 2, 2), 7, np.uint8)), tmp_path / "x.seg.nrrd",
+        write_labelmap(Volume.from_spacing(np.full((1, 2, 2), 7, np.uint8)), tmp_path / "x.seg.nrrd",
                        label_set=label_set)
 
 

@@ -155,3 +155,67 @@ def test_a_first_input_that_cannot_be_read_fails_alone(tmp_path):
     result = batch.run_batch(jobs, engine, settings, read_already=read_already)
 
     assert result.failed == [jobs[0].input] and len(result.records) == 1 and jobs[1].record.exists()
+
+
+def test_the_label_map_is_written_while_the_labels_are_measured(tmp_path, monkeypatch):
+    from hu_band_engine import HUBandEngine
+
+    from LegSegNetLib import batch
+    from LegSegNetLib.segmenting import run
+
+    job = _jobs(tmp_path, 1)[0]
+    writing, real_write, real_measure = threading.Event(), batch.write_labelmap_into, run.measure_labels
+
+    def write_labelmap_into(*args):
+        writing.set()
+        return real_write(*args)
+
+    def measure_labels(*args, **kwargs):
+        assert writing.wait(WAIT_S), "the label map was not being written while the labels were measured"
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "write_labelmap_into", write_labelmap_into)
+    monkeypatch.setattr(run, "measure_labels", measure_labels)
+    batch.process_job(job, HUBandEngine(), SegmentationSettings(engine="threshold"))
+
+    from LegSegNetLib.reading.volume_files import read_volume
+
+    assert np.array_equal(read_volume(job.labelmap).array, HUBandEngine().segment_slices(
+        read_volume(job.input).array, (1.0, 1.0)))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["leg0.json", "leg0.nii.gz", "leg0.seg.nrrd"]
+
+
+@pytest.mark.parametrize("failing", ["measure_labels", "write_labelmap_into"])
+def test_nothing_lands_when_measuring_or_writing_fails(tmp_path, monkeypatch, failing):
+    from hu_band_engine import HUBandEngine
+
+    from LegSegNetLib import batch
+    from LegSegNetLib.segmenting import run
+
+    job = _jobs(tmp_path, 1)[0]
+
+    def fail(*args, **kwargs):
+        raise ValueError(f"{failing} failed")
+
+    monkeypatch.setattr(run if failing == "measure_labels" else batch, failing, fail)
+    with pytest.raises(ValueError, match=f"{failing} failed"):
+        batch.process_job(job, HUBandEngine(), SegmentationSettings(engine="threshold"))
+    assert [path.name for path in tmp_path.iterdir()] == ["leg0.nii.gz"]  # no label map, record or partial file
+
+
+def test_an_existing_label_map_is_refused_before_the_input_is_segmented(tmp_path):
+    from LegSegNetLib import batch
+    from LegSegNetLib.writing.outputs import OutputExistsError
+
+    job = _jobs(tmp_path, 1)[0]
+    job.labelmap.write_text("the user's file")
+
+    class NeverCalled:
+        name, in_plane_orientation = "never", "PL"
+
+        def segment_slices(self, hu_slices, pixel_spacing_mm):
+            raise AssertionError("segmented although the output is refused")
+
+    with pytest.raises(OutputExistsError):
+        batch.process_job(job, NeverCalled(), SegmentationSettings(engine="threshold"))
+    assert job.labelmap.read_text() == "the user's file"

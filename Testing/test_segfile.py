@@ -11,7 +11,7 @@ import slicerio
 
 from LegSegNetLib.reading.volume_files import read_volume
 from LegSegNetLib.writing.outputs import OutputExistsError, OutputWriteError
-from LegSegNetLib.writing.labelmaps import write_labelmap, write_seg_nrrd
+from LegSegNetLib.writing.labelmaps import write_labelmap
 from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.reading.volume import LPS_TO_RAS, Volume
 
@@ -29,7 +29,7 @@ def oblique_labels():
 def test_seg_nrrd_reads_back_with_slicerio(tmp_path):
     labels = oblique_labels()
     path = tmp_path / "legs.seg.nrrd"
-    write_seg_nrrd(labels, path)
+    write_labelmap(labels, path)
     segmentation = slicerio.read_segmentation(str(path))
 
     np.testing.assert_allclose(segmentation["ijkToLPS"], LPS_TO_RAS @ labels.ijk_to_ras, atol=1e-6)
@@ -76,7 +76,7 @@ def test_labels_that_are_not_tissues_are_refused(tmp_path):
     labels = oblique_labels()
     labels.array[0, 0, 0] = 7
     with pytest.raises(ValueError, match=r"\[7\] are not among the model's labels"):
-        write_seg_nrrd(labels, tmp_path / "labels.seg.nrrd")
+        write_labelmap(labels, tmp_path / "labels.seg.nrrd")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -133,7 +133,7 @@ def test_slicer_reads_the_segmentation(tmp_path):
     import vtk
 
     labels = oblique_labels()
-    write_seg_nrrd(labels, tmp_path / "legs.seg.nrrd")
+    write_labelmap(labels, tmp_path / "legs.seg.nrrd")
     scene = slicer.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")

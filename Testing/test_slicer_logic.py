@@ -601,13 +601,13 @@ def test_command_line_seg_nrrd_loads_and_is_measured_like_the_modules_own(scene,
     """A .seg.nrrd written by `legsegnet segment` opens in Slicer with its four segments, and Update measurements
     works on it (segments recognised by ID) with the same numbers as the labels it holds."""
     from LegSegNetLib.measuring.measurements import compute_measurements
-    from LegSegNetLib.writing.labelmaps import write_seg_nrrd
+    from LegSegNetLib.writing.labelmaps import write_labelmap
 
     ct, truth = phantom()
     stored_ct = ct.reoriented((0, 1, 2), (False, True, True))
     labels = segment_volume(stored_ct, AnteriorRightEngine())
     path = tmp_path / "cli.seg.nrrd"
-    write_seg_nrrd(labels, path)
+    write_labelmap(labels, path)
     volume_node = add_volume_node(stored_ct)
     segmentation_node = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from LegSegNetLib.measuring.label_measurements import CT, FatWater, measure_labels
 from LegSegNetLib.measuring.measurements import Measurements
@@ -37,18 +37,22 @@ def run_segmentation(
     settings: SegmentationSettings = SegmentationSettings(),
     progress: Optional[ProgressCallback] = None,
     fat_water: Optional[FatWater] = None,
+    labels_ready: Optional[Callable[[Volume, LabelSet], None]] = None,
 ) -> SegmentationResult:
     """Validate `ct`, label the axial slices `settings` select with `engine` (built from the same settings)
     and measure the result; the warnings about a doubtful input or result are in the result (the caller shows
     them, naming the input). Raises validation.InputError for a volume that cannot be segmented,
     layout.EmptyRangeError for a range with no slice, progress.Cancelled. `fat_water`: Dixon images of an MR
-    input, for fat fractions and IMAT (see measuring.label_measurements)."""
+    input, for fat fractions and IMAT (see measuring.label_measurements). `labels_ready(labels, label_set)` is
+    called before they are measured (the command line starts writing them then)."""
     check_voxel_array(ct)
     layout = slice_layout(ct)
     modality = getattr(engine, "modality", CT)
     warnings = validate_ct(ct, layout, hounsfield=modality == CT)
     labels = segment_volume(ct, engine, settings.slices_to_segment(layout), progress)
     label_set = getattr(engine, "label_set", LEGSEGNET_LABELS)
+    if labels_ready is not None:
+        labels_ready(labels, label_set)
     measurements = measure_labels(ct, labels, label_set, modality, fat_water, layout, settings.measurement)
     if not labels.array.any():
         warnings.append(NOTHING_LABELLED)

@@ -26,24 +26,25 @@ ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 def write_labelmap(labels: Volume, path, overwrite: bool = False, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
     """Write a label map in the format its extension names (see LABELMAP_EXTENSIONS); `label_set` names the
-    segments of a .seg.nrrd."""
-    extension = extension_of(path)
-    if extension not in LABELMAP_EXTENSIONS:
+    segments of a .seg.nrrd (default: the four LegSegNet tissues, as segments of one labelmap layer)."""
+    check_labelmap_name(path)
+    with atomic_output(path, overwrite) as temporary:
+        write_labelmap_into(temporary, labels, path, label_set)
+
+
+def check_labelmap_name(path) -> None:
+    if extension_of(path) not in LABELMAP_EXTENSIONS:
         choices = ", ".join(LABELMAP_EXTENSIONS)
         raise ValueError(f"cannot write a label map as {Path(path).name!r}: use one of {choices}")
-    if extension == ".seg.nrrd":
-        write_seg_nrrd(labels, path, overwrite, label_set)
-    else:
-        _write_image(_label_image(labels), path, overwrite)
 
 
-def write_seg_nrrd(labels: Volume, path, overwrite: bool = False, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
-    """Write a Slicer segmentation file with the labels of `label_set` (default: the four LegSegNet tissues) as
-    segments of one labelmap layer."""
+def write_labelmap_into(temporary: Path, labels: Volume, path, label_set: LabelSet = LEGSEGNET_LABELS) -> None:
+    """Write into `temporary` (an atomic_output's) the label map file `path` is to be, checked as it landed."""
     image = _label_image(labels)
-    for key, value in seg_nrrd_fields(image, label_set).items():
-        image.SetMetaData(key, value)
-    _write_image(image, path, overwrite)
+    if extension_of(path) == ".seg.nrrd":
+        for key, value in seg_nrrd_fields(image, label_set).items():
+            image.SetMetaData(key, value)
+    _write_checked(image, temporary, path)
 
 
 def seg_nrrd_fields(image: sitk.Image, label_set: LabelSet = LEGSEGNET_LABELS) -> dict[str, str]:
@@ -111,21 +112,20 @@ def _label_image(labels: Volume) -> sitk.Image:
     return sitk_from_volume(labels.with_array(array.astype(np.uint8, copy=False)))
 
 
-def _write_image(image: sitk.Image, path, overwrite: bool) -> None:
-    with atomic_output(path, overwrite) as temporary:
-        try:
-            sitk.WriteImage(image, str(temporary), useCompression=True)
-            written = sitk.ReadImage(str(temporary))
-        except RuntimeError as error:
-            raise OutputWriteError(f"cannot write {path}: {error_summary(error)}") from error
-        # Some ITK writers (NIfTI) only print a message when the disk fills: check what landed on disk.
-        if not np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image)):
-            raise OutputWriteError(f"cannot write {path}: the written file is incomplete (is the disk full?)")
-        if not _same_geometry(written, image):  # NIfTI turns a sheared grid (tilted gantry) into a rotated one
-            raise OutputWriteError(
-                f"cannot write {path}: {extension_of(path)} cannot store this volume's voxel grid, which is sheared "
-                "(non-orthogonal axes, as after a gantry tilt), so the labels would be misplaced; write .seg.nrrd, "
-                ".nrrd or .mha, which keep it")
+def _write_checked(image: sitk.Image, temporary: Path, path) -> None:
+    try:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
+        written = sitk.ReadImage(str(temporary))
+    except RuntimeError as error:
+        raise OutputWriteError(f"cannot write {path}: {error_summary(error)}") from error
+    # Some ITK writers (NIfTI) only print a message when the disk fills: check what landed on disk.
+    if not np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image)):
+        raise OutputWriteError(f"cannot write {path}: the written file is incomplete (is the disk full?)")
+    if not _same_geometry(written, image):  # NIfTI turns a sheared grid (tilted gantry) into a rotated one
+        raise OutputWriteError(
+            f"cannot write {path}: {extension_of(path)} cannot store this volume's voxel grid, which is sheared "
+            "(non-orthogonal axes, as after a gantry tilt), so the labels would be misplaced; write .seg.nrrd, "
+            ".nrrd or .mha, which keep it")
 
 
 def _same_geometry(first: sitk.Image, second: sitk.Image) -> bool:
