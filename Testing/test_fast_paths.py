@@ -4,6 +4,7 @@ backends (their tests skip where the optional packages are not installed)."""
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 from LegSegNetLib.segmenting.engines.base import PreparingSliceEngine
@@ -128,3 +129,18 @@ def test_backends_agree_with_the_exact_path_on_a_trained_model(backend, packages
         assert backend == "openvino-bf16" and "no bfloat16" in str(error)
         pytest.skip(str(error))
     assert np.mean(segment_volume(phantom, engine).array == reference) > least_agreement
+
+
+def test_the_export_key_follows_the_weights(model_dir, tmp_path):
+    from LegSegNetLib.segmenting.engines.nnunet.model import load_model_folder
+    from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import network_key
+
+    model, again = load_model_folder(model_dir), load_model_folder(model_dir)
+    other = load_model_folder(make_model_folder(tmp_path / "other", folds=(0,), seed=6))
+    assert network_key(model, model.networks[0]) == network_key(again, again.networks[0])
+    changed = load_model_folder(model_dir)
+    with torch.no_grad():
+        next(iter(changed.networks[0].parameters())).view(-1)[0] += 1e-6  # one weight, one ulp or so
+    keys = {network_key(model, model.networks[0]), network_key(other, other.networks[0]),
+            network_key(changed, changed.networks[0])}
+    assert len(keys) == 3
