@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ def run_batch(jobs: list, engine: SliceEngine, settings: SegmentationSettings,
     read_already = read_already or {}
     for number, job in enumerate(jobs, 1):
         try:
-            inputs = read_already[job].result() if job in read_already else None
+            inputs = read_already.pop(job).result() if job in read_already else None  # let it go after
             result.records.append(process_job(job, engine, settings, progress_for(job, number), inputs))
         except KeyboardInterrupt:
             if job.record is not None and number > 1:
@@ -118,18 +119,21 @@ def load_engine_reading_first_input(jobs: list, settings: SegmentationSettings,
     """(engine, read_already for run_batch): the first input still to do is read in a background thread while
     the engine loads. SimpleITK lets go of the GIL while it reads, so the read overlaps torch's import and the
     model load (0.6 s of a 100-slice run on the 2-core test machine). Only the first input: later ones are read
-    in turn, so no two volumes are held at once."""
+    in turn, so no two volumes are held at once. A failed load (or Ctrl+C) does not wait for the read."""
     first = next((job for job in jobs if not job.done), None)
     if first is None:
         return load_engine(), {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legsegnet-read") as pool:
-        reading: Future = pool.submit(_read_in_background, first, settings)
-        return load_engine(), {first: reading}  # a failed load waits for the read, then raises
+    reading: Future = Future()
+    threading.Thread(target=_read_in_background, args=(first, settings, reading), name="legsegnet-read",
+                     daemon=True).start()
+    return load_engine(), {first: reading}
 
 
-def _read_in_background(job: Job, settings: SegmentationSettings) -> JobInputs:
+def _read_in_background(job: Job, settings: SegmentationSettings, reading: Future) -> None:
     try:
-        return read_inputs(job, settings)
+        reading.set_result(read_inputs(job, settings))
+    except BaseException as error:  # raised where the input's turn comes, as a read there would
+        reading.set_exception(error)
     finally:
         release_freed_memory()  # else the reader's buffers stay in its thread's arena: 70 MB more peak memory
 
@@ -179,12 +183,27 @@ def _labelmap_written_meanwhile(job: Job) -> Iterator[Optional[Callable]]:
     check_labelmap_name(job.labelmap)
     writing = []
     with atomic_output(job.labelmap, job.overwrite) as temporary:  # an existing file is refused before any work
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="legsegnet-write") as pool:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="legsegnet-write")
+        try:
             yield lambda labels, label_set: writing.append(
                 pool.submit(write_labelmap_into, temporary, labels, job.labelmap, label_set))
-        if not writing:
-            raise RuntimeError("the labels were never handed over to be written")
+        finally:
+            pool.shutdown(wait=False)
+            _wait_through_interrupts(writing)  # the writer must be done before its temporary file is cleaned up
         writing[0].result()  # a failed write raises here, and nothing lands
+
+
+def _wait_through_interrupts(futures: list) -> None:
+    """Waits for `futures` even when Ctrl+C (or SIGTERM) arrives meanwhile, then raises that interrupt."""
+    interrupted = None
+    while True:
+        try:
+            wait(futures)
+            break
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted
 
 
 def label_set_of(settings: SegmentationSettings) -> LabelSet:

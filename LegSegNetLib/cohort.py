@@ -172,12 +172,17 @@ def _relayed(result: tuple) -> dict:
 
 
 def _relayable(error: Exception) -> Exception:
-    """The error itself when it can travel to the client (whose rules go by its type), else its message."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:
-        return InputFailed(str(error))
+    """The error itself when it arrives intact at the client, whose rules go by its type: a Python or LegSegNet
+    error that unpickles as the same type and message. Else its message (the client may lack the package that
+    raised it, and an exception that rebuilds itself from its message would garble it)."""
+    if type(error).__module__.split(".")[0] in ("builtins", "LegSegNetLib"):
+        try:
+            copy = pickle.loads(pickle.dumps(error))
+        except Exception:  # anything may fail in a third party's pickling
+            copy = None
+        if type(copy) is type(error) and str(copy) == str(error):
+            return error
+    return InputFailed(str(error))
 
 
 def _failure_text(error: Exception) -> str:

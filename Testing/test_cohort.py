@@ -330,3 +330,20 @@ def test_readme_slurm_recipe_makes_single_threaded_gpu_workers_in_this_environme
     assert f"{sys.executable} -m distributed.cli.dask_worker" in script
     assert "--nthreads 1" in script and "--resources GPU=1" in script
     assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
+
+
+def test_errors_travel_back_from_workers_intact_or_as_their_message():
+    import pickle
+
+    from LegSegNetLib.cohort import InputFailed, _relayable
+    from LegSegNetLib.writing.outputs import OutputExistsError
+
+    exists = OutputExistsError(Path("out") / "leg.seg.nrrd")
+    relayed = pickle.loads(pickle.dumps(_relayable(exists)))  # as the client receives it
+    assert type(relayed) is OutputExistsError and str(relayed) == str(exists)
+
+    class RuntimeSaidNo(RuntimeError):  # a third party's error: the client may not have its package
+        pass
+
+    relayed = pickle.loads(pickle.dumps(_relayable(RuntimeSaidNo("the runtime said no"))))
+    assert type(relayed) is InputFailed and str(relayed) == "the runtime said no"

@@ -2,6 +2,7 @@
 backends (their tests skip where the optional packages are not installed)."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,11 +88,27 @@ def test_openvino_float32_agrees_and_reads_the_cached_export(model_dir, phantom,
     labels = segment_volume(phantom, create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))).array
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
     assert np.mean(labels == reference) > 0.999  # random weights: near-ties everywhere
-    compiled = sorted((tmp_path / "onnx" / "openvino").iterdir())
-    assert compiled  # kept for later runs, which load it and label the same
+    compiled = {path: path.stat().st_mtime_ns for path in (tmp_path / "onnx" / "openvino").iterdir()}
+    assert compiled  # kept for later runs, which load it (not compile and write it again) and label the same
     again = create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))
-    assert sorted((tmp_path / "onnx" / "openvino").iterdir()) == compiled
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "onnx" / "openvino").iterdir()} == compiled
     np.testing.assert_array_equal(segment_volume(phantom, again).array, labels)
+
+
+def test_openvino_runs_where_its_compiled_networks_cannot_be_kept(model_dir, phantom, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    import os
+
+    from LegSegNetLib.segmenting.engines.nnunet import openvino_backend
+
+    monkeypatch.setenv("LEGSEGNET_HOME", str(tmp_path))
+    kept = tmp_path / "onnx" / "openvino"
+    kept.mkdir(parents=True)
+    writable = os.access  # a read-only folder (the tests may run as root, who can write anywhere)
+    monkeypatch.setattr(openvino_backend.os, "access", lambda path, mode: Path(path) != kept and writable(path, mode))
+    engine = create_engine(SegmentationSettings(engine="legsegnet", model=str(model_dir), device="cpu", backend="openvino"))
+    assert segment_volume(phantom, engine).array.any() and not any(kept.iterdir())  # compiled, not kept
 
 
 def test_backend_choice_is_checked(model_dir):

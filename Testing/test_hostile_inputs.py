@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from LegSegNetLib.cli import main
 from LegSegNetLib.segmenting.engines.threshold import ThresholdEngine
-from LegSegNetLib.reading.volume_files import read_volume, write_volume
+from LegSegNetLib.reading.volume_files import VolumeReadError, read_volume, write_volume
 from LegSegNetLib.reading.layout import SliceRange, slice_layout
 from LegSegNetLib.measuring.measurements import compute_measurements, dice
 from LegSegNetLib.synthetic.leg_phantom import make_leg_phantom
@@ -591,3 +591,14 @@ def test_every_test_the_readme_names_for_a_promise_exists():
     for file_name, test_name in named:
         source = (REPO / "Testing" / file_name).read_text(encoding="utf-8")
         assert f"def {test_name}(" in source, f"README names {file_name}::{test_name}, which does not exist"
+
+
+def test_a_series_folder_changed_in_place_between_reads_is_scanned_again(tmp_path):
+    array = np.full((3, 8, 8), 40, np.int16)
+    write_dicom_series(tmp_path / "series", array)
+    assert read_volume(tmp_path / "series").array.shape == (3, 8, 8)
+    write_dicom_series(tmp_path / "other", array[:1], tags=(("0020|000e", "1.2.826.0.1.3680043.2.1.2"),))
+    # A slice of another series written over a file of the first: same names, so the folder itself is unchanged.
+    (tmp_path / "series" / "001.dcm").write_bytes((tmp_path / "other" / "000.dcm").read_bytes())
+    with pytest.raises(VolumeReadError, match="2 DICOM series"):
+        read_volume(tmp_path / "series")

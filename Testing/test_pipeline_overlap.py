@@ -219,3 +219,69 @@ def test_an_existing_label_map_is_refused_before_the_input_is_segmented(tmp_path
     with pytest.raises(OutputExistsError):
         batch.process_job(job, NeverCalled(), SegmentationSettings(engine="threshold"))
     assert job.labelmap.read_text() == "the user's file"
+
+
+def test_the_first_input_is_let_go_once_it_is_segmented(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from hu_band_engine import HUBandEngine
+
+    from LegSegNetLib import batch
+
+    jobs, settings, first_ct = _jobs(tmp_path, 2), SegmentationSettings(engine="threshold"), []
+    engine, read_already = batch.load_engine_reading_first_input(jobs, settings, HUBandEngine)
+    real_process = batch.process_job
+
+    def process_job(job, *args):
+        if job is jobs[0]:
+            first_ct.append(weakref.ref(args[-1].ct))
+        else:
+            gc.collect()
+            assert first_ct[0]() is None, "the first input's volume is still held while the second is segmented"
+        return real_process(job, *args)
+
+    monkeypatch.setattr(batch, "process_job", process_job)
+    assert not batch.run_batch(jobs, engine, settings, read_already=read_already).failed
+
+
+def test_a_failed_engine_load_does_not_wait_for_the_read(tmp_path, monkeypatch):
+    from LegSegNetLib import batch
+
+    jobs, release, read_done = _jobs(tmp_path, 1), threading.Event(), threading.Event()
+
+    def slow_read(path):
+        release.wait(WAIT_S)
+        read_done.set()
+
+    monkeypatch.setattr(batch, "read_volume", slow_read)
+
+    def load_engine():
+        raise ValueError("no such model")
+
+    try:
+        with pytest.raises(ValueError, match="no such model"):
+            batch.load_engine_reading_first_input(jobs, SegmentationSettings(engine="threshold"), load_engine)
+        assert not read_done.is_set()  # raised while the read still ran
+    finally:
+        release.set()
+
+
+def test_waiting_for_the_writer_rides_out_an_interrupt(monkeypatch):
+    from concurrent.futures import Future
+
+    from LegSegNetLib import batch
+
+    written, calls, real_wait = Future(), [], batch.wait
+
+    def interrupted_once(futures):
+        calls.append(len(futures))
+        if len(calls) == 1:
+            threading.Timer(0.05, written.set_result, (None,)).start()  # the writer finishes a moment later
+            raise KeyboardInterrupt
+        return real_wait(futures)
+
+    monkeypatch.setattr(batch, "wait", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        batch._wait_through_interrupts([written])
+    assert written.done() and calls == [1, 1]

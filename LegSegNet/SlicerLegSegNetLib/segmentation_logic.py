@@ -247,8 +247,8 @@ class SegmentationLogic:
         self.lastWarnings = ()  # messages about a suspicious input from the last process() (validation.validate_ct)
 
     def patientHeight(self, volumeNode) -> Optional[float]:
-        """The DICOM PatientSize (metres) of a volume loaded from DICOM, from its first instance; None when unknown
-        (a volume from a file, no DICOM database, no or an implausible value: warned)."""
+        """The DICOM PatientSize (metres) of a volume loaded from DICOM, from its first instance; None when unknown:
+        a volume from a file, no DICOM database, no value, or an implausible one (which is also warned about)."""
         instances = (volumeNode.GetAttribute(DICOM_INSTANCES_ATTRIBUTE) or "").split()
         dicom_value = self.dicom_value or _application_dicom_value()
         if not instances or dicom_value is None:

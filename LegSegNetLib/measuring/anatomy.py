@@ -47,7 +47,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
-from LegSegNetLib.measuring.measurements import leg_split_columns
+from LegSegNetLib.measuring.measurements import labelled_slices, leg_split_columns
 from LegSegNetLib.reading.layout import SliceLayout
 from LegSegNetLib.tissues import TISSUE_BY_KEY
 
@@ -130,12 +130,12 @@ class Anatomy:
 def find_anatomy(labels_display: np.ndarray, hu_display: np.ndarray, layout: SliceLayout,
                  split_columns: Optional[dict] = None) -> Anatomy:
     """Legs, bones, landmarks and regions of a labelled volume in display orientation ([slice, row, column]).
-    `split_columns`: the labelled slices' measurements.leg_split_columns when the caller has them already."""
+    `split_columns`: measurements.leg_split_columns of every labelled slice when the caller has them already."""
     positions = np.asarray(layout.positions_mm, dtype=float)
-    labelled = np.flatnonzero(labels_display.reshape(len(labels_display), -1).any(axis=1))
-    labelled = labelled[np.argsort(positions[labelled], kind="stable")]  # in S order
     if split_columns is None:
-        split_columns = leg_split_columns(labels_display, labelled)
+        split_columns = leg_split_columns(labels_display, labelled_slices(labels_display))
+    labelled = np.array(sorted(split_columns), dtype=int)
+    labelled = labelled[np.argsort(positions[labelled], kind="stable")]  # in S order
     splits = leg_splits(labels_display, labelled, layout, split_columns)
     legs = {side: _leg(side, labels_display, hu_display, layout, splits, labelled, positions) for side in LEGS}
     return Anatomy(legs, positions, layout.spacing_slice_mm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import math
 import os
@@ -165,14 +166,22 @@ def is_dicom_series_folder(path) -> bool:
 
 def _dicom_series_ids(folder) -> tuple:
     """The series IDs GDCM finds in `folder`. Finding inputs and then reading them asks twice about the same
-    folder, and each answer parses every file's header (0.1 s for 350 files): the answer is kept while the
-    folder's listing and modification time stay the same."""
+    folder, and each answer parses every file's header (0.1 s for 350 files): the answer is kept while no file
+    there changes (names, sizes and modification times)."""
     folder = Path(folder).resolve()
-    return _scanned_series_ids(str(folder), tuple(sorted(os.listdir(folder))), folder.stat().st_mtime_ns)
+    return _scanned_series_ids(str(folder), _listing_digest(folder))
 
 
-@lru_cache(maxsize=16)
-def _scanned_series_ids(folder: str, file_names: tuple, modified_ns: int) -> tuple:
+def _listing_digest(folder: Path) -> str:
+    digest = hashlib.sha1()
+    for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+        status = entry.stat()
+        digest.update(f"{entry.name}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1024)
+def _scanned_series_ids(folder: str, listing_digest: str) -> tuple:
     """GDCM warns on stderr ("No Series were found") about every folder without DICOM files, which is an
     ordinary answer when a folder of NIfTI files is searched: its warnings are silenced for the search."""
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -192,6 +201,8 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
             f"folder {folder} holds {len(series_ids)} DICOM series; put each series in its own folder"
         )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    if not files:
+        raise VolumeReadError(f"cannot read {folder}: its DICOM files changed while it was read; read it again")
     _refuse_damaged_dicom_files(folder, files)
     _refuse_oversized(_header_of(files[0]), folder, slice_count=len(files))
     reader = sitk.ImageSeriesReader()

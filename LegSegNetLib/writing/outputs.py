@@ -24,6 +24,10 @@ _PARTIAL_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.partial[.a-z]*$")  # atomic_out
 class OutputExistsError(FileExistsError):
     def __init__(self, path: Path):
         super().__init__(f"{path} already exists; choose another name or allow overwriting (--overwrite)")
+        self.path = path
+
+    def __reduce__(self):  # rebuilt from its path, not its message (errors travel back from Dask workers)
+        return type(self), (self.path,)
 
 
 class OutputWriteError(OSError):

@@ -10,6 +10,8 @@ flip (agreement and speed measured on the bootstrap model: Testing/BENCHMARK.md)
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +23,8 @@ from LegSegNetLib.segmenting.engines.nnunet.model import NNUNetModel
 from LegSegNetLib.segmenting.engines.nnunet.onnx_backend import CpuRuntimeNetwork, exported_onnx
 
 PRECISIONS = ("f32", "bf16")
+
+log = logging.getLogger(__name__)
 
 
 class OpenVinoNetwork(CpuRuntimeNetwork):
@@ -49,8 +53,24 @@ def openvino_networks(model: NNUNetModel, precision: str = "f32", cache_dir: Opt
         "ENABLE_CPU_PINNING": False,  # the resampling and the next batch's preparation share the cores
     }
     paths = exported_onnx(model, cache_dir)
-    config["CACHE_DIR"] = str(paths[0].parent / "openvino")  # compiled networks: later runs load, not compile
+    compiled = _writable_folder(paths[0].parent / "openvino")
+    if compiled is not None:
+        config["CACHE_DIR"] = str(compiled)  # compiled networks: later runs load them instead of compiling
     return [OpenVinoNetwork(core.compile_model(str(path), "CPU", config), path) for path in paths]
+
+
+def _writable_folder(folder: Path) -> Optional[Path]:
+    """`folder`, made if need be, when this process may write there (OpenVINO fails on a cache folder it cannot
+    make); else None: a read-only shared model cache still runs, compiling every time."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.debug("OpenVINO's compiled networks are not kept: %s", error)
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        log.debug("OpenVINO's compiled networks are not kept: %s is read-only", folder)
+        return None
+    return folder
 
 
 def _import_openvino():
