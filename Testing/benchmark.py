@@ -20,6 +20,8 @@ the 256 grid, compared with the reference's masks.
     python Testing/benchmark.py --backends torch,openvino-bf16 --baseline /tmp/before --rounds 3
     python Testing/benchmark.py --ct scan.nii.gz --model /path/to/LegSegNet --slices 200
     python Testing/benchmark.py --phantom-slices 1000 --slices 100   # 512x512x1000 int16 phantom
+    python Testing/benchmark.py --device cuda --batch-size 16        # on a GPU: slices/s and peak GPU memory
+    python Testing/benchmark.py --device cuda --phantom-slices 1000 --slices 1000 --no-reference --rounds 1
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def run_reference(config: dict, work: Path) -> dict:
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     reference = ReferencePredictor(config["model"], folds=(0,), tta=config["tta"],
-                                   checkpoint_name=REFERENCE_CHECKPOINT)
+                                   checkpoint_name=REFERENCE_CHECKPOINT, device=config["device"])
     predictor = reference.predictor
     network_seconds = [0.0]
     forward = predictor.network.forward
@@ -82,7 +83,16 @@ def run_reference(config: dict, work: Path) -> dict:
     np.bincount(masks.ravel(), minlength=5)  # the app's volumes are label counts on the 256 grid
     sitk.WriteImage(sitk.GetImageFromArray(masks), str(work / "reference_masks.nii.gz"))
     np.save(work / "reference_256.npy", masks)
-    return {"network_s": network_seconds[0]}
+    return {"network_s": network_seconds[0], "peak_gpu_mb": peak_gpu_mb()}
+
+
+def peak_gpu_mb():
+    """Peak GPU memory torch allocated in this process (MB), None when it used no GPU."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2 ** 20
 
 
 def middle_slices(slice_count: int, wanted: int) -> list:
@@ -97,7 +107,8 @@ def arm_command(arm: str, config: dict, facts: Path) -> tuple:
     """(command, working directory, extra PYTHONPATH) of one run of `arm`."""
     if arm == "reference":
         return [sys.executable, __file__, "--worker", str(facts), json.dumps(config)], None, [TESTING.parent, TESTING]
-    options = ["--device", "cpu"] + (["--tta"] if config["tta"] else [])
+    options = ["--device", config["device"]] + (["--tta"] if config["tta"] else []) + (
+        ["--batch-size", str(config["batch_size"])] if config["batch_size"] else [])
     labels = Path(config["work"]) / f"{arm}.seg.nrrd"
     start = middle_slices(config["slice_count"], config["slices"])[0]
     if arm == "baseline":  # the other checkout's own command line, nothing of this one
@@ -127,8 +138,9 @@ def timed_run(arm: str, config: dict, run_number: int) -> dict:
     if process.returncode != 0:
         raise RuntimeError(f"the {arm} run failed (exit status {process.returncode}): {' '.join(command)}")
     recorded = json.loads(facts.read_text()) if facts.exists() else {}
-    return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024.0, "load_1min": load, "network_s": recorded.get("network_s")}
+    return {"wall_s": wall, "slices_per_s": config["slices"] / wall, "user_s": usage.ru_utime,
+            "sys_s": usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0, "load_1min": load,
+            "network_s": recorded.get("network_s"), "peak_gpu_mb": recorded.get("peak_gpu_mb")}
 
 
 def worker(facts: str, config_text: str) -> None:
@@ -146,7 +158,8 @@ def model_grid_agreement(config: dict, backend: str) -> dict:
     from LegSegNetLib.segmenting.pipeline import has_body
 
     reference = np.load(Path(config["work"]) / "reference_256.npy")
-    engine = create_engine(SegmentationSettings(engine="legsegnet", model=config["model"], device="cpu", backend=backend, tta=config["tta"]))
+    engine = create_engine(SegmentationSettings(engine="legsegnet", model=config["model"], device=config["device"],
+                                                backend=backend, tta=config["tta"]))
     ct = read_volume(config["ct"])
     hu = slice_layout(ct, engine.in_plane_orientation).display_view(ct.array)
     indices = middle_slices(len(hu), config["slices"])
@@ -216,10 +229,12 @@ def summarise(runs: dict) -> dict:
     summary = {}
     for arm, measured in runs.items():
         figures = {key: spread([run[key] for run in measured])
-                   for key in ("wall_s", "user_s", "sys_s", "peak_rss_mb", "load_1min")}
+                   for key in ("wall_s", "slices_per_s", "user_s", "sys_s", "peak_rss_mb", "load_1min")}
         if all(run["network_s"] is not None for run in measured):
             figures["network_s"] = spread([run["network_s"] for run in measured])
             figures["outside_network_s"] = spread([run["wall_s"] - run["network_s"] for run in measured])
+        if all(run.get("peak_gpu_mb") is not None for run in measured):
+            figures["peak_gpu_mb"] = spread([run["peak_gpu_mb"] for run in measured])
         if "reference" in runs and arm != "reference":
             figures["ratio_to_reference"] = spread([run["wall_s"] / reference["wall_s"]
                                                     for run, reference in zip(measured, runs["reference"])])
@@ -233,13 +248,13 @@ def spread(values: list) -> dict:
 
 def print_report(figures: dict, config: dict, stream) -> None:
     print(f"CT: {config['ct']}   model: {config['model']}   {config['slices']} middle slices   tta: {config['tta']}   "
-          f"threads: {config['threads'] or 'default'}   {os.cpu_count()} CPUs   rounds: "
+          f"device: {config['device']}   threads: {config['threads'] or 'default'}   {os.cpu_count()} CPUs   rounds: "
           f"{len(next(iter(figures['runs'].values())))}", file=stream)
-    columns = ("wall_s", "ratio_to_reference", "user_s", "sys_s", "network_s", "outside_network_s", "peak_rss_mb",
-               "load_1min")
+    columns = ("wall_s", "ratio_to_reference", "slices_per_s", "user_s", "sys_s", "network_s", "outside_network_s",
+               "peak_rss_mb", "peak_gpu_mb", "load_1min")
     print(f"{'arm':15}" + "".join(f"{name:>24}" for name in columns), file=stream)
     for arm, summary in figures["summary"].items():
-        cells = [_cell(summary.get(name), "{:.0f}" if name == "peak_rss_mb" else "{:.2f}") for name in columns]
+        cells = [_cell(summary.get(name), "{:.0f}" if name.startswith("peak") else "{:.2f}") for name in columns]
         print(f"{arm:15}" + "".join(f"{cell:>24}" for cell in cells), file=stream)
     print("median (min-max) over rounds; ratio: wall time over the reference's in the same round", file=stream)
     for arm, agree in figures["agreement"].items():
@@ -267,6 +282,9 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", type=Path, help="also run `legsegnet segment` from this other checkout")
     parser.add_argument("--no-reference", action="store_true", help="leave out the reference pipeline")
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N], for every arm (a GPU runs the "
+                                                         "model with fp16 autocast, as nnU-Net does)")
+    parser.add_argument("--batch-size", type=int, help="our arms' slices per network pass (default: their own)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS and torch threads (default: their own choice)")
     parser.add_argument("--work", type=Path, help="folder for outputs (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write every run's figures as JSON")
@@ -288,6 +306,7 @@ def main(argv=None) -> dict:
         config = {
             "ct": str(ct), "model": str(args.model or default_model()), "slices": args.slices, "tta": args.tta,
             "threads": args.threads, "work": str(work), "slice_count": profile_segment.slice_count(ct),
+            "device": args.device, "batch_size": args.batch_size,
             "baseline": str(args.baseline.resolve()) if args.baseline else None,
         }
         arms = ([] if args.no_reference else ["reference"]) + args.backends.split(",") + (

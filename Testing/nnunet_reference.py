@@ -36,12 +36,13 @@ def opencv_resize(image, use_ipp):
 
 
 class ReferencePredictor:
-    def __init__(self, model_folder, folds=(0,), tta=False, checkpoint_name="checkpoint_final.pth"):
+    def __init__(self, model_folder, folds=(0,), tta=False, checkpoint_name="checkpoint_final.pth", device="cpu"):
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+        device = torch.device(device)
         self.predictor = nnUNetPredictor(
-            tile_step_size=0.5, use_gaussian=True, use_mirroring=tta, perform_everything_on_device=False,
-            device=torch.device("cpu"), verbose=False, allow_tqdm=False,
+            tile_step_size=0.5, use_gaussian=True, use_mirroring=tta, perform_everything_on_device=device.type == "cuda",
+            device=device, verbose=False, allow_tqdm=False,
         )
         self.predictor.initialize_from_trained_model_folder(
             str(model_folder), use_folds=tuple(folds), checkpoint_name=checkpoint_name

@@ -157,7 +157,7 @@ def main(argv=None) -> None:
     timer.report()
     if args.json:
         args.json.write_text(json.dumps({"network_s": timer.totals.get("network forward", (0.0,))[0],
-                                         "phases": timer.totals}))
+                                         "peak_gpu_mb": benchmark.peak_gpu_mb(), "phases": timer.totals}))
     prepare_exit()  # as the `legsegnet` script ends
 
 

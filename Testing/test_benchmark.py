@@ -28,6 +28,9 @@ def test_benchmark_interleaves_whole_runs_on_a_tiny_case(tmp_path, capsys):
         assert 0 < summary["network_s"]["median"] < summary["wall_s"]["median"]
         assert summary["peak_rss_mb"]["min"] > 50  # a whole process with torch loaded
     assert ours["ratio_to_reference"]["median"] > 0
+    assert [run["slices_per_s"] for run in figures["runs"]["torch"]] == [2 / run["wall_s"]
+                                                                       for run in figures["runs"]["torch"]]
+    assert "peak_gpu_mb" not in ours and "device: cpu" in printed  # no GPU memory to report on the CPU
     agreement = figures["agreement"]["torch"]
     assert agreement["pixels"] == 2 * 256 * 256
     # Same slices, same model, exact arithmetic: the model-grid labels equal the reference's.
