@@ -119,13 +119,13 @@ def load_engine_reading_first_input(jobs: list, settings: SegmentationSettings,
     """(engine, read_already for run_batch): the first input still to do is read in a background thread while
     the engine loads. SimpleITK lets go of the GIL while it reads, so the read overlaps torch's import and the
     model load (0.6 s of a 100-slice run on the 2-core test machine). Only the first input: later ones are read
-    in turn, so no two volumes are held at once. A failed load (or Ctrl+C) does not wait for the read."""
+    in turn, so no two volumes are held at once. A failed load (or Ctrl+C) is raised at once; the process then ends
+    when the read has (a thread stopped inside SimpleITK at exit would crash it)."""
     first = next((job for job in jobs if not job.done), None)
     if first is None:
         return load_engine(), {}
     reading: Future = Future()
-    threading.Thread(target=_read_in_background, args=(first, settings, reading), name="legsegnet-read",
-                     daemon=True).start()
+    threading.Thread(target=_read_in_background, args=(first, settings, reading), name="legsegnet-read").start()
     return load_engine(), {first: reading}
 
 

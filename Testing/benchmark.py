@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from LegSegNetLib.cli import positive_int
 from LegSegNetLib.settings import SegmentationSettings
 
 TESTING = Path(__file__).resolve().parent
@@ -90,7 +91,7 @@ def peak_gpu_mb():
     """Peak GPU memory torch allocated in this process (MB), None when it used no GPU."""
     import torch
 
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+    if not torch.cuda.is_initialized():  # asked first: is_available() would start the driver in a CPU run
         return None
     return torch.cuda.max_memory_allocated() / 2 ** 20
 
@@ -284,7 +285,8 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N], for every arm (a GPU runs the "
                                                          "model with fp16 autocast, as nnU-Net does)")
-    parser.add_argument("--batch-size", type=int, help="our arms' slices per network pass (default: their own)")
+    parser.add_argument("--batch-size", type=positive_int, help="our arms' slices per network pass (default: their "
+                                                                  "own)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS and torch threads (default: their own choice)")
     parser.add_argument("--work", type=Path, help="folder for outputs (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write every run's figures as JSON")

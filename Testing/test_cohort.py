@@ -342,8 +342,9 @@ def test_errors_travel_back_from_workers_intact_or_as_their_message():
     relayed = pickle.loads(pickle.dumps(_relayable(exists)))  # as the client receives it
     assert type(relayed) is OutputExistsError and str(relayed) == str(exists)
 
-    class RuntimeSaidNo(RuntimeError):  # a third party's error: the client may not have its package
-        pass
-
     relayed = pickle.loads(pickle.dumps(_relayable(RuntimeSaidNo("the runtime said no"))))
     assert type(relayed) is InputFailed and str(relayed) == "the runtime said no"
+
+
+class RuntimeSaidNo(RuntimeError):
+    """A third party's error (picklable here): the client may lack its package, so only its message travels."""

@@ -602,3 +602,13 @@ def test_a_series_folder_changed_in_place_between_reads_is_scanned_again(tmp_pat
     (tmp_path / "series" / "001.dcm").write_bytes((tmp_path / "other" / "000.dcm").read_bytes())
     with pytest.raises(VolumeReadError, match="2 DICOM series"):
         read_volume(tmp_path / "series")
+
+
+def test_a_broken_link_beside_the_inputs_is_passed_over(tmp_path):
+    from LegSegNetLib.cli.segment import expand_inputs
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    write_volume(phantom()[0], folder / "leg.nii.gz")
+    (folder / "moved.dcm").symlink_to(tmp_path / "gone.dcm")  # a link whose file was moved away
+    assert expand_inputs([folder]) == [folder / "leg.nii.gz"]

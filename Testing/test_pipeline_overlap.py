@@ -285,3 +285,51 @@ def test_waiting_for_the_writer_rides_out_an_interrupt(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         batch._wait_through_interrupts([written])
     assert written.done() and calls == [1, 1]
+
+
+def test_a_failed_model_load_ends_the_command_cleanly_while_the_input_is_still_read(tmp_path):
+    """The reader thread is still inside SimpleITK when the error is printed: the process must wait for it, not
+    tear it down at exit (a daemon thread there aborts the whole process)."""
+    import subprocess
+    import sys
+
+    import SimpleITK as sitk
+
+    array = np.full((300, 512, 512), -1000, np.int16)  # large enough to be read still when the load fails
+    array[:, 100:400, 100:400] = 40
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "ct.nii"))
+    result = subprocess.run([sys.executable, "-m", "LegSegNetLib", "segment", str(tmp_path / "ct.nii"), "--model",
+                             str(tmp_path / "no-such-model"), "--labelmap", str(tmp_path / "labels.seg.nrrd")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-500:]
+    assert "cannot load the legsegnet engine: model folder not found" in result.stderr
+
+
+def test_an_interrupt_while_the_label_map_is_written_leaves_no_partial_file(tmp_path, monkeypatch):
+    import time
+
+    from LegSegNetLib import batch
+    from LegSegNetLib.tissues import LEGSEGNET_LABELS
+
+    job = _jobs(tmp_path, 1)[0]
+    real_write, real_wait, waits = batch.write_labelmap_into, batch.wait, []
+
+    def slow_write(*args):
+        time.sleep(0.3)
+        return real_write(*args)
+
+    def interrupted_wait(futures):  # Ctrl+C arrives while the writer is waited for
+        waits.append(futures)
+        if len(waits) == 1:
+            raise KeyboardInterrupt
+        return real_wait(futures)
+
+    monkeypatch.setattr(batch, "write_labelmap_into", slow_write)
+    monkeypatch.setattr(batch, "wait", interrupted_wait)
+    labels = Volume(np.zeros((2, 4, 4), np.uint8), np.eye(4))
+    with pytest.raises(KeyboardInterrupt):
+        with batch._labelmap_written_meanwhile(job) as labels_ready:
+            labels_ready(labels, LEGSEGNET_LABELS)
+            raise KeyboardInterrupt  # the first Ctrl+C, during the measurements
+    time.sleep(0.5)  # had the writer been left running, its file would appear now
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["leg0.nii.gz"]

@@ -172,9 +172,9 @@ def compute_measurements(ct: Volume, labels: Volume, layout: Optional[SliceLayou
 
     totals = {side: np.zeros((_LABEL_COUNT, 5)) for side in SIDES}
     slice_rows = []
-    labelled = labelled_slices(label_view)
     if split_columns is None:
-        split_columns = leg_split_columns(label_view, labelled)
+        split_columns = leg_split_columns(label_view, labelled_slices(label_view))
+    labelled = sorted(split_columns)
     separable = 0
     for index in labelled:
         regions = _slice_regions(split_columns[index])

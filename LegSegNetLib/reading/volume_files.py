@@ -175,7 +175,11 @@ def _dicom_series_ids(folder) -> tuple:
 def _listing_digest(folder: Path) -> str:
     digest = hashlib.sha1()
     for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
-        status = entry.stat()
+        try:
+            status = entry.stat()
+        except OSError:  # a broken link, or a file removed meanwhile: GDCM skips it too
+            digest.update(f"{entry.name}\0unreadable\n".encode())
+            continue
         digest.update(f"{entry.name}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
