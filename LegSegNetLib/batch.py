@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from LegSegNetLib.measuring.label_measurements import FatWater
+from LegSegNetLib.measuring.label_measurements import CT, FatWater
 from LegSegNetLib.progress import ProgressCallback
 from LegSegNetLib.reading.layout import EmptyRangeError
 from LegSegNetLib.reading.volume import Volume
@@ -161,10 +161,11 @@ def process_job(job: Job, engine: SliceEngine, settings: SegmentationSettings,
     for warning in result.warnings:
         log.warning("%s: %s", job.input, warning)
     record = {**measurement_record(job.input_name_given, engine.name, result.measurements, settings.model_used(),
-                                   result.warnings),
+                                   result.warnings, result.modality),
               "settings": settings.record()}
     if job.overlay is not None:
-        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set, result.measurements.site_rows)
+        write_overlay(ct, result.labels, job.overlay, job.overwrite, result.label_set, result.measurements.site_rows,
+                      result.modality)
     if job.record is not None:  # written last: its presence marks the input as done
         write_text(job.record, json.dumps(record, indent=1), job.overwrite)
     log.info("%s: %d slices labelled in %.1f s", job.input_name_given, result.measurements.summary["slice_count"],
@@ -223,7 +224,7 @@ def reuse_done_job(job: Job, label_set: LabelSet = LEGSEGNET_LABELS) -> dict:
     record = read_record(job.record)
     if job.overlay is not None and not job.overlay.exists():
         write_overlay(read_volume(job.input), read_volume(job.labelmap), job.overlay, False, label_set,
-                      record.get("site_rows", ()))
+                      record.get("site_rows", ()), record.get("modality", CT))
     return record
 
 
@@ -250,8 +251,9 @@ def read_record(path: Path) -> dict:
         raise RecordError(f"cannot read the earlier result {path} ({error}); redo it with --overwrite") from error
 
 
-def write_overlay(ct, labels, path: Path, overwrite: bool, label_set: LabelSet = LEGSEGNET_LABELS, sites=()) -> None:
+def write_overlay(ct, labels, path: Path, overwrite: bool, label_set: LabelSet = LEGSEGNET_LABELS, sites=(),
+                  modality: str = CT) -> None:
     from LegSegNetLib.writing.overlay import write_overlay_png  # imported here: it loads scipy
 
     with atomic_output(path, overwrite) as temporary:
-        write_overlay_png(ct, labels, temporary, label_set=label_set, sites=sites)
+        write_overlay_png(ct, labels, temporary, label_set=label_set, sites=sites, modality=modality)

@@ -128,8 +128,12 @@ def test_the_command_line_runs_a_native_mr_model_with_dixon_images(tmp_path):
     status = main(["segment", str(tmp_path / "t1.nii.gz"), "--model", str(model), "--device", "cpu",
                    "--fat", str(tmp_path / "fat.nii.gz"), "--water", str(tmp_path / "water.nii.gz"),
                    "--imat-fat-fraction", "0.15", "--labelmap", str(tmp_path / "labels.seg.nrrd"),
-                   "--measurements", str(tmp_path / "m.csv")])
+                   "--measurements", str(tmp_path / "m.csv"), "--overlay"])
     assert status == 0
+    import SimpleITK as sitk  # the picture shows the MR intensities, not a CT window (white throughout)
+
+    picture = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels.overlay.png")))
+    assert np.mean(picture == 255) < 0.02, np.mean(picture == 255)
     segments = slicerio.read_segmentation(str(tmp_path / "labels.seg.nrrd"))["segments"]
     assert [segment["id"] for segment in segments] == ["quadriceps", "hamstrings", "SAT"]
     row = json.loads((tmp_path / "m.json").read_text())["rows"][0]

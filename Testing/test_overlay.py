@@ -46,3 +46,16 @@ def test_sites_are_marked_on_the_coronal_view_at_their_slices(tmp_path):
     slices = ct.array.shape[0]
     row_of_site = (slices - 1 - rows[0]["slice_index"] + 0.5) * coronal_drawn_height(marked) / slices
     assert np.any(np.abs(site_pixels[:, 0] - row_of_site) <= 1)
+
+
+def test_an_mr_image_is_shown_in_its_own_intensity_range_not_a_ct_window(tmp_path):
+    """MR intensities (here 0 to about 2400, no unit) in the soft-tissue HU window would be white throughout."""
+    from LegSegNetLib.reading.volume import Volume
+
+    ct, truth = make_leg_phantom(seed=2, shape=(6, 96, 96))
+    mr = Volume(((ct.array.astype(np.float32) + 1000) * 1.2).astype(np.int16), ct.ijk_to_ras)
+    pictures = {modality: sitk.GetArrayFromImage(sitk.ReadImage(str(write_overlay_png(
+        mr, truth, tmp_path / f"{modality}.png", modality=modality)))) for modality in ("CT", "MR")}
+    grey_levels = {modality: len(np.unique(picture)) for modality, picture in pictures.items()}
+    white = {modality: float(np.mean(picture == 255)) for modality, picture in pictures.items()}
+    assert white["MR"] < 0.5 * white["CT"] and grey_levels["MR"] > grey_levels["CT"]

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from LegSegNetLib.reading.layout import slice_layout
+from LegSegNetLib.measuring.label_measurements import CT
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.reading.volume import Volume
 
@@ -29,18 +30,20 @@ CROP_MARGIN_MM = 15.0
 
 
 def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4,
-                      label_set: LabelSet = LEGSEGNET_LABELS, sites=()) -> Path:
+                      label_set: LabelSet = LEGSEGNET_LABELS, sites=(), modality: str = CT) -> Path:
     """Write `axial_count` evenly spaced labelled axial slices and one coronal view side by side, each label in
     its colour from `label_set`; `sites`: the site rows of measuring.sites (measured ones are marked on the
-    coronal view)."""
+    coronal view). A CT is shown in a soft-tissue window; an MR image, whose intensities have no fixed scale,
+    between the 1st and 99th percentiles of its labelled voxels."""
     if ct.array.shape != labels.array.shape:
         raise ValueError(f"CT {ct.array.shape} and labels {labels.array.shape} are not on the same grid")
     layout = slice_layout(ct)
     hu, lab = _crop_to_labels(layout.display_view(ct.array), layout.display_view(labels.array), layout)
+    window = WINDOW_HU if modality == CT else _percentile_window(hu, lab)
     pixel_mm = (layout.spacing_row_mm, layout.spacing_column_mm)
     panels = []
     for index in _axial_indices(lab, axial_count):
-        panel = _render(hu[index], lab[index], pixel_mm, label_set)
+        panel = _render(hu[index], lab[index], pixel_mm, label_set, window)
         draw_text(panel, f"S {layout.positions_mm[index]:.1f} MM", MARGIN, MARGIN)
         _mark_sides(panel)
         panels.append(panel)
@@ -48,7 +51,7 @@ def write_overlay_png(ct: Volume, labels: Volume, path, axial_count: int = 4,
     axial_px_per_mm = PANEL_HEIGHT / (hu.shape[1] * layout.spacing_row_mm)
     coronal_height = min(PANEL_HEIGHT, max(1, round(hu.shape[0] * layout.spacing_slice_mm * axial_px_per_mm)))
     coronal = _render(*_coronal(hu, lab, layout), (layout.spacing_slice_mm, layout.spacing_column_mm), label_set,
-                      coronal_height)
+                      window, coronal_height)
     _mark_sites(coronal, [row for row in sites if row.get("measured")], lab, layout)
     panels.append(coronal)
     picture = _side_by_side(panels)
@@ -86,9 +89,17 @@ def _coronal(hu_display, labels_display, layout):
     return hu, lab
 
 
-def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm, label_set: LabelSet, height: int = PANEL_HEIGHT) -> np.ndarray:
-    """RGB uint8 picture of one plane, square pixels, `height` pixels tall."""
-    low, high = WINDOW_HU
+def _percentile_window(image: np.ndarray, labels: np.ndarray) -> tuple:
+    values = image[labels > 0] if labels.any() else image
+    low, high = (float(value) for value in np.percentile(values, (1, 99))) if values.size else (0.0, 1.0)
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _render(hu: np.ndarray, labels: np.ndarray, pixel_mm, label_set: LabelSet, window: tuple = WINDOW_HU,
+            height: int = PANEL_HEIGHT) -> np.ndarray:
+    """RGB uint8 picture of one plane in grey levels from `window` (low, high), square pixels, `height` pixels
+    tall."""
+    low, high = window
     grey = np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     for tissue in label_set.labels:

@@ -15,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+from LegSegNetLib.measuring.label_measurements import CT
 from LegSegNetLib.measuring.measurements import SLICE_COLUMNS, SUMMARY_COLUMNS, TISSUE_COLUMNS, ColumnInfo, Measurements
 from LegSegNetLib.measuring.sites import REGION_COLUMNS, site_columns
 from LegSegNetLib.settings import MeasurementSettings
@@ -34,11 +35,11 @@ SLICE_RECORD_COLUMNS = INPUT_COLUMNS[:1] + SLICE_COLUMNS
 
 
 def measurement_record(input_name: str, engine_name: str, measurements: Measurements, model: str = "",
-                       warnings=()) -> dict:
+                       warnings=(), modality: str = CT) -> dict:
     """Everything measured on one input, as plain JSON-able data (NaN becomes None); `warnings`: the run's doubts
-    about the input or result, kept with the numbers they concern."""
+    about the input or result, kept with the numbers they concern; `modality`: CT (Hounsfield units) or MR."""
     record = {
-        "input": input_name, "engine": engine_name, "model": model, "warnings": list(warnings),
+        "input": input_name, "engine": engine_name, "model": model, "modality": modality, "warnings": list(warnings),
         "summary": measurements.summary,
         "tissue_rows": measurements.tissue_rows, "slice_rows": measurements.slice_rows,
         "regions": measurements.regions, "region_notes": measurements.region_notes, "site_rows": measurements.site_rows,
