@@ -1,7 +1,8 @@
 """`legsegnet compare`: validate predicted label maps against reference ones (say, manual segmentations).
 
-PRED and REF are label-map files (.seg.nrrd .nii.gz .nii .nrrd .mha .mhd) or folders of them; folders are paired
-by case name (the file name without its extensions) and cases found on one side only are listed, not compared.
+PRED and REF are label-map files (.seg.nrrd .nii.gz .nii .nrrd .mha .mhd, or a DICOM SEG .dcm) or folders of them;
+folders are paired by case name (the file name without its extensions) and cases found on one side only are
+listed, not compared.
 Writes into --out: per_case.csv (Dice, HD95, ASSD, volumes per case and tissue), agreement.csv (Pearson r, ICC,
 Bland-Altman bias and limits, MAE per measurement), each with a .json twin giving units; pictures and
 report.html. --against adds a second prediction of the same cases and paired tests of the two predictions' Dice.
@@ -33,7 +34,7 @@ from LegSegNetLib.writing.outputs import (
 
 log = logging.getLogger("legsegnet")
 
-LABEL_FILE_EXTENSIONS = LABELMAP_EXTENSIONS + (".mhd",)
+LABEL_FILE_EXTENSIONS = LABELMAP_EXTENSIONS + (".mhd", ".dcm")  # .dcm: a DICOM SEG
 CT_FILE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
                                                 "were made from: adds mean HU to the comparison")
     parser.add_argument("--labels", type=_label_set_argument, default=DEFAULT_LABEL_SET,
                         help=f"tissues compared and their values in plain label maps: {LABEL_SET_HELP}; .seg.nrrd "
-                             "segments are matched by name")
+                             "and DICOM SEG segments are matched by name")
     parser.add_argument("--against", type=Path, metavar="PRED_B",
                         help="a second prediction (file or folder) of the same cases: paired tests of the Dice")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files")

@@ -3,7 +3,8 @@
 A `LabelSet` says which tissues are compared and which value each has in plain label-map files (NIfTI, NRRD,
 MHA): by default LegSegNet's own numbering (SAT 1, SM 2, IMAT 3, Bone 4). In a Slicer `.seg.nrrd` each segment
 carries its own label value, so segments are matched to tissues by ID or name instead (the tissue key or name,
-any case: "SM", "Skeletal muscle"), whatever values the file uses. The labels read are always renumbered to the
+any case: "SM", "Skeletal muscle"), whatever values the file uses; so are the segments of a DICOM SEG, by
+SegmentLabel (or coded type, reading.dicom_seg). The labels read are always renumbered to the
 tissue values of LegSegNetLib.tissues, so every measurement applies to them. Values (or segments) outside the
 label set count as background, with a note saying so: a reference may hold structures the tool does not label.
 """
@@ -17,8 +18,9 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from LegSegNetLib.reading.dicom_seg import dicom_seg_labels, dicom_segments, read_dicom_seg, tissue_key_of_code
 from LegSegNetLib.reading.volume import Volume
-from LegSegNetLib.reading.volume_files import VolumeReadError, error_summary, read_volume
+from LegSegNetLib.reading.volume_files import VolumeReadError, error_summary, is_dicom_file, read_volume
 from LegSegNetLib.tissues import TISSUE_BY_KEY, TISSUES
 from LegSegNetLib.writing.outputs import extension_of
 
@@ -74,14 +76,26 @@ class LabelMap:
 
 
 def read_label_map(path, label_set: LabelSet = DEFAULT_LABEL_SET) -> LabelMap:
-    """Read a label map (.nii.gz .nii .nrrd .mha .mhd or Slicer .seg.nrrd) as tissue labels of `label_set`."""
+    """Read a label map (.nii.gz .nii .nrrd .mha .mhd, Slicer .seg.nrrd or a DICOM SEG) as tissue labels of
+    `label_set`."""
     path = Path(path)
+    if path.is_file() and is_dicom_file(path):
+        return _read_dicom_seg(path, label_set)
     if extension_of(path) != ".seg.nrrd":
         return tissue_labels(read_volume(path), label_set, str(path))
     values, notes = _segment_values(path, label_set)
     read = tissue_labels(read_volume(path), LabelSet(tuple((key, value) for value, key in values.items())),
                          str(path))
     return LabelMap(read.labels, tuple(notes))  # values outside: those of the segments noted
+
+
+def _read_dicom_seg(path: Path, label_set: LabelSet) -> LabelMap:
+    segmentation = read_dicom_seg(path)
+    keys, notes = _match_segments(path, [
+        (number, tissue_key_of_segment(label, label) or tissue_key_of_code(code), label)
+        for number, label, code in dicom_segments(segmentation)], label_set)
+    tissue_values = {number: TISSUE_BY_KEY[key].value for number, key in keys.items()}
+    return LabelMap(dicom_seg_labels(segmentation, tissue_values, str(path)), tuple(notes))
 
 
 def tissue_labels(volume: Volume, label_set: LabelSet = DEFAULT_LABEL_SET, source: str = "the label map") -> LabelMap:
@@ -118,18 +132,24 @@ def _segment_values(path: Path, label_set: LabelSet) -> tuple:
         raise VolumeReadError(
             f"{path} keeps its segments in {len(layers)} layers (they overlap); export them as one label map "
             "(Segmentations module: Export to files, or collapse the layers) and compare that")
+    return _match_segments(path, [
+        (int(fields.get(f"{segment}_LabelValue", "1")),
+         tissue_key_of_segment(fields.get(f"{segment}_ID", ""), fields.get(f"{segment}_Name", "")),
+         fields.get(f"{segment}_Name", "") or fields.get(f"{segment}_ID", "")) for segment in segments], label_set)
+
+
+def _match_segments(path: Path, segments: list, label_set: LabelSet) -> tuple:
+    """{segment value: tissue key} of `segments` [(value, tissue key or None, name)] in the label set, and notes
+    on those that are no tissue."""
     values, notes = {}, []
-    for segment in segments:
-        segment_id, name = fields.get(f"{segment}_ID", ""), fields.get(f"{segment}_Name", "")
-        key = tissue_key_of_segment(segment_id, name)
-        value = int(fields.get(f"{segment}_LabelValue", "1"))
+    for value, key, name in segments:
         if key in label_set.keys:
             if key in values.values():
                 raise VolumeReadError(f"{path} has two segments for {key}; merge them in Segment Editor first")
             values[value] = key
         elif key is None:  # a tissue left out of --labels is left out on purpose
-            notes.append(f"segment {name or segment_id!r} is not a tissue of the label set "
-                         f"({', '.join(label_set.keys)}): not compared")
+            notes.append(f"segment {name!r} is not a tissue of the label set ({', '.join(label_set.keys)}): "
+                         "not compared")
     if not values:
         raise VolumeReadError(f"no segment of {path} is named after a tissue of the label set "
                               f"({', '.join(label_set.keys)}); name the segments (e.g. 'Skeletal muscle' or 'SM')")

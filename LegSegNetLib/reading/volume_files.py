@@ -132,7 +132,7 @@ def available_memory_bytes() -> Optional[int]:
 def _warn_if_one_file_of_a_series(path: Path) -> None:
     """A single slice can be what was meant (single-slice body composition), but one file picked out of a
     DICOM series usually means the series' folder was meant."""
-    if not _is_dicom(path):
+    if not is_dicom_file(path):
         return
     for series_id in _dicom_series_ids(path.parent):
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path.parent), series_id)
@@ -224,14 +224,14 @@ def _refuse_damaged_dicom_files(folder: Path, series_files) -> None:
     silently drop that slice: a file that looks like DICOM but is not in the series is an error."""
     in_series = {Path(name).resolve() for name in series_files}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.resolve() not in in_series and _is_dicom(path):
+        if path.is_file() and not path.name.startswith(".") and path.resolve() not in in_series and is_dicom_file(path):
             raise VolumeReadError(
                 f"cannot read {folder}: the DICOM file {path.name} is damaged or truncated (copy the series again, "
                 "or move that file out of the folder to segment the other slices)"
             )
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     with open(path, "rb") as stream:
         return stream.read(132)[128:] == b"DICM"
 
