@@ -221,6 +221,14 @@ def test_one_case_has_no_limits_of_agreement_and_no_hu_without_a_ct(cohort, tmp_
     assert "no limits of agreement" in caplog.text
 
 
+def test_two_single_files_of_different_names_are_one_case_with_nothing_unpaired(cohort, tmp_path, caplog):
+    reference = tmp_path / "expert.nii.gz"
+    reference.write_bytes((cohort["truth"] / "case11.nii.gz").read_bytes())
+    assert compare_cli(cohort["threshold"] / "case11.seg.nrrd", reference, "--out", tmp_path / "out") == 0
+    assert {row["case"] for row in read_csv(tmp_path / "out" / "per_case.csv")} == {"case11"}
+    assert "not compared" not in caplog.text
+
+
 def test_unpaired_cases_are_listed_and_do_not_stop_the_others(cohort, tmp_path, caplog):
     references = tmp_path / "refs"
     references.mkdir()

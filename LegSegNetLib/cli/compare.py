@@ -76,7 +76,9 @@ def compare_command(args) -> int:
         raise UserError(f"no case of {args.pred} has a reference of the same name in {args.ref} (cases are paired "
                         f"by file name without extensions; predictions: {_names(predictions)}; references: "
                         f"{_names(references)})")
-    unpaired_pred, unpaired_ref = sorted(set(predictions) - set(pairs)), sorted(set(references) - set(pairs))
+    paired = {file for pair in pairs.values() for file in pair}  # two single files pair whatever their names
+    unpaired_pred, unpaired_ref = ([name for name, file in sorted(files.items()) if file not in paired]
+                                   for files in (predictions, references))
     for names, what in ((unpaired_pred, "without a reference"), (unpaired_ref, "without a prediction")):
         if names:
             log.warning("%d case(s) %s, not compared: %s", len(names), what, ", ".join(names))
