@@ -142,3 +142,36 @@ def test_missing_highdicom_is_named_with_the_extra(scan, monkeypatch):
     monkeypatch.setattr(dicom_seg.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"needs the Python package highdicom: .*\[validate\]"):
         read_label_map(scan[3])
+
+
+def without_slice_spacing(path) -> None:
+    """The SEG at `path` as some tools write it: no SpacingBetweenSlices (its SliceThickness kept)."""
+    dataset = pydicom.dcmread(path)
+    del dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices
+    dataset.save_as(path)
+
+
+@pytest.mark.parametrize("labelled_slices", [(1, 5), (3,)], ids=["every-fourth", "one"])
+def test_a_sparse_seg_that_does_not_state_its_slice_spacing_is_refused(tmp_path, labelled_slices):
+    """Read from its frames alone it would be slices 10 mm thick (or 1 mm for one frame), spread by the
+    resampling onto the CT slices between: a wrong Dice with no warning."""
+    write_ct(tmp_path / "ct", UPRIGHT)
+    labels = np.zeros((SLICES, ROWS, COLUMNS), np.uint8)
+    labels[list(labelled_slices), 2:5, 2:5] = SAT
+    write_seg(tmp_path / "sparse.dcm", tmp_path / "ct", segment_numbers(labels))
+    assert np.count_nonzero(read_label_map(tmp_path / "sparse.dcm").labels.array) == 9 * len(labelled_slices)
+    without_slice_spacing(tmp_path / "sparse.dcm")
+    with pytest.raises(ValueError, match=r"^[^\n]*does not state the spacing between its slices[^\n]*$"):
+        read_label_map(tmp_path / "sparse.dcm")
+
+
+def test_a_whole_seg_that_does_not_state_its_slice_spacing_is_read(scan, tmp_path):
+    ct_folder, ct, _, _ = scan
+    everywhere = labels_by_file()
+    everywhere[:, 0, 0] = SAT  # a voxel on every slice: frames for all of them
+    write_seg(tmp_path / "whole.dcm", ct_folder, segment_numbers(everywhere))
+    without_slice_spacing(tmp_path / "whole.dcm")
+    read = read_label_map(tmp_path / "whole.dcm").labels
+    on_ct = ct.with_array(everywhere[ct.array[:, 0, 0]])  # CT slice k is file ct.array[k, 0, 0]
+    aligned, _ = align_reference(read, on_ct)
+    assert read.array.shape == ct.array.shape and np.array_equal(aligned.array, on_ct.array)
