@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,18 +124,30 @@ def load_engine_reading_first_input(jobs: list, settings: SegmentationSettings,
     first = next((job for job in jobs if not job.done), None)
     if first is None:
         return load_engine(), {}
-    reading: Future = Future()
-    threading.Thread(target=_read_in_background, args=(first, settings, reading), name="legsegnet-read").start()
+    reading = _in_background("legsegnet-read", _read_in_background, first, settings)
     return load_engine(), {first: reading}
 
 
-def _read_in_background(job: Job, settings: SegmentationSettings, reading: Future) -> None:
+def _read_in_background(job: Job, settings: SegmentationSettings) -> JobInputs:
     try:
-        reading.set_result(read_inputs(job, settings))
-    except BaseException as error:  # raised where the input's turn comes, as a read there would
-        reading.set_exception(error)
+        return read_inputs(job, settings)
     finally:
         release_freed_memory()  # else the reader's buffers stay in its thread's arena: 70 MB more peak memory
+
+
+def _in_background(name: str, function: Callable, *args) -> Future:
+    """`function(*args)` run in a new thread; its result, or the error it raised, in the Future. Not a daemon
+    thread: one stopped inside SimpleITK at the interpreter's exit would crash the process."""
+    outcome: Future = Future()
+
+    def run():
+        try:
+            outcome.set_result(function(*args))
+        except BaseException as error:  # raised to whoever asks for the result, as a call there would
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, name=name).start()
+    return outcome
 
 
 def read_inputs(job: Job, settings: SegmentationSettings) -> JobInputs:
@@ -184,12 +196,10 @@ def _labelmap_written_meanwhile(job: Job) -> Iterator[Optional[Callable]]:
     check_labelmap_name(job.labelmap)
     writing = []
     with atomic_output(job.labelmap, job.overwrite) as temporary:  # an existing file is refused before any work
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="legsegnet-write")
         try:
-            yield lambda labels, label_set: writing.append(
-                pool.submit(write_labelmap_into, temporary, labels, job.labelmap, label_set))
+            yield lambda labels, label_set: writing.append(_in_background(
+                "legsegnet-write", write_labelmap_into, temporary, labels, job.labelmap, label_set))
         finally:
-            pool.shutdown(wait=False)
             _wait_through_interrupts(writing)  # the writer must be done before its temporary file is cleaned up
         writing[0].result()  # a failed write raises here, and nothing lands
 
