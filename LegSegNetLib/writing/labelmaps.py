@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from LegSegNetLib.reading.volume_files import error_summary, sitk_from_volume
 from LegSegNetLib.writing.outputs import OutputWriteError, atomic_output, extension_of
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, CodedTerm, LabelSet, Tissue
+from LegSegNetLib.measuring.measurements import labelled_slices
 from LegSegNetLib.reading.volume import Volume
 
 LABELMAP_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
@@ -92,7 +93,7 @@ def label_extents(image: sitk.Image) -> dict[int, str]:
     ITK's label statistics would need several hundred MB for a 512x512x1000 label map."""
     array = sitk.GetArrayViewFromImage(image)  # [k, j, i]; valid while `image` lives
     low, high = {}, {}
-    for k in np.flatnonzero(array.reshape(len(array), -1).any(axis=1)):  # the labelled slices (a contiguous view)
+    for k in labelled_slices(array):
         plane = array[k]
         present = np.flatnonzero(np.bincount(plane.ravel()))
         for value in present[present > 0]:  # a slice without background holds labels only

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from LegSegNetLib.reading.layout import slice_layout
 from LegSegNetLib.measuring.label_measurements import CT
+from LegSegNetLib.measuring.measurements import labelled_slices
 from LegSegNetLib.tissues import LEGSEGNET_LABELS, LabelSet
 from LegSegNetLib.reading.volume import Volume
 
@@ -75,8 +76,8 @@ def _crop_to_labels(hu_display, labels_display, layout):
 
 def _axial_indices(labels_display: np.ndarray, count: int) -> list[int]:
     """Evenly spaced slices through the labelled part of the volume (all of it when nothing is labelled)."""
-    labelled = np.flatnonzero(labels_display.reshape(len(labels_display), -1).any(axis=1))
-    first, last = (labelled[0], labelled[-1]) if labelled.size else (0, len(labels_display) - 1)
+    labelled = labelled_slices(labels_display)  # slice by slice: a transposed display view is not copied whole
+    first, last = (labelled[0], labelled[-1]) if labelled else (0, len(labels_display) - 1)
     return sorted(set(np.linspace(first, last, count + 2)[1:-1].round().astype(int).tolist()))
 
 
